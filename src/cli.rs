@@ -1,0 +1,212 @@
+//! Every command-line type, in one place; completions and man pages are generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str =
+    "GPU workspace gateway: private, hardened SSH containers with a GPU slice, one command away";
+
+const EXAMPLES: &str = "\
+Examples:
+  sandman image build --offline                 # build the workspace image without a registry
+  sandman session create --user alice           # start a session, print the ssh command and key
+  sandman session list                          # who has a session, on which port, until when
+  sandman session rm 3f2a9c1e-...               # end one session (asks first)
+  sandman reap                                  # remove expired sessions; run from cron every minute
+  sandman doctor                                # check Docker, the image, directories, ports
+
+Settings: built-in defaults < /etc/sandman/config.toml (or --config) < SANDMAN_<KEY> environment
+variables (SANDMAN_DB, SANDMAN_NETWORK, SANDMAN_SSH_HOST, ...) < flags. SANDMAN_LOG sets log filters.
+
+Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 conflict or resources exhausted,
+4 not found, 5 a needed service (Docker, the image) is unavailable.";
+
+#[derive(Debug, Parser)]
+#[command(name = "sandman", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Directory holding each user's persistent home [default: /srv/workspaces]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workspace_root: Option<PathBuf>,
+    /// First host port for session SSH [default: 10000]
+    #[arg(long, global = true, value_name = "PORT")]
+    pub ssh_port_start: Option<u16>,
+    /// Last host port for session SSH [default: 20000]
+    #[arg(long, global = true, value_name = "PORT")]
+    pub ssh_port_end: Option<u16>,
+    /// More log output (-v info, -vv debug); SANDMAN_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no progress
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show, extend and remove sessions
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Remove expired sessions and whatever a crash left behind
+    #[command(after_help = "Examples:
+  sandman reap                    # one pass; safe to run from cron every minute
+  sandman reap --dry-run --json   # what a pass would remove, for scripts
+
+crontab line:
+  * * * * * root /usr/local/bin/sandman reap --quiet")]
+    Reap {
+        /// Report what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the workspace image
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Check that this host can run sessions, with the fix for each problem
+    #[command(after_help = "Examples:
+  sandman doctor
+  sandman doctor --json | jq '.[] | select(.ok == false)'")]
+    Doctor {
+        /// Print the checks as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script
+    #[command(after_help = "Examples:
+  sandman completions bash > /etc/bash_completion.d/sandman
+  sandman completions zsh > \"${fpath[1]}/_sandman\"")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (sandman.1 and one per subcommand)
+    #[command(after_help = "Examples:
+  sandman man --dir /usr/local/share/man/man1")]
+    Man {
+        /// Directory to write into
+        #[arg(long, value_name = "DIR", default_value = "man")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session for a user and print how to log in
+    #[command(after_help = "Examples:
+  sandman session create --user alice
+  sandman session create --user alice --ttl 240 --key-file alice.key
+  sandman session create --user bob --public-key ~bob/.ssh/id_ed25519.pub --json
+
+The private key is shown once and never stored. With --public-key no key pair is made.")]
+    Create(CreateArgs),
+    /// List sessions
+    #[command(after_help = "Examples:
+  sandman session list
+  sandman session list --json | jq '.[] | select(.user_id==\"alice\")'")]
+    List {
+        /// Print the API's session objects as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session
+    #[command(after_help = "Examples:
+  sandman session show 3f2a9c1e-0d7b-4f7e-9a51-2c8d5b6e1f00 --json")]
+    Show {
+        /// Session id
+        id: String,
+        /// Print the API's session object as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a session to expire TTL minutes from now
+    #[command(after_help = "Examples:
+  sandman session extend 3f2a9c1e-0d7b-4f7e-9a51-2c8d5b6e1f00 --ttl 120")]
+    Extend {
+        /// Session id
+        id: String,
+        /// Minutes from now
+        #[arg(long, value_name = "MINUTES", allow_hyphen_values = true)]
+        ttl: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove sessions; their workspaces are kept
+    #[command(after_help = "Examples:
+  sandman session rm 3f2a9c1e-0d7b-4f7e-9a51-2c8d5b6e1f00
+  sandman session rm --all --yes")]
+    Rm {
+        /// Session ids
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Remove every session
+        #[arg(long)]
+        all: bool,
+        /// Do not ask for confirmation
+        #[arg(short, long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Login name: lowercase letters, digits, '_' and '-', at most 32, not a system account
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// Minutes until the session is reaped [default: 60]
+    #[arg(long, value_name = "MINUTES", allow_hyphen_values = true)]
+    pub ttl: Option<String>,
+    /// Workspace image [default: gpu-workspace]
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Use this OpenSSH public key instead of generating a key pair
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+    /// Write the generated private key to FILE (mode 0600) instead of printing it
+    #[arg(long, value_name = "FILE", conflicts_with = "public_key")]
+    pub key_file: Option<PathBuf>,
+    /// Print the API's create answer as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the workspace image from images/Dockerfile.gpu-workspace
+    #[command(after_help = "Examples:
+  sandman image build                                   # FROM a CUDA base (needs a registry)
+  sandman image build --base-image nvidia/cuda:12.6.3-base-ubuntu24.04
+  sandman image build --offline                         # debootstrap a Debian base from this host's apt mirror")]
+    Build {
+        /// Make the base with debootstrap from this host's apt sources, then build on it
+        #[arg(long)]
+        offline: bool,
+        /// Base image (ignored with --offline)
+        #[arg(long, value_name = "IMAGE")]
+        base_image: Option<String>,
+        /// Name of the image to build
+        #[arg(long, value_name = "IMAGE", default_value = "gpu-workspace")]
+        tag: String,
+        /// Rebuild the offline base even if it exists
+        #[arg(long)]
+        rebuild_base: bool,
+    },
+}

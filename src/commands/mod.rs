@@ -1,0 +1,78 @@
+//! The CLI's thin adapters: parse what the person typed, call the service, print the answer.
+
+mod docs;
+mod doctor;
+mod image;
+mod reap;
+mod session;
+
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Overrides, Settings};
+use crate::error::{Error, Result};
+use crate::gpu::NoGpu;
+use crate::sessions::Sessions;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    let quiet = g.quiet;
+    match cli.command {
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(&dir),
+        Command::Session(cmd) => session::run(&open(&cli.global)?, cmd, quiet).await,
+        Command::Reap { dry_run, json } => reap::run(&open(&cli.global)?, dry_run, json).await,
+        Command::Image(cmd) => image::run(cmd, quiet).await,
+        Command::Doctor { json } => doctor::run(&settings(&cli.global)?, json).await,
+    }
+}
+
+fn settings(g: &crate::cli::GlobalArgs) -> Result<Settings> {
+    let flags = Overrides {
+        db: g.db.clone(),
+        workspace_root: g.workspace_root.clone(),
+        ssh_port_start: g.ssh_port_start,
+        ssh_port_end: g.ssh_port_end,
+    };
+    Settings::load(g.config.as_deref(), &flags)
+        .map_err(|e| Error::invalid("settings", format!("{e:#}")))
+}
+
+fn open(g: &crate::cli::GlobalArgs) -> Result<Sessions> {
+    Sessions::open(settings(g)?, Arc::new(NoGpu))
+}
+
+/// Progress lines for a person, on stderr (stdout carries data only).
+fn progress(quiet: bool) -> impl Fn(&str) + Sync {
+    move |msg: &str| {
+        if !quiet {
+            eprintln!("  {msg}...");
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.into()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// "in 59m", "3m ago": how far `epoch` is from now, for tables.
+fn relative(epoch: i64) -> String {
+    let d = epoch - chrono::Utc::now().timestamp();
+    let (n, past) = (d.unsigned_abs(), d < 0);
+    let text = if n < 60 {
+        format!("{n}s")
+    } else if n < 3600 {
+        format!("{}m", n / 60)
+    } else if n < 86400 {
+        format!("{}h{:02}m", n / 3600, n % 3600 / 60)
+    } else {
+        format!("{}d{}h", n / 86400, n % 86400 / 3600)
+    };
+    if past {
+        format!("{text} ago")
+    } else {
+        format!("in {text}")
+    }
+}

@@ -1,0 +1,273 @@
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+use anyhow::Context;
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+
+use super::{print_json, progress, relative};
+use crate::cli::{CreateArgs, SessionCommand};
+use crate::error::{Error, Result};
+use crate::gpu::GpuRequest;
+use crate::sessions::{CreateRequest, Sessions};
+use crate::store::{SessionRow, State};
+use crate::validate;
+use crate::views::{CreatedView, SessionView};
+
+pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Result<()> {
+    match cmd {
+        SessionCommand::Create(args) => create(sessions, args, quiet).await,
+        SessionCommand::List { json } => {
+            let rows = sessions.list()?;
+            if json {
+                print_json(&rows.iter().map(SessionView::from).collect::<Vec<_>>())
+            } else {
+                print_table(&rows);
+                Ok(())
+            }
+        }
+        SessionCommand::Show { id, json } => {
+            let row = sessions.get(&id)?;
+            if json {
+                print_json(&SessionView::from(&row))
+            } else {
+                print_details(&row)
+            }
+        }
+        SessionCommand::Extend { id, ttl, json } => {
+            let ttl = validate::ttl_text(&ttl, sessions.settings.max_ttl_minutes)?;
+            let row = sessions.extend(&id, i64::from(ttl))?;
+            if json {
+                print_json(&SessionView::from(&row))
+            } else {
+                println!(
+                    "session {} now expires {} ({})",
+                    row.id,
+                    crate::views::timestamp(row.expires_at),
+                    relative(row.expires_at)
+                );
+                Ok(())
+            }
+        }
+        SessionCommand::Rm {
+            ids,
+            all,
+            yes,
+            json,
+        } => remove(sessions, ids, all, yes, json).await,
+    }
+}
+
+async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()> {
+    let settings = &sessions.settings;
+    let ttl = args
+        .ttl
+        .as_deref()
+        .map(|t| validate::ttl_text(t, settings.max_ttl_minutes))
+        .transpose()?;
+    let public_key = match &args.public_key {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid("public key", format!("cannot read {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    // Refuse an existing key file before anything is made.
+    if let Some(path) = &args.key_file {
+        if path.exists() {
+            return Err(Error::invalid(
+                "key file",
+                format!("{} already exists; choose another path", path.display()),
+            ));
+        }
+    }
+    if !quiet {
+        eprintln!("Creating a session for {}", args.user);
+    }
+    let request = CreateRequest {
+        user: args.user.clone(),
+        ttl_minutes: ttl.map(i64::from),
+        image: args.image.clone(),
+        gpu: GpuRequest::Default,
+        public_key,
+    };
+    let report = progress(quiet);
+    let created = sessions.create(request, &report).await?;
+
+    let key_path = match (&args.key_file, &args.public_key) {
+        (Some(p), _) => p.display().to_string(),
+        (None, Some(p)) => p.display().to_string().trim_end_matches(".pub").to_string(),
+        (None, None) => format!("{}.key", created.ssh_user),
+    };
+    if let (Some(path), Some(key)) = (&args.key_file, &created.private_key) {
+        write_private_key(path, key)?;
+    }
+    let mut view = CreatedView::new(&created, &key_path);
+    if args.key_file.is_some() {
+        // Written to the file; not repeated on stdout.
+        view.ssh_private_key = None;
+    }
+    if args.json {
+        return print_json(&view);
+    }
+    let mut out = std::io::stdout().lock();
+    let s = &created.session;
+    writeln!(out, "Session {} for {} is ready.", s.id, created.ssh_user)?;
+    writeln!(
+        out,
+        "  expires    {} ({})",
+        view.expires_at,
+        relative(s.expires_at)
+    )?;
+    writeln!(out, "  host key   {}", s.host_key_fingerprint)?;
+    writeln!(out, "  known_hosts line: {}", view.known_hosts)?;
+    if let Some(key) = &view.ssh_private_key {
+        writeln!(
+            out,
+            "\nPrivate key (shown once, never stored): save it as {key_path} with mode 0600:\n"
+        )?;
+        write!(out, "{key}")?;
+        writeln!(out, "\nThen log in with:")?;
+    } else {
+        writeln!(out, "\nLog in with:")?;
+    }
+    writeln!(out, "  {}", view.ssh_command)?;
+    Ok(())
+}
+
+fn write_private_key(path: &std::path::Path, key: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write the private key to {}", path.display()))?;
+    f.write_all(key.as_bytes())?;
+    Ok(())
+}
+
+async fn remove(
+    sessions: &Sessions,
+    ids: Vec<String>,
+    all: bool,
+    yes: bool,
+    json: bool,
+) -> Result<()> {
+    let targets: Vec<SessionRow> = if all {
+        sessions.list()?
+    } else {
+        // Every id must exist before anything is removed.
+        ids.iter()
+            .map(|id| sessions.get(id))
+            .collect::<Result<_>>()?
+    };
+    if targets.is_empty() {
+        if json {
+            return print_json(&serde_json::json!({"removed": []}));
+        }
+        eprintln!("no sessions to remove");
+        return Ok(());
+    }
+    if !yes {
+        let names: Vec<String> = targets
+            .iter()
+            .map(|r| format!("{} ({})", r.id, r.user))
+            .collect();
+        let prompt = format!(
+            "Remove {} session(s): {}? Workspaces are kept",
+            targets.len(),
+            names.join(", ")
+        );
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::invalid(
+                "confirmation",
+                format!("{prompt}: not asked without a terminal; add --yes"),
+            ));
+        }
+        let ok = dialoguer::Confirm::new()
+            .with_prompt(prompt)
+            .default(false)
+            .interact()
+            .map_err(|e| Error::Internal(e.into()))?;
+        if !ok {
+            return Err(Error::Conflict("nothing removed".into()));
+        }
+    }
+    let mut removed = Vec::new();
+    let mut first_error = None;
+    for row in &targets {
+        match sessions.remove(&row.id).await {
+            Ok(r) => {
+                if !json {
+                    println!(
+                        "removed session {} ({}, port {}); workspace {} kept",
+                        r.id, r.user, r.ssh_port, r.workspace
+                    );
+                }
+                removed.push(r.id);
+            }
+            Err(e) => {
+                eprintln!("error: session {}: {e}", row.id);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if json {
+        print_json(&serde_json::json!({ "removed": removed }))?;
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn print_table(rows: &[SessionRow]) {
+    if rows.is_empty() {
+        eprintln!("no sessions");
+        return;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["ID", "USER", "PORT", "GPU", "STATE", "EXPIRES", "IMAGE"]);
+    for r in rows {
+        table.add_row([
+            r.id.clone(),
+            r.user.clone(),
+            r.ssh_port.to_string(),
+            r.mig_profile
+                .clone()
+                .or(r.gpu_uuid.clone())
+                .unwrap_or_else(|| "-".into()),
+            if r.state == State::Running {
+                "running".into()
+            } else {
+                "creating".into()
+            },
+            relative(r.expires_at),
+            r.image.clone(),
+        ]);
+    }
+    println!("{table}");
+}
+
+fn print_details(r: &SessionRow) -> Result<()> {
+    let v = SessionView::from(r);
+    let mut out = std::io::stdout().lock();
+    for (k, val) in [
+        ("id", v.id),
+        ("user", v.user_id),
+        ("state", v.state.to_string()),
+        ("ssh port", v.ssh_port.to_string()),
+        ("container", v.container_id.unwrap_or_else(|| "-".into())),
+        ("container ip", v.container_ip.unwrap_or_else(|| "-".into())),
+        ("gpu", v.gpu_uuid.unwrap_or_else(|| "none".into())),
+        ("mig profile", v.mig_profile.unwrap_or_else(|| "-".into())),
+        ("image", v.metadata.image),
+        ("workspace", v.metadata.workspace),
+        ("host key", v.host_key_fingerprint),
+        ("created", v.created_at),
+        (
+            "expires",
+            format!("{} ({})", v.expires_at, relative(r.expires_at)),
+        ),
+    ] {
+        writeln!(out, "{k:<13} {val}")?;
+    }
+    Ok(())
+}

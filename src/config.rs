@@ -1,0 +1,238 @@
+//! Settings: built-in defaults < config file < `SANDMAN_*` environment < command-line flags.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sandman/config.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// SQLite database; its directory also holds sandman's lock files.
+    pub db: PathBuf,
+    /// Per-user persistent homes live in `<workspace_root>/<user>`.
+    pub workspace_root: PathBuf,
+    pub ssh_port_start: u16,
+    pub ssh_port_end: u16,
+    /// Host name given to users in `ssh_host` and the ssh command (default: this machine's name).
+    pub ssh_host: String,
+    /// Host address the session ports are published on.
+    pub publish_address: IpAddr,
+    /// Docker bridge network for sessions; created with inter-container traffic disabled.
+    pub network: String,
+    /// Workspace image used when a create names none.
+    pub image: String,
+    pub default_ttl_minutes: u32,
+    pub max_ttl_minutes: u32,
+    /// First uid (and gid) handed to a new user; each user keeps theirs forever.
+    pub uid_start: u32,
+    pub pids_limit: i64,
+    /// How long a create waits for the session's sshd to answer.
+    pub ssh_ready_timeout_secs: u64,
+    /// Rows left in `creating` by a process that is still alive are only reaped after this long.
+    pub stale_create_minutes: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            db: PathBuf::from("/var/lib/sandman/sandman.db"),
+            workspace_root: PathBuf::from("/srv/workspaces"),
+            ssh_port_start: 10000,
+            ssh_port_end: 20000,
+            ssh_host: default_host_name(),
+            publish_address: IpAddr::from([0, 0, 0, 0]),
+            network: "worknet".into(),
+            image: "gpu-workspace".into(),
+            default_ttl_minutes: 60,
+            max_ttl_minutes: 7 * 24 * 60,
+            uid_start: 20000,
+            pids_limit: 1024,
+            ssh_ready_timeout_secs: 60,
+            stale_create_minutes: 15,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in force.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub db: Option<PathBuf>,
+    pub workspace_root: Option<PathBuf>,
+    pub ssh_port_start: Option<u16>,
+    pub ssh_port_end: Option<u16>,
+}
+
+impl Settings {
+    /// Loads every layer. An explicitly named config file must exist; the default one may not.
+    pub fn load(config: Option<&Path>, flags: &Overrides) -> anyhow::Result<Settings> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let (path, required) = match config {
+            Some(p) => (p.to_path_buf(), true),
+            None => match env.iter().find(|(k, _)| k == "SANDMAN_CONFIG") {
+                Some((_, v)) => (PathBuf::from(v), true),
+                None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+            },
+        };
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read config file {}", path.display()));
+            }
+        };
+        let mut s = Self::from_layers(file.as_deref(), &env).with_context(|| {
+            format!("in config file {} or SANDMAN_* environment", path.display())
+        })?;
+        s.apply(flags);
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Defaults, then the file's text, then `SANDMAN_<KEY>` variables (typed like the key).
+    fn from_layers(file: Option<&str>, env: &[(String, String)]) -> anyhow::Result<Settings> {
+        let mut table = toml::Table::try_from(Settings::default())?;
+        if let Some(text) = file {
+            let from_file: toml::Table = toml::from_str(text)?;
+            for (k, v) in from_file {
+                if !table.contains_key(&k) {
+                    bail!("unknown setting `{k}`");
+                }
+                table.insert(k, v);
+            }
+        }
+        for (key, value) in table.iter_mut() {
+            let var = format!("SANDMAN_{}", key.to_uppercase());
+            if let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) {
+                *value = match value {
+                    toml::Value::Integer(_) => toml::Value::Integer(
+                        raw.parse()
+                            .with_context(|| format!("{var}={raw:?} is not a whole number"))?,
+                    ),
+                    toml::Value::Boolean(_) => toml::Value::Boolean(
+                        raw.parse()
+                            .with_context(|| format!("{var}={raw:?} is not true or false"))?,
+                    ),
+                    _ => toml::Value::String(raw.clone()),
+                };
+            }
+        }
+        Ok(table.try_into()?)
+    }
+
+    fn apply(&mut self, flags: &Overrides) {
+        if let Some(v) = &flags.db {
+            self.db = v.clone();
+        }
+        if let Some(v) = &flags.workspace_root {
+            self.workspace_root = v.clone();
+        }
+        if let Some(v) = flags.ssh_port_start {
+            self.ssh_port_start = v;
+        }
+        if let Some(v) = flags.ssh_port_end {
+            self.ssh_port_end = v;
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.ssh_port_start == 0 || self.ssh_port_start > self.ssh_port_end {
+            bail!(
+                "SSH port range {}-{} is empty or starts at 0: set ssh_port_start <= ssh_port_end",
+                self.ssh_port_start,
+                self.ssh_port_end
+            );
+        }
+        if self.default_ttl_minutes == 0 || self.default_ttl_minutes > self.max_ttl_minutes {
+            bail!(
+                "default_ttl_minutes {} must be between 1 and max_ttl_minutes {}",
+                self.default_ttl_minutes,
+                self.max_ttl_minutes
+            );
+        }
+        if self.uid_start < 1000 {
+            bail!(
+                "uid_start {} would overlap system accounts: use 1000 or more",
+                self.uid_start
+            );
+        }
+        if !self.workspace_root.is_absolute() {
+            bail!(
+                "workspace_root {} must be an absolute path",
+                self.workspace_root.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Directory for lock files, beside the database.
+    pub fn state_dir(&self) -> PathBuf {
+        match self.db.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+fn default_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let file = "network = \"filenet\"\nssh_port_start = 11000\nimage = \"fromfile\"\n";
+        let s = Settings::from_layers(Some(file), &env(&[("SANDMAN_SSH_PORT_START", "12000")]))
+            .unwrap();
+        assert_eq!(s.network, "filenet");
+        assert_eq!(s.image, "fromfile");
+        assert_eq!(s.ssh_port_start, 12000, "environment beats file");
+        let mut s = s;
+        s.apply(&Overrides {
+            ssh_port_start: Some(13000),
+            ..Default::default()
+        });
+        assert_eq!(s.ssh_port_start, 13000, "flag beats environment");
+        assert_eq!(s.ssh_port_end, 20000, "untouched keys keep defaults");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_env_values_are_named() {
+        let e = Settings::from_layers(Some("netwrk = \"x\""), &[]).unwrap_err();
+        assert!(e.to_string().contains("netwrk"), "{e}");
+        let e = Settings::from_layers(None, &env(&[("SANDMAN_PIDS_LIMIT", "lots")])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("SANDMAN_PIDS_LIMIT=\"lots\""),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn bad_port_range_is_refused() {
+        let mut s = Settings::default();
+        s.apply(&Overrides {
+            ssh_port_start: Some(20001),
+            ..Default::default()
+        });
+        let e = s.check().unwrap_err();
+        assert!(e.to_string().contains("20001-20000"), "{e}");
+    }
+}

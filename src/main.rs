@@ -1,0 +1,60 @@
+//! sandman: per-user hardened SSH containers with a GPU slice.
+
+mod cli;
+mod commands;
+mod config;
+mod error;
+mod gpu;
+mod image;
+mod locks;
+mod runtime;
+mod sessions;
+mod ssh;
+mod store;
+mod validate;
+mod views;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}"));
+            e.exit_code()
+        }
+    }
+}
+
+/// Logs go to stderr; `SANDMAN_LOG` (an env filter such as `sandman=debug`) wins over -v/-q.
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDMAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sandman={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,372 @@
+//! The Docker engine through bollard.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, NetworkCreateRequest, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
+
+use super::{ContainerSpec, FileSpec, GpuAccess, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer};
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+impl Docker {
+    /// Connects (honouring `DOCKER_HOST`) and agrees an API version with the engine.
+    pub async fn connect() -> Result<Docker> {
+        let client = bollard::Docker::connect_with_defaults()
+            .map_err(unreachable)?
+            .with_timeout(Duration::from_secs(120));
+        let client = client.negotiate_version().await.map_err(unreachable)?;
+        Ok(Docker { client })
+    }
+
+    pub fn client(&self) -> &bollard::Docker {
+        &self.client
+    }
+
+    /// The engine's version string.
+    pub async fn version(&self) -> Result<String> {
+        let v = self.client.version().await.map_err(unreachable)?;
+        Ok(format!(
+            "{} (API {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
+    }
+
+    pub async fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.client.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(map_err(e, &format!("inspect image {image}"))),
+        }
+    }
+
+    /// Creates the session bridge network unless it exists. Containers on it cannot reach
+    /// one another (inter-container communication off); they reach the outside as usual.
+    /// Callers serialise this with a file lock: old engines allow duplicate network names.
+    pub async fn ensure_network(&self, name: &str) -> Result<()> {
+        if self.network_exists(name).await? {
+            return Ok(());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_icc".into(),
+                "false".into(),
+            )])),
+            labels: Some(HashMap::from([("sandman.managed".into(), "true".into())])),
+            ..Default::default()
+        };
+        match self.client.create_network(request).await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(409) => Ok(()),
+            Err(e) => Err(map_err(e, &format!("create network {name}"))),
+        }
+    }
+
+    pub async fn network_exists(&self, name: &str) -> Result<bool> {
+        let filters = HashMap::from([("name", vec![name])]);
+        let list = self
+            .client
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::new().filters(&filters).build(),
+            ))
+            .await
+            .map_err(|e| map_err(e, "list networks"))?;
+        // The engine's name filter matches substrings; compare exactly.
+        Ok(list.iter().any(|n| n.name.as_deref() == Some(name)))
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<()> {
+        match self.client.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(map_err(e, &format!("remove network {name}"))),
+        }
+    }
+
+    /// Creates (does not start) a hardened container for one session.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        let port_key = format!("{}/tcp", spec.container_port);
+        let mut env = vec![
+            format!("USER={}", spec.user),
+            format!("HOME=/home/{}", spec.user),
+        ];
+        let mut device_requests = None;
+        match &spec.gpu {
+            Some(GpuAccess::NvidiaDevice(uuid)) => {
+                device_requests = Some(vec![DeviceRequest {
+                    driver: Some("nvidia".into()),
+                    device_ids: Some(vec![uuid.clone()]),
+                    capabilities: Some(vec![vec!["gpu".into()]]),
+                    ..Default::default()
+                }]);
+            }
+            Some(GpuAccess::Cdi(name)) => {
+                device_requests = Some(vec![DeviceRequest {
+                    driver: Some("cdi".into()),
+                    device_ids: Some(vec![name.clone()]),
+                    ..Default::default()
+                }]);
+            }
+            Some(GpuAccess::EnvOnly(uuid)) => env.push(format!("NVIDIA_VISIBLE_DEVICES={uuid}")),
+            None => env.push("NVIDIA_VISIBLE_DEVICES=void".into()),
+        }
+        let host_config = HostConfig {
+            binds: Some(vec![format!(
+                "{}:/home/{}:rw",
+                spec.workspace.display(),
+                spec.user
+            )]),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            pids_limit: Some(spec.pids_limit),
+            init: Some(true),
+            network_mode: Some(spec.network.clone()),
+            port_bindings: Some(HashMap::from([(
+                port_key.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(spec.publish_address.to_string()),
+                    host_port: Some(spec.host_port.to_string()),
+                }]),
+            )])),
+            device_requests,
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            user: Some(format!("{}:{}", spec.uid, spec.uid)),
+            hostname: Some(format!("sandman-{}", spec.user)),
+            cmd: Some(spec.command.clone()),
+            entrypoint: Some(vec![]),
+            env: Some(env),
+            working_dir: Some(format!("/home/{}", spec.user)),
+            labels: Some(spec.labels.clone()),
+            exposed_ports: Some(vec![port_key]),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        let created = self.client.create_container(Some(options), body).await.map_err(|e| match status(&e) {
+            Some(404) => Error::Unavailable(format!(
+                "image {} is not on this host: build it with `sandman image build` (add --offline without a registry)",
+                spec.image
+            )),
+            _ => map_err(e, &format!("create container {}", spec.name)),
+        })?;
+        Ok(created.id)
+    }
+
+    /// Reads one file out of a (created or running) container.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let options = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let bytes: Vec<u8> = self
+            .client
+            .download_from_container(id, Some(options))
+            .map_ok(|b| b.to_vec())
+            .try_concat()
+            .await
+            .map_err(|e| map_err(e, &format!("read {path} from container {id}")))?;
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entry = archive
+            .entries()
+            .and_then(|mut es| es.next().transpose())
+            .context("container archive is unreadable")?
+            .ok_or_else(|| anyhow!("{path} is missing from container {id}"))?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut out)?;
+        Ok(out)
+    }
+
+    /// Places files into a container (as a tar archive at `/`), with owner and mode.
+    pub async fn write_files(&self, id: &str, files: &[FileSpec]) -> Result<()> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let now = chrono::Utc::now().timestamp() as u64;
+        let mut dirs_done = std::collections::HashSet::new();
+        for f in files {
+            // Parent directories first, root-owned and world-readable.
+            let mut parent = std::path::Path::new(&f.path).parent();
+            let mut parents = Vec::new();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                parents.push(p.to_path_buf());
+                parent = p.parent();
+            }
+            for dir in parents.into_iter().rev() {
+                if dirs_done.insert(dir.clone()) && dir.as_os_str() != "etc" {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_uid(0);
+                    h.set_gid(0);
+                    h.set_mtime(now);
+                    h.set_size(0);
+                    builder.append_data(&mut h, &dir, std::io::empty())?;
+                }
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(f.mode);
+            h.set_uid(u64::from(f.uid));
+            h.set_gid(u64::from(f.uid));
+            h.set_mtime(now);
+            h.set_size(f.contents.len() as u64);
+            builder.append_data(&mut h, &f.path, f.contents.as_slice())?;
+        }
+        let archive = builder.into_inner()?;
+        let options = UploadToContainerOptionsBuilder::new().path("/").build();
+        self.client
+            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(|e| map_err(e, &format!("copy files into container {id}")))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.client.start_container(id, None).await.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("port is already allocated") || text.contains("address already in use")
+            {
+                Error::Exhausted(format!(
+                    "the chosen host port is taken by another program: {text}"
+                ))
+            } else {
+                map_err(e, &format!("start container {id}"))
+            }
+        })
+    }
+
+    /// The container's address on `network`, if it has one.
+    pub async fn ip_address(&self, id: &str, network: &str) -> Result<Option<String>> {
+        let info = self
+            .client
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| map_err(e, &format!("inspect container {id}")))?;
+        Ok(info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty()))
+    }
+
+    /// Whether the container exists (in any state).
+    pub async fn exists(&self, id: &str) -> Result<bool> {
+        match self.client.inspect_container(id, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(map_err(e, &format!("inspect container {id}"))),
+        }
+    }
+
+    /// Removes a container by id or name, running or not. Gone already is fine.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.client.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 404: already gone; 409: removal already in progress (another reaper).
+            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(()),
+            Err(e) => Err(map_err(e, &format!("remove container {id}"))),
+        }
+    }
+
+    /// Every container labelled for this sandman instance, running or not.
+    pub async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
+        let label = format!("{LABEL_INSTANCE}={instance}");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| map_err(e, "list containers"))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ManagedContainer {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                session_id: c.labels.and_then(|mut l| l.remove(LABEL_SESSION)),
+                running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
+            })
+            .collect())
+    }
+
+    /// The last lines of a container's log, for error messages.
+    pub async fn log_tail(&self, id: &str, lines: usize) -> String {
+        use bollard::query_parameters::LogsOptionsBuilder;
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let chunks: Vec<String> = self
+            .client
+            .logs(id, Some(options))
+            .map_ok(|l| l.to_string())
+            .try_collect()
+            .await
+            .unwrap_or_default();
+        chunks.concat().trim().to_string()
+    }
+}
+
+fn status(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Errors the engine answered are failures of the operation; anything else means we could not
+/// talk to it at all.
+fn map_err(e: BollardError, what: &str) -> Error {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => Error::Internal(anyhow!(
+            "docker could not {what}: {message} (HTTP {status_code})"
+        )),
+        BollardError::DockerStreamError { error } => {
+            Error::Internal(anyhow!("docker could not {what}: {error}"))
+        }
+        other => unreachable(other),
+    }
+}
+
+fn unreachable(e: BollardError) -> Error {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    Error::Unavailable(format!(
+        "cannot reach the Docker engine at {host} ({e}); start it (systemctl start docker) or set DOCKER_HOST"
+    ))
+}

@@ -1,0 +1,465 @@
+//! SQLite state shared by every sandman process on the host. Each reservation (user, uid, port,
+//! GPU slice, session row) happens in one IMMEDIATE transaction, so concurrent processes never
+//! hand out the same thing twice; UNIQUE constraints back that up.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::{Error, Result};
+
+const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        uid INTEGER NOT NULL UNIQUE,
+        host_key TEXT NOT NULL,
+        created_at INTEGER NOT NULL);
+     CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL UNIQUE REFERENCES users(name),
+        state TEXT NOT NULL CHECK (state IN ('creating', 'running')),
+        ssh_port INTEGER NOT NULL UNIQUE,
+        container_id TEXT,
+        container_ip TEXT,
+        image TEXT NOT NULL,
+        gpu_uuid TEXT UNIQUE,
+        mig_profile TEXT,
+        ttl_minutes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        workspace TEXT NOT NULL,
+        host_key_fingerprint TEXT NOT NULL);",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Creating,
+    Running,
+}
+
+impl State {
+    fn as_str(&self) -> &'static str {
+        match self {
+            State::Creating => "creating",
+            State::Running => "running",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub user: String,
+    pub state: State,
+    pub ssh_port: u16,
+    pub container_id: Option<String>,
+    pub container_ip: Option<String>,
+    pub image: String,
+    pub gpu_uuid: Option<String>,
+    pub mig_profile: Option<String>,
+    pub ttl_minutes: u32,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub workspace: String,
+    pub host_key_fingerprint: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub name: String,
+    pub uid: u32,
+    pub host_key: String,
+}
+
+/// What a create asks to reserve.
+pub struct Reservation<'a> {
+    pub id: &'a str,
+    pub user: &'a str,
+    pub image: &'a str,
+    pub ttl_minutes: u32,
+    pub now: i64,
+    pub workspace: &'a str,
+    pub port_range: (u16, u16),
+    pub uid_start: u32,
+}
+
+/// A GPU slice chosen inside the reservation transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuPick {
+    pub uuid: String,
+    pub profile: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        // The database holds the users' SSH host keys: owner only.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > SCHEMA.len() {
+            return Err(Error::Unavailable(format!(
+                "database schema version {version} is newer than this sandman understands ({}); upgrade sandman",
+                SCHEMA.len()
+            )));
+        }
+        for step in &SCHEMA[version..] {
+            tx.execute_batch(step)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA.len() as i64)?;
+        // An id unique to this database, so its containers can be told from those of another.
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?1)",
+            [uuid::Uuid::new_v4().simple().to_string()[..12].to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn instance_id(&self) -> Result<String> {
+        Ok(self.conn.query_row(
+            "SELECT value FROM meta WHERE key = 'instance_id'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Reserves everything a new session needs, or nothing. `new_host_key` is called only for a
+    /// user seen for the first time; `port_free` checks a candidate port on the host; `pick_gpu`
+    /// gets the GPU UUIDs already taken.
+    pub fn reserve(
+        &mut self,
+        r: &Reservation,
+        new_host_key: impl FnOnce() -> Result<String>,
+        host_key_fingerprint: impl FnOnce(&str) -> Result<String>,
+        port_free: impl Fn(u16) -> bool,
+        pick_gpu: impl FnOnce(&HashSet<String>) -> Result<Option<GpuPick>>,
+    ) -> Result<(SessionRow, UserRow)> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT id FROM sessions WHERE user_name = ?1",
+                [r.user],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Err(Error::Conflict(format!(
+                "session for user {} already exists ({id})",
+                r.user
+            )));
+        }
+
+        let user = match query_user(&tx, r.user)? {
+            Some(u) => u,
+            None => {
+                let next: u32 = tx.query_row(
+                    "SELECT COALESCE(MAX(uid) + 1, ?1) FROM users",
+                    [r.uid_start],
+                    |row| row.get(0),
+                )?;
+                let uid = next.max(r.uid_start);
+                if uid >= 60000 {
+                    return Err(Error::Exhausted(format!(
+                        "no uid left for user {}: uids {}-59999 are all taken",
+                        r.user, r.uid_start
+                    )));
+                }
+                let host_key = new_host_key()?;
+                tx.execute(
+                    "INSERT INTO users (name, uid, host_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![r.user, uid, host_key, r.now],
+                )?;
+                UserRow {
+                    name: r.user.to_string(),
+                    uid,
+                    host_key,
+                }
+            }
+        };
+        let fingerprint = host_key_fingerprint(&user.host_key)?;
+
+        let used_ports: HashSet<u16> = collect(&tx, "SELECT ssh_port FROM sessions")?;
+        let (start, end) = r.port_range;
+        let port = (start..=end)
+            .find(|p| !used_ports.contains(p) && port_free(*p))
+            .ok_or_else(|| Error::Exhausted(format!("no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions")))?;
+
+        let taken: HashSet<String> = collect(
+            &tx,
+            "SELECT gpu_uuid FROM sessions WHERE gpu_uuid IS NOT NULL",
+        )?;
+        let gpu = pick_gpu(&taken)?;
+
+        let row = SessionRow {
+            id: r.id.to_string(),
+            user: r.user.to_string(),
+            state: State::Creating,
+            ssh_port: port,
+            container_id: None,
+            container_ip: None,
+            image: r.image.to_string(),
+            gpu_uuid: gpu.as_ref().map(|g| g.uuid.clone()),
+            mig_profile: gpu.and_then(|g| g.profile),
+            ttl_minutes: r.ttl_minutes,
+            created_at: r.now,
+            expires_at: r.now + i64::from(r.ttl_minutes) * 60,
+            workspace: r.workspace.to_string(),
+            host_key_fingerprint: fingerprint,
+        };
+        tx.execute(
+            "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
+                                   created_at, expires_at, workspace, host_key_fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                row.id, row.user, row.state.as_str(), row.ssh_port, row.image, row.gpu_uuid, row.mig_profile,
+                row.ttl_minutes, row.created_at, row.expires_at, row.workspace, row.host_key_fingerprint
+            ],
+        )?;
+        tx.commit()?;
+        Ok((row, user))
+    }
+
+    pub fn set_container(&self, id: &str, container_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET container_id = ?2 WHERE id = ?1",
+            params![id, container_id],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a session ready. False if the row vanished meanwhile (removed by `rm` or a reaper).
+    pub fn mark_running(&self, id: &str, container_ip: Option<&str>) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE sessions SET state = 'running', container_ip = ?2 WHERE id = ?1",
+            params![id, container_ip],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Sets a new expiry; false if no such session.
+    pub fn set_ttl(&self, id: &str, ttl_minutes: u32, expires_at: i64) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE sessions SET ttl_minutes = ?2, expires_at = ?3 WHERE id = ?1",
+            params![id, ttl_minutes, expires_at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Deletes the row; false if another process already did.
+    pub fn delete_session(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM sessions WHERE id = ?1", [id])?
+            == 1)
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("{SELECT_SESSION} WHERE id = ?1"),
+                [id],
+                session_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT_SESSION} ORDER BY created_at, id"))?;
+        let rows = stmt
+            .query_map([], session_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserRow>> {
+        query_user(&self.conn, name)
+    }
+}
+
+const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
+    mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint FROM sessions";
+
+fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
+    let state: String = r.get(2)?;
+    Ok(SessionRow {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        state: if state == "running" {
+            State::Running
+        } else {
+            State::Creating
+        },
+        ssh_port: r.get(3)?,
+        container_id: r.get(4)?,
+        container_ip: r.get(5)?,
+        image: r.get(6)?,
+        gpu_uuid: r.get(7)?,
+        mig_profile: r.get(8)?,
+        ttl_minutes: r.get(9)?,
+        created_at: r.get(10)?,
+        expires_at: r.get(11)?,
+        workspace: r.get(12)?,
+        host_key_fingerprint: r.get(13)?,
+    })
+}
+
+fn query_user(conn: &Connection, name: &str) -> Result<Option<UserRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT name, uid, host_key FROM users WHERE name = ?1",
+            [name],
+            |r| {
+                Ok(UserRow {
+                    name: r.get(0)?,
+                    uid: r.get(1)?,
+                    host_key: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn collect<T: rusqlite::types::FromSql + std::hash::Hash + Eq>(
+    conn: &Connection,
+    sql: &str,
+) -> Result<HashSet<T>> {
+    let mut stmt = conn.prepare(sql)?;
+    let set = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<HashSet<T>>>()?;
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reservation<'a>(id: &'a str, user: &'a str) -> Reservation<'a> {
+        Reservation {
+            id,
+            user,
+            image: "img",
+            ttl_minutes: 60,
+            now: 1000,
+            workspace: "/w",
+            port_range: (10000, 10002),
+            uid_start: 20000,
+        }
+    }
+
+    fn reserve(
+        store: &mut Store,
+        id: &str,
+        user: &str,
+        port_free: impl Fn(u16) -> bool,
+    ) -> Result<(SessionRow, UserRow)> {
+        store.reserve(
+            &reservation(id, user),
+            || Ok(format!("key-of-{user}")),
+            |k| Ok(format!("fp({k})")),
+            port_free,
+            |_| Ok(None),
+        )
+    }
+
+    #[test]
+    fn reserves_distinct_ports_and_stable_uids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let (a, ua) = reserve(&mut store, "1", "alice", |_| true).unwrap();
+        let (b, ub) = reserve(&mut store, "2", "bob", |p| p != 10001).unwrap();
+        assert_eq!(
+            (a.ssh_port, b.ssh_port),
+            (10000, 10002),
+            "busy host port 10001 is skipped"
+        );
+        assert_eq!((ua.uid, ub.uid), (20000, 20001));
+        assert_eq!(a.expires_at, 1000 + 3600);
+        let e = reserve(&mut store, "3", "carol", |_| true).unwrap_err();
+        assert!(
+            matches!(e, Error::Exhausted(_)) && e.to_string().contains("10000-10002"),
+            "{e}"
+        );
+        let e = reserve(&mut store, "4", "alice", |_| true).unwrap_err();
+        assert!(
+            matches!(e, Error::Conflict(_))
+                && e.to_string()
+                    .contains("session for user alice already exists")
+        );
+        // A user keeps uid and host key across sessions.
+        assert!(store.delete_session("1").unwrap());
+        assert!(!store.delete_session("1").unwrap());
+        let (_, again) = store
+            .reserve(
+                &reservation("5", "alice"),
+                || panic!("no new key for a known user"),
+                |k| Ok(k.into()),
+                |_| true,
+                |_| Ok(None),
+            )
+            .unwrap();
+        assert_eq!(
+            (again.uid, again.host_key.as_str()),
+            (20000, "key-of-alice")
+        );
+        assert!(store.session("3").unwrap().is_none());
+        assert_eq!(store.sessions().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn failed_gpu_pick_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let e = store
+            .reserve(
+                &reservation("1", "alice"),
+                || Ok("k".into()),
+                |k| Ok(k.into()),
+                |_| true,
+                |_| Err(Error::Exhausted("no slice".into())),
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::Exhausted(_)));
+        assert!(store.sessions().unwrap().is_empty());
+        assert!(
+            store.user("alice").unwrap().is_none(),
+            "the user row is rolled back too"
+        );
+    }
+}
