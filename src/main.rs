@@ -1,19 +1,6 @@
-//! sandman: per-user hardened SSH containers with a GPU slice.
+//! The `sandman` executable: parse, set up logging, run, map the result to an exit code.
 
-mod cli;
-mod commands;
-mod config;
-mod error;
-mod gpu;
-mod image;
-mod locks;
-mod runtime;
-mod sessions;
-mod ssh;
-mod store;
-mod validate;
-mod views;
-mod workspace;
+use sandman::{cli, commands};
 
 use std::process::ExitCode;
 

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuBackend, GpuRequest};
 use crate::locks::{FileLock, session_lock_path};
-use crate::runtime::{self, ContainerSpec, Docker, FileSpec, GpuAccess};
+use crate::runtime::{self, ContainerSpec, Docker, FileSpec};
 use crate::store::{Reservation, SessionRow, State, Store};
 use crate::{ssh, validate, workspace};
 
@@ -255,7 +255,7 @@ impl Sessions {
             ]
             .map(String::from)
             .to_vec(),
-            gpu: row.gpu_uuid.clone().map(GpuAccess::EnvOnly),
+            gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
         };
         let container = docker.create(&spec).await?;
         self.store().set_container(&row.id, &container)?;

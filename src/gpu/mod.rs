@@ -1,9 +1,13 @@
 //! GPU backends. A backend lists devices and picks a free slice for a session; exclusivity
-//! across processes comes from the store, which hands `pick` the UUIDs already taken.
+//! across processes comes from the store, which calls `pick` inside its reservation
+//! transaction with the UUIDs already taken.
 
 use std::collections::HashSet;
 
+use serde::Serialize;
+
 use crate::error::{Error, Result};
+use crate::runtime::GpuAccess;
 use crate::store::GpuPick;
 
 /// What a create asked for.
@@ -17,17 +21,72 @@ pub enum GpuRequest {
     Uuid(String),
 }
 
+/// One physical GPU, in the shape of the API's `GET /gpus` entries.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GpuDevice {
+    pub uuid: String,
+    pub name: String,
+    pub memory_total: u64,
+    pub memory_free: u64,
+    pub memory_used: u64,
+    pub utilization: Option<u32>,
+    pub temperature: Option<u32>,
+    pub power_usage: Option<f64>,
+    pub power_limit: Option<f64>,
+    pub mig_enabled: bool,
+    pub mig_instances: Vec<MigInstance>,
+}
+
+/// One MIG device (a GPU instance with its compute instance).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MigInstance {
+    pub uuid: String,
+    pub profile: String,
+    /// Bytes.
+    pub memory: u64,
+    pub compute_slices: u32,
+    pub memory_slices: u32,
+    pub parent_gpu: String,
+    pub gpu_instance_id: u32,
+    pub compute_instance_id: u32,
+    /// First memory slice of the instance's placement.
+    pub placement_start: u32,
+    /// Made by sandman (dynamic mode); only those are ever destroyed by it.
+    pub created_by_sandman: bool,
+}
+
+/// A MIG profile as `GET /gpus/profiles` reports it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProfileInfo {
+    pub name: String,
+    pub compute_slices: u32,
+    pub memory_slices: u32,
+    /// Bytes.
+    pub memory_size: u64,
+    pub description: String,
+}
+
 pub trait GpuBackend: Send + Sync {
-    /// The name shown in logs and `doctor`.
+    /// The name shown in logs and `doctor`: none, sim or nvml.
     fn name(&self) -> &'static str;
 
-    /// Picks a slice not in `taken`, or `None` for a CPU-only session.
+    /// Every GPU with its MIG devices.
+    fn devices(&self) -> Result<Vec<GpuDevice>>;
+
+    /// The MIG profiles of the GPU models present.
+    fn profiles(&self) -> Result<Vec<ProfileInfo>>;
+
+    /// Picks (in dynamic MIG mode: creates) a slice not in `taken`; `None` for a CPU-only session.
     fn pick(&self, request: &GpuRequest, taken: &HashSet<String>) -> Result<Option<GpuPick>>;
 
-    /// A session holding `uuid` has ended.
-    fn release(&self, _uuid: &str) -> Result<()> {
-        Ok(())
-    }
+    /// A session holding `uuid` has ended; dynamic mode destroys an instance it created.
+    fn release(&self, uuid: &str) -> Result<()>;
+
+    /// Destroys instances sandman created that no session in `owned` holds; returns their UUIDs.
+    fn reconcile(&self, owned: &HashSet<String>) -> Result<Vec<String>>;
+
+    /// How a container is given `uuid`.
+    fn access(&self, uuid: &str) -> GpuAccess;
 }
 
 /// CPU-only hosts: every session gets no GPU; naming one is an error.
@@ -36,6 +95,14 @@ pub struct NoGpu;
 impl GpuBackend for NoGpu {
     fn name(&self) -> &'static str {
         "none"
+    }
+
+    fn devices(&self) -> Result<Vec<GpuDevice>> {
+        Ok(Vec::new())
+    }
+
+    fn profiles(&self) -> Result<Vec<ProfileInfo>> {
+        Ok(Vec::new())
     }
 
     fn pick(&self, request: &GpuRequest, _taken: &HashSet<String>) -> Result<Option<GpuPick>> {
@@ -54,6 +121,18 @@ impl GpuBackend for NoGpu {
                 ),
             )),
         }
+    }
+
+    fn release(&self, _uuid: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn reconcile(&self, _owned: &HashSet<String>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn access(&self, uuid: &str) -> GpuAccess {
+        GpuAccess::EnvOnly(uuid.to_string())
     }
 }
 

@@ -1,0 +1,19 @@
+//! sandman: per-user hardened SSH containers with a GPU slice.
+//!
+//! Data flows one way: a front end (`commands` for the CLI) calls `sessions`, which reserves in
+//! `store`, picks a slice from `gpu`, and starts the container through `runtime`.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod gpu;
+pub mod image;
+pub mod locks;
+pub mod runtime;
+pub mod sessions;
+pub mod ssh;
+pub mod store;
+pub mod validate;
+pub mod views;
+pub mod workspace;
