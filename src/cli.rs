@@ -23,7 +23,7 @@ Exit codes: 0 ok, 1 internal error, 2 invalid input, 3 conflict or resources exh
 4 not found, 5 a needed service (Docker, the image) is unavailable.";
 
 #[derive(Debug, Parser)]
-#[command(name = "sandman", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true)]
+#[command(name = "sandman", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true, args_override_self = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -411,7 +411,7 @@ mod tests {
         );
         assert_eq!((ua.uid, ub.uid), (20000, 20001));
         assert_eq!(a.expires_at, 1000 + 3600);
-        let e = reserve(&mut store, "3", "carol", |_| true).unwrap_err();
+        let e = reserve(&mut store, "3", "carol", |p| p != 10001).unwrap_err();
         assert!(
             matches!(e, Error::Exhausted(_)) && e.to_string().contains("10000-10002"),
             "{e}"

@@ -1,0 +1,200 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_sandman_global_optspecs
+    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= v/verbose q/quiet h/help V/version
+end
+
+function __fish_sandman_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_sandman_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_sandman_using_subcommand
+    set -l cmd (__fish_sandman_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c sandman -n "__fish_sandman_needs_command" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_needs_command" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_needs_command" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_needs_command" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_needs_command" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_needs_command" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_needs_command" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_needs_command" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_needs_command" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "create" -d 'Start a session for a user and print how to log in'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "list" -d 'List sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "show" -d 'Show one session'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l user -d 'Login name: lowercase letters, digits, \'_\' and \'-\', at most 32, not a system account' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l ttl -d 'Minutes until the session is reaped [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l image -d 'Workspace image [default: gpu-workspace]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l public-key -d 'Use this OpenSSH public key instead of generating a key pair' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l key-file -d 'Write the generated private key to FILE (mode 0600) instead of printing it' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l json -d 'Print the API\'s create answer as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l json -d 'Print the API\'s session objects as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l json -d 'Print the API\'s session object as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l ttl -d 'Minutes from now' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l json
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l all -d 'Remove every session'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s y -l yes -d 'Do not ask for confirmation'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l json
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "create" -d 'Start a session for a user and print how to log in'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "list" -d 'List sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one session'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l dry-run -d 'Report what would be removed, remove nothing'
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l json -d 'Print the report as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l base-image -d 'Base image (ignored with --offline)' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l tag -d 'Name of the image to build' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l offline -d 'Make the base with debootstrap from this host\'s apt sources, then build on it'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l rebuild-base -d 'Rebuild the offline base even if it exists'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l json -d 'Print the checks as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l dir -d 'Directory to write into' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand man" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "create" -d 'Start a session for a user and print how to log in'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "show" -d 'Show one session'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'

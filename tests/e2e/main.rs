@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `sandman` binary, the real Docker engine, the real OpenSSH clients.
+
+mod harness;
+
+mod cli;
+mod concurrency;
+mod crash;
+mod errors;
+mod login;
+mod reap;
