@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test: installs what they need (OpenSSH clients, debootstrap), checks the Docker
+# engine, builds the workspace image when it is missing, then runs the suite with nextest.
+# The end-to-end tests need the real engine and fail (never skip) without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v ssh >/dev/null && command -v scp >/dev/null && command -v sftp >/dev/null || missing+=(openssh-client)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v docker >/dev/null || missing+=(docker.io)
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    echo "the Docker engine is not answering; trying to start it"
+    as_root service docker start >/dev/null 2>&1 || as_root systemctl start docker >/dev/null 2>&1 || true
+    for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null || { echo "error: no Docker engine: the end-to-end tests need one" >&2; exit 1; }
+fi
+
+cargo build --locked
+if ! docker image inspect gpu-workspace >/dev/null 2>&1; then
+    echo "building the workspace image (offline: debootstrap from this host's apt mirror)"
+    as_root target/debug/sandman image build --offline
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast "$@"
+else
+    cargo test --locked --no-fail-fast "$@"
+fi
