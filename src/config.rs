@@ -32,8 +32,6 @@ pub struct Settings {
     pub pids_limit: i64,
     /// How long a create waits for the session's sshd to answer.
     pub ssh_ready_timeout_secs: u64,
-    /// Rows left in `creating` by a process that is still alive are only reaped after this long.
-    pub stale_create_minutes: u32,
 }
 
 impl Default for Settings {
@@ -52,7 +50,6 @@ impl Default for Settings {
             uid_start: 20000,
             pids_limit: 1024,
             ssh_ready_timeout_secs: 60,
-            stale_create_minutes: 15,
         }
     }
 }

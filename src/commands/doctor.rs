@@ -146,8 +146,22 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
 }
 
 fn writable_dir(check: &'static str, dir: &Path, fix: &str) -> Check {
+    if !dir.exists() {
+        // The first create makes it, if the nearest existing parent lets us.
+        return match dir.ancestors().find(|a| a.exists()) {
+            Some(parent) if parent.is_dir() && writable_dir(check, parent, fix).ok => pass(
+                check,
+                format!("{} will be created by the first session", dir.display()),
+            ),
+            _ => fail(
+                check,
+                format!("{} does not exist and cannot be created", dir.display()),
+                fix,
+            ),
+        };
+    }
     if !dir.is_dir() {
-        return fail(check, format!("{} does not exist", dir.display()), fix);
+        return fail(check, format!("{} is not a directory", dir.display()), fix);
     }
     let probe = dir.join(format!(".sandman-doctor-{}", std::process::id()));
     match std::fs::write(&probe, b"") {
