@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuBackend, GpuRequest};
+use crate::gpu::{GpuBackend, GpuDevice, GpuRequest, MigInstance};
 use crate::locks::{FileLock, session_lock_path};
 use crate::runtime::{self, ContainerSpec, Docker, FileSpec};
 use crate::store::{Reservation, SessionRow, State, Store};
@@ -82,6 +82,36 @@ impl Sessions {
     /// The Docker engine, connected on first use (listing sessions needs no engine).
     pub async fn docker(&self) -> Result<&Docker> {
         self.docker.get_or_try_init(Docker::connect).await
+    }
+
+    pub fn gpu(&self) -> &dyn GpuBackend {
+        self.gpu.as_ref()
+    }
+
+    /// Every GPU and MIG device, with `allocated` set for those a session holds.
+    pub fn gpus(&self) -> Result<Vec<GpuDevice>> {
+        let taken: HashSet<String> = self
+            .list()?
+            .into_iter()
+            .filter_map(|r| r.gpu_uuid)
+            .collect();
+        let mut devices = self.gpu.devices()?;
+        for d in &mut devices {
+            for m in &mut d.mig_instances {
+                m.allocated = taken.contains(&m.uuid);
+            }
+        }
+        Ok(devices)
+    }
+
+    /// MIG devices no session holds.
+    pub fn available(&self) -> Result<Vec<MigInstance>> {
+        Ok(self
+            .gpus()?
+            .into_iter()
+            .flat_map(|d| d.mig_instances)
+            .filter(|m| !m.allocated)
+            .collect())
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {

@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn settings(g: &crate::cli::GlobalArgs) -> Result<Settings> {
+pub(crate) fn settings(g: &crate::cli::GlobalArgs) -> Result<Settings> {
     let flags = Overrides {
         db: g.db.clone(),
         workspace_root: g.workspace_root.clone(),
@@ -38,7 +38,7 @@ fn settings(g: &crate::cli::GlobalArgs) -> Result<Settings> {
         .map_err(|e| Error::invalid("settings", format!("{e:#}")))
 }
 
-fn open(g: &crate::cli::GlobalArgs) -> Result<Sessions> {
+pub(crate) fn open(g: &crate::cli::GlobalArgs) -> Result<Sessions> {
     Sessions::open(settings(g)?, Arc::new(NoGpu))
 }
 

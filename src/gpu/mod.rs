@@ -53,6 +53,8 @@ pub struct MigInstance {
     pub placement_start: u32,
     /// Made by sandman (dynamic mode); only those are ever destroyed by it.
     pub created_by_sandman: bool,
+    /// Held by a session. Backends report false; the session service fills it in.
+    pub allocated: bool,
 }
 
 /// A MIG profile as `GET /gpus/profiles` reports it.
