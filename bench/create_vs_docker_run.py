@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -35,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results.md"
@@ -198,15 +200,17 @@ class Bench:
 
     # -- A: sandman ---------------------------------------------------------------------------
 
-    def time_sandman_create(self, user: str) -> Sample:
-        """Wall time of one create; stderr progress lines are time-stamped as they arrive to
-        split the time into sandman's own phases."""
+    def time_sandman_create(self, user: str, api_log: bool = False) -> Sample:
+        """Wall time of one create; stderr lines are time-stamped as they arrive to split the
+        time into phases. With api_log, sandman also logs each Docker API request (debug
+        logging costs a little, so such runs are not part of the timed figures)."""
         argv = self.sandman_argv("session", "create", "--user", user, "--json")
+        env = dict(self.env, SANDMAN_LOG="debug") if api_log else self.env
         marks: list[tuple[float, str]] = []
 
         start = time.perf_counter()
         proc = subprocess.Popen(
-            argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
         def read_progress():
@@ -215,9 +219,15 @@ class Bench:
 
         reader = threading.Thread(target=read_progress, daemon=True)
         reader.start()
-        out = proc.stdout.read()
-        code = proc.wait()
-        end = time.perf_counter()
+        try:
+            out = proc.stdout.read()
+            code = proc.wait()
+            end = time.perf_counter()
+        finally:
+            # Interrupted: stop the create, so that cleanup does not race a half-made session.
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         reader.join()
 
         if code != 0:
@@ -227,7 +237,7 @@ class Bench:
         if not answer.get("session_id") or not answer.get("ssh_port"):
             raise BenchError(f"unexpected create answer: {out[:300]}")
         self.remove_session(answer["session_id"])
-        return Sample(end - start, phases_from_marks(start, end, marks, user))
+        return Sample(end - start, phases_from_marks(start, end, marks, user, api_log))
 
     def remove_session(self, session_id: str) -> None:
         run_cmd(self.sandman_argv("session", "rm", session_id, "--yes", "--json"), env=self.env)
@@ -273,11 +283,18 @@ class Bench:
 
     def cleanup(self) -> None:
         """Best effort, every step tried even when an earlier one fails."""
+        def sandman(*args):
+            return lambda: run_cmd(self.sandman_argv(*args), env=self.env)
+
+        def containers(filter_):
+            return lambda: self._remove_containers(["--filter", filter_])
+
         steps = [
-            ("remove sessions", lambda: run_cmd(self.sandman_argv("session", "rm", "--all", "--yes"), env=self.env)),
-            ("reap", lambda: run_cmd(self.sandman_argv("reap", "--quiet"), env=self.env)),
-            ("remove baseline containers", lambda: self._remove_containers(["--filter", f"label={self.label}"])),
-            ("remove containers on the network", lambda: self._remove_containers(["--filter", f"network={self.network}"])),
+            ("remove sessions", sandman("session", "rm", "--all", "--yes")),
+            # Whatever a failed or killed create left behind.
+            ("reap", sandman("reap", "--quiet")),
+            ("remove baseline containers", containers(f"label={self.label}")),
+            ("remove containers on the network", containers(f"network={self.network}")),
             ("remove network", self._remove_network),
             ("remove temporary files", lambda: shutil.rmtree(self.tmp)),
         ]
@@ -324,16 +341,37 @@ def baseline_run_argv(name: str, label: str, network: str, port: int, home: Path
     ]
 
 
-def phases_from_marks(start: float, end: float, marks, user: str) -> list[tuple[str, float]]:
-    """Each progress line starts a phase that lasts until the next line (the last until exit);
-    the time before the first line is process start-up."""
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# A Docker API request as sandman's debug log shows it: "... DEBUG unix://<hex socket>/<path>".
+API_REQUEST = re.compile(r"DEBUG unix://[0-9a-f]+(/\S*)")
+CONTAINER_ID = re.compile(r"/[0-9a-f]{64}(?=/|$)")
+
+
+def phase_name(line: str, user: str, api_log: bool) -> str | None:
+    """The phase a stderr line starts, or None for a line that starts none."""
+    line = ANSI_ESCAPE.sub("", line)
+    if line.startswith("Creating a session for") or line.startswith("  "):
+        return line.strip().rstrip(".").replace(user, "<user>")
+    if api_log and (m := API_REQUEST.search(line)):
+        path = CONTAINER_ID.sub("/<id>", unquote(m.group(1)))
+        path = re.sub(r"name=[^&]*", "name=<name>", path)
+        path = re.sub(r'"name":\["[^"]*"\]', '"name":["<network>"]', path)
+        return f"API {path}"
+    return None
+
+
+def phases_from_marks(start: float, end: float, marks, user: str, api_log: bool = False):
+    """Each marked stderr line starts a phase that lasts until the next one (the last until
+    exit); the time before the first is process start-up. Returns [(name, seconds)]."""
     phases = []
     name, since = "process start until first output", start
     for at, line in marks:
+        next_name = phase_name(line, user, api_log)
+        if next_name is None:
+            continue
         phases.append((name, at - since))
-        name = line.strip().rstrip(".").replace(user, "<user>") + " (until next)"
-        since = at
-    phases.append((name.replace("(until next)", "(until exit)"), end - since))
+        name, since = next_name, at
+    phases.append((name + " (until exit)", end - since))
     return phases
 
 
@@ -371,6 +409,8 @@ def machine_info() -> dict:
         "cpu": cpu,
         "kernel": platform.release(),
         "docker_server": docker_server_version(),
+        # Other work on a small host shows up in the figures; note how busy it was.
+        "load_average_1m": os.getloadavg()[0],
         "sandman_revision": git_revision(),
     }
 
@@ -390,8 +430,10 @@ def results_section(report: dict) -> str:
         f"## {report['date']}",
         "",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
-        f"Docker Engine {m['docker_server']}",
-        f"- sandman: {m['sandman_revision']}, release build",
+        f"Docker Engine {m['docker_server']}; load average {m['load_average_1m']:.2f} at the end",
+        f"- sandman: {report['sandman_binary']}"
+        + (" (built here" if report["sandman_built"] else " (given;")
+        + f" working tree at {m['sandman_revision']})",
         f"- Runs: {report['runs']} of each, interleaved A, B, A, B, ..., after "
         f"{report['warmup']} untimed warm-up of each",
         f"- Command: `{report['command']}`",
@@ -409,9 +451,20 @@ def results_section(report: dict) -> str:
         "| phase | median |",
         "|---|---:|",
     ]
-    lines += [f"| {name} | {ms(sec)} |" for name, sec in report["sandman_phases"]]
+    lines += [f"| `{name}` | {ms(sec)} |" for name, sec in report["sandman_phases"]]
     lines += ["", "Baseline phases (median):", "", "| phase | median |", "|---|---:|"]
-    lines += [f"| {name} | {ms(sec)} |" for name, sec in report["docker_run_phases"]]
+    lines += [f"| `{name}` | {ms(sec)} |" for name, sec in report["docker_run_phases"]]
+    if "sandman_api_phases" in report:
+        lines += [
+            "",
+            f"Per Docker API request ({report['runs']} further creates with debug logging, median "
+            f"{ms(report['sandman_api_runs_median_s'])}; each row lasts until the next row "
+            "starts):",
+            "",
+            "| from | median |",
+            "|---|---:|",
+        ]
+        lines += [f"| `{name}` | {ms(sec)} |" for name, sec in report["sandman_api_phases"]]
     lines += [
         "",
         "Samples, in run order (ms): A "
@@ -443,6 +496,13 @@ def print_report(report: dict) -> None:
     print("sandman phases (median):")
     for name, sec in report["sandman_phases"]:
         print(f"  {ms(sec):>8}  {name}")
+    print("docker run phases (median):")
+    for name, sec in report["docker_run_phases"]:
+        print(f"  {ms(sec):>8}  {name}")
+    if "sandman_api_phases" in report:
+        print("sandman, per Docker API request (median, until the next mark):")
+        for name, sec in report["sandman_api_phases"]:
+            print(f"  {ms(sec):>8}  {name}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +517,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sandman", type=Path, help="sandman binary to time (default: build target/release/sandman)")
     p.add_argument("--ports", default="31000-31100", help="host ports to use, START-END (default 31000-31100)")
     p.add_argument("--target", type=float, default=TARGET_RATIO, help="highest acceptable ratio (default 1.15)")
+    p.add_argument(
+        "--api-breakdown", action="store_true",
+        help="afterwards, run as many extra creates with sandman's Docker API requests logged "
+        "and report the median time from each request to the next (not part of the ratio)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to update (default bench/results.md)")
     p.add_argument("--no-results", action="store_true", help="do not update the results file")
@@ -473,6 +538,15 @@ def parse_args() -> argparse.Namespace:
         p.error("--ports needs at least 4 ports above 1024")
     args.port_range = (start, end)
     return args
+
+
+def measure_api_breakdown(bench: Bench, runs: int) -> list[Sample]:
+    """Extra, untimed creates with sandman's Docker API requests logged."""
+    samples = []
+    for i in range(1, runs + 1):
+        samples.append(bench.time_sandman_create(f"benchapi{i}", api_log=True))
+        log(f"API breakdown {i}/{runs}: {ms(samples[-1].seconds)}")
+    return samples
 
 
 def measure(bench: Bench, runs: int, warmup: int) -> tuple[list[Sample], list[Sample]]:
@@ -502,12 +576,13 @@ def main() -> int:
         if not image_present(IMAGE):
             raise BenchError(
                 f"the image {IMAGE} is not on this host; build it first with:\n"
-                f"  {REPO_ROOT / 'target/release/sandman'} image build --offline"
+                f"  {shlex.quote(str(sandman))} image build --offline"
             )
         bench = Bench(sandman, args.port_range)
         log(f"state in {bench.tmp}, network {bench.network}, ports {args.ports}")
         try:
             a, b = measure(bench, args.runs, args.warmup)
+            api = measure_api_breakdown(bench, args.runs) if args.api_breakdown else []
         finally:
             bench.cleanup()
         machine = machine_info()
@@ -519,6 +594,8 @@ def main() -> int:
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine,
+        "sandman_binary": str(sandman.relative_to(REPO_ROOT) if sandman.is_relative_to(REPO_ROOT) else sandman),
+        "sandman_built": args.sandman is None,
         "runs": args.runs,
         "warmup": args.warmup,
         "command": command_line(),
@@ -530,6 +607,9 @@ def main() -> int:
         "sandman_phases": median_phases(a),
         "docker_run_phases": median_phases(b),
     }
+    if api:
+        report["sandman_api_phases"] = median_phases(api)
+        report["sandman_api_runs_median_s"] = statistics.median(s.seconds for s in api)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
