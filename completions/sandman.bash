@@ -22,6 +22,9 @@ _sandman() {
             sandman,doctor)
                 cmd="sandman__subcmd__doctor"
                 ;;
+            sandman,gpu)
+                cmd="sandman__subcmd__gpu"
+                ;;
             sandman,help)
                 cmd="sandman__subcmd__help"
                 ;;
@@ -37,11 +40,38 @@ _sandman() {
             sandman,session)
                 cmd="sandman__subcmd__session"
                 ;;
+            sandman__subcmd__gpu,available)
+                cmd="sandman__subcmd__gpu__subcmd__available"
+                ;;
+            sandman__subcmd__gpu,help)
+                cmd="sandman__subcmd__gpu__subcmd__help"
+                ;;
+            sandman__subcmd__gpu,ls)
+                cmd="sandman__subcmd__gpu__subcmd__ls"
+                ;;
+            sandman__subcmd__gpu,profiles)
+                cmd="sandman__subcmd__gpu__subcmd__profiles"
+                ;;
+            sandman__subcmd__gpu__subcmd__help,available)
+                cmd="sandman__subcmd__gpu__subcmd__help__subcmd__available"
+                ;;
+            sandman__subcmd__gpu__subcmd__help,help)
+                cmd="sandman__subcmd__gpu__subcmd__help__subcmd__help"
+                ;;
+            sandman__subcmd__gpu__subcmd__help,ls)
+                cmd="sandman__subcmd__gpu__subcmd__help__subcmd__ls"
+                ;;
+            sandman__subcmd__gpu__subcmd__help,profiles)
+                cmd="sandman__subcmd__gpu__subcmd__help__subcmd__profiles"
+                ;;
             sandman__subcmd__help,completions)
                 cmd="sandman__subcmd__help__subcmd__completions"
                 ;;
             sandman__subcmd__help,doctor)
                 cmd="sandman__subcmd__help__subcmd__doctor"
+                ;;
+            sandman__subcmd__help,gpu)
+                cmd="sandman__subcmd__help__subcmd__gpu"
                 ;;
             sandman__subcmd__help,help)
                 cmd="sandman__subcmd__help__subcmd__help"
@@ -57,6 +87,15 @@ _sandman() {
                 ;;
             sandman__subcmd__help,session)
                 cmd="sandman__subcmd__help__subcmd__session"
+                ;;
+            sandman__subcmd__help__subcmd__gpu,available)
+                cmd="sandman__subcmd__help__subcmd__gpu__subcmd__available"
+                ;;
+            sandman__subcmd__help__subcmd__gpu,ls)
+                cmd="sandman__subcmd__help__subcmd__gpu__subcmd__ls"
+                ;;
+            sandman__subcmd__help__subcmd__gpu,profiles)
+                cmd="sandman__subcmd__help__subcmd__gpu__subcmd__profiles"
                 ;;
             sandman__subcmd__help__subcmd__image,build)
                 cmd="sandman__subcmd__help__subcmd__image__subcmd__build"
@@ -131,7 +170,7 @@ _sandman() {
 
     case "${cmd}" in
         sandman)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version session reap image doctor completions man help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version session gpu reap image doctor completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -157,6 +196,14 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -165,7 +212,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__completions)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version bash elvish fish powershell zsh"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,6 +235,14 @@ _sandman() {
                     return 0
                     ;;
                 --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -199,7 +254,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__doctor)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,6 +280,252 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu)
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version ls profiles available help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__available)
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__help)
+            opts="ls profiles available help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__help__subcmd__available)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__help__subcmd__profiles)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__ls)
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__profiles)
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -233,7 +534,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__help)
-            opts="session reap image doctor completions man help"
+            opts="session gpu reap image doctor completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -263,6 +564,62 @@ _sandman() {
         sandman__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__gpu)
+            opts="ls profiles available"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__gpu__subcmd__available)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__gpu__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__gpu__subcmd__profiles)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -429,7 +786,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version build help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version build help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -455,6 +812,14 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -463,7 +828,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image__subcmd__build)
-            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -494,6 +859,14 @@ _sandman() {
                     return 0
                     ;;
                 --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -547,7 +920,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__man)
-            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -577,6 +950,14 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -585,7 +966,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__reap)
-            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -608,6 +989,14 @@ _sandman() {
                     return 0
                     ;;
                 --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -619,7 +1008,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version create list show extend rm help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version create list show extend rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -645,6 +1034,14 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -653,7 +1050,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__create)
-            opts="-v -q -h -V --user --ttl --image --public-key --key-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -664,6 +1061,14 @@ _sandman() {
                     return 0
                     ;;
                 --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -699,6 +1104,14 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -707,7 +1120,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__extend)
-            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -734,6 +1147,14 @@ _sandman() {
                     return 0
                     ;;
                 --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -843,7 +1264,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__list)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -866,6 +1287,14 @@ _sandman() {
                     return 0
                     ;;
                 --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -877,7 +1306,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__rm)
-            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -900,6 +1329,14 @@ _sandman() {
                     return 0
                     ;;
                 --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -911,7 +1348,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__show)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -934,6 +1371,14 @@ _sandman() {
                     return 0
                     ;;
                 --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_sandman_global_optspecs
-    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= v/verbose q/quiet h/help V/version
+    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= gpu-backend= gpu-sim-file= v/verbose q/quiet h/help V/version
 end
 
 function __fish_sandman_needs_command
@@ -29,11 +29,17 @@ complete -c sandman -n "__fish_sandman_needs_command" -l db -d 'SQLite database 
 complete -c sandman -n "__fish_sandman_needs_command" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_needs_command" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_needs_command" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_needs_command" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_needs_command" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_needs_command" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_needs_command" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_needs_command" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_needs_command" -s V -l version -d 'Print version'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "image" -d 'Build the workspace image'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
@@ -45,6 +51,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s h -l help -d 'Print help'
@@ -57,6 +68,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l user -d 'Login name: lowercase letters, digits, \'_\' and \'-\', at most 32, not a system account' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l ttl -d 'Minutes until the session is reaped [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l profile -d 'MIG profile, exact (3g.20gb) or a size on whatever model is present (3g) [default: 3g.20gb]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l gpu -d 'One exact device: a MIG instance UUID (MIG-…) or a whole GPU without MIG (GPU-…)' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l image -d 'Workspace image [default: gpu-workspace]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l public-key -d 'Use this OpenSSH public key instead of generating a key pair' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l key-file -d 'Write the generated private key to FILE (mode 0600) instead of printing it' -r -F
@@ -65,6 +78,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l json -d 'Print the API\'s create answer as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -75,6 +93,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l json -d 'Print the API\'s session objects as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -85,6 +108,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l json -d 'Print the API\'s session object as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -96,6 +124,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l json
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -106,6 +139,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l all -d 'Remove every session'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s y -l yes -d 'Do not ask for confirmation'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l json
@@ -119,11 +157,83 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "profiles" -d 'MIG profiles of the GPU models present'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "available" -d 'MIG devices no session holds'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l json -d 'Print the API\'s `GET /gpus` answer'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l json -d 'Print the API\'s `GET /gpus/profiles` answer'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l json -d 'Print the API\'s `GET /gpus/available` answer'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "profiles" -d 'MIG profiles of the GPU models present'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "available" -d 'MIG devices no session holds'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l dry-run -d 'Report what would be removed, remove nothing'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l json -d 'Print the report as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -135,6 +245,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_se
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s h -l help -d 'Print help'
@@ -148,6 +263,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_s
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l offline -d 'Make the base with debootstrap from this host\'s apt sources, then build on it'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l rebuild-base -d 'Rebuild the offline base even if it exists'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -161,6 +281,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l db -d 'SQLite
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l json -d 'Print the checks as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -171,6 +296,11 @@ complete -c sandman -n "__fish_sandman_using_subcommand completions" -l db -d 'S
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s h -l help -d 'Print help'
@@ -181,20 +311,29 @@ complete -c sandman -n "__fish_sandman_using_subcommand man" -l db -d 'SQLite da
 complete -c sandman -n "__fish_sandman_using_subcommand man" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand man" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand man" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "image" -d 'Build the workspace image'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session reap image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "create" -d 'Start a session for a user and print how to log in'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List sessions'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "show" -d 'Show one session'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "profiles" -d 'MIG profiles of the GPU models present'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "available" -d 'MIG devices no session holds'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'

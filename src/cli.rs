@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-const ABOUT: &str =
-    "GPU workspace gateway: private, hardened SSH containers with a GPU slice, one command away";
+const ABOUT: &str = "GPU workspace gateway: private, hardened SSH containers with a GPU slice, one command away";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -48,6 +47,12 @@ pub struct GlobalArgs {
     /// Last host port for session SSH [default: 20000]
     #[arg(long, global = true, value_name = "PORT")]
     pub ssh_port_end: Option<u16>,
+    /// GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none
+    #[arg(long, global = true, value_name = "BACKEND")]
+    pub gpu_backend: Option<crate::config::GpuBackendKind>,
+    /// TOML file describing simulated GPUs (with --gpu-backend sim)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub gpu_sim_file: Option<PathBuf>,
     /// More log output (-v info, -vv debug); SANDMAN_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -61,6 +66,9 @@ pub enum Command {
     /// Create, list, show, extend and remove sessions
     #[command(subcommand)]
     Session(SessionCommand),
+    /// List GPUs, MIG profiles and free MIG devices
+    #[command(subcommand)]
+    Gpu(GpuCommand),
     /// Remove expired sessions and whatever a crash left behind
     #[command(after_help = "Examples:
   sandman reap                    # one pass; safe to run from cron every minute
@@ -113,6 +121,8 @@ pub enum SessionCommand {
   sandman session create --user alice
   sandman session create --user alice --ttl 240 --key-file alice.key
   sandman session create --user bob --public-key ~bob/.ssh/id_ed25519.pub --json
+  sandman session create --user carol --profile 1g           # the smallest slice on any model
+  sandman session create --user dave --gpu MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f
 
 The private key is shown once and never stored. With --public-key no key pair is made.")]
     Create(CreateArgs),
@@ -174,6 +184,12 @@ pub struct CreateArgs {
     /// Minutes until the session is reaped [default: 60]
     #[arg(long, value_name = "MINUTES", allow_hyphen_values = true)]
     pub ttl: Option<String>,
+    /// MIG profile, exact (3g.20gb) or a size on whatever model is present (3g) [default: 3g.20gb]
+    #[arg(long, value_name = "PROFILE", conflicts_with = "gpu")]
+    pub profile: Option<String>,
+    /// One exact device: a MIG instance UUID (MIG-…) or a whole GPU without MIG (GPU-…)
+    #[arg(long, value_name = "UUID")]
+    pub gpu: Option<String>,
     /// Workspace image [default: gpu-workspace]
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
@@ -208,5 +224,37 @@ pub enum ImageCommand {
         /// Rebuild the offline base even if it exists
         #[arg(long)]
         rebuild_base: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GpuCommand {
+    /// Every GPU with its MIG devices and which session holds them
+    #[command(after_help = "Examples:
+  sandman gpu ls
+  sandman gpu ls --json | jq '.gpus[].mig_instances[] | select(.allocated == false)'
+  sandman --gpu-backend sim --gpu-sim-file lab.toml gpu ls")]
+    Ls {
+        /// Print the API's `GET /gpus` answer
+        #[arg(long)]
+        json: bool,
+    },
+    /// MIG profiles of the GPU models present
+    #[command(after_help = "Examples:
+  sandman gpu profiles
+  sandman gpu profiles --json | jq -r '.profiles[].name'")]
+    Profiles {
+        /// Print the API's `GET /gpus/profiles` answer
+        #[arg(long)]
+        json: bool,
+    },
+    /// MIG devices no session holds
+    #[command(after_help = "Examples:
+  sandman gpu available
+  sandman gpu available --json | jq '.count'")]
+    Available {
+        /// Print the API's `GET /gpus/available` answer
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sandman/config.toml";
 
+/// Settings that default to nothing.
+const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file"];
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -32,6 +35,39 @@ pub struct Settings {
     pub pids_limit: i64,
     /// How long a create waits for the session's sshd to answer.
     pub ssh_ready_timeout_secs: u64,
+    /// GPU backend: auto (NVML if the driver library loads, else none), nvml, sim or none.
+    pub gpu_backend: GpuBackendKind,
+    /// The simulated GPUs, for `gpu_backend = "sim"`.
+    pub gpu_sim_file: Option<PathBuf>,
+    /// MIG profile a create gets when it names none: an exact name, or a size such as `3g`.
+    pub default_profile: String,
+    /// static: only hand out existing MIG instances; dynamic: create them on demand too.
+    pub mig_mode: MigMode,
+    /// How a container is given its GPU: the NVIDIA runtime's device request, or a CDI name.
+    pub gpu_device_access: GpuDeviceAccess,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuBackendKind {
+    Auto,
+    Nvml,
+    Sim,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MigMode {
+    Static,
+    Dynamic,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuDeviceAccess {
+    Nvidia,
+    Cdi,
 }
 
 impl Default for Settings {
@@ -50,6 +86,11 @@ impl Default for Settings {
             uid_start: 20000,
             pids_limit: 1024,
             ssh_ready_timeout_secs: 60,
+            gpu_backend: GpuBackendKind::Auto,
+            gpu_sim_file: None,
+            default_profile: "3g.20gb".into(),
+            mig_mode: MigMode::Static,
+            gpu_device_access: GpuDeviceAccess::Nvidia,
         }
     }
 }
@@ -61,6 +102,8 @@ pub struct Overrides {
     pub workspace_root: Option<PathBuf>,
     pub ssh_port_start: Option<u16>,
     pub ssh_port_end: Option<u16>,
+    pub gpu_backend: Option<GpuBackendKind>,
+    pub gpu_sim_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -78,13 +121,11 @@ impl Settings {
             Ok(text) => Some(text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => None,
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read config file {}", path.display()));
+                return Err(e).with_context(|| format!("cannot read config file {}", path.display()));
             }
         };
-        let mut s = Self::from_layers(file.as_deref(), &env).with_context(|| {
-            format!("in config file {} or SANDMAN_* environment", path.display())
-        })?;
+        let mut s = Self::from_layers(file.as_deref(), &env)
+            .with_context(|| format!("in config file {} or SANDMAN_* environment", path.display()))?;
         s.apply(flags);
         s.check()?;
         Ok(s)
@@ -96,10 +137,16 @@ impl Settings {
         if let Some(text) = file {
             let from_file: toml::Table = toml::from_str(text)?;
             for (k, v) in from_file {
-                if !table.contains_key(&k) {
+                if !table.contains_key(&k) && !OPTIONAL_KEYS.contains(&k.as_str()) {
                     bail!("unknown setting `{k}`");
                 }
                 table.insert(k, v);
+            }
+        }
+        // Keys without a default (None) are absent from the table; they can still come from the environment.
+        for key in OPTIONAL_KEYS {
+            if let Some((_, raw)) = env.iter().find(|(k, _)| *k == format!("SANDMAN_{}", key.to_uppercase())) {
+                table.entry(key.to_string()).or_insert_with(|| toml::Value::String(raw.clone()));
             }
         }
         for (key, value) in table.iter_mut() {
@@ -107,12 +154,10 @@ impl Settings {
             if let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) {
                 *value = match value {
                     toml::Value::Integer(_) => toml::Value::Integer(
-                        raw.parse()
-                            .with_context(|| format!("{var}={raw:?} is not a whole number"))?,
+                        raw.parse().with_context(|| format!("{var}={raw:?} is not a whole number"))?,
                     ),
                     toml::Value::Boolean(_) => toml::Value::Boolean(
-                        raw.parse()
-                            .with_context(|| format!("{var}={raw:?} is not true or false"))?,
+                        raw.parse().with_context(|| format!("{var}={raw:?} is not true or false"))?,
                     ),
                     _ => toml::Value::String(raw.clone()),
                 };
@@ -134,6 +179,12 @@ impl Settings {
         if let Some(v) = flags.ssh_port_end {
             self.ssh_port_end = v;
         }
+        if let Some(v) = flags.gpu_backend {
+            self.gpu_backend = v;
+        }
+        if let Some(v) = &flags.gpu_sim_file {
+            self.gpu_sim_file = Some(v.clone());
+        }
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -152,16 +203,13 @@ impl Settings {
             );
         }
         if self.uid_start < 1000 {
-            bail!(
-                "uid_start {} would overlap system accounts: use 1000 or more",
-                self.uid_start
-            );
+            bail!("uid_start {} would overlap system accounts: use 1000 or more", self.uid_start);
+        }
+        if self.gpu_backend == GpuBackendKind::Sim && self.gpu_sim_file.is_none() {
+            bail!("gpu_backend sim needs a description of the simulated GPUs: set gpu_sim_file or --gpu-sim-file");
         }
         if !self.workspace_root.is_absolute() {
-            bail!(
-                "workspace_root {} must be an absolute path",
-                self.workspace_root.display()
-            );
+            bail!("workspace_root {} must be an absolute path", self.workspace_root.display());
         }
         Ok(())
     }
@@ -188,25 +236,18 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn layers_apply_in_order() {
         let file = "network = \"filenet\"\nssh_port_start = 11000\nimage = \"fromfile\"\n";
-        let s = Settings::from_layers(Some(file), &env(&[("SANDMAN_SSH_PORT_START", "12000")]))
-            .unwrap();
+        let s = Settings::from_layers(Some(file), &env(&[("SANDMAN_SSH_PORT_START", "12000")])).unwrap();
         assert_eq!(s.network, "filenet");
         assert_eq!(s.image, "fromfile");
         assert_eq!(s.ssh_port_start, 12000, "environment beats file");
         let mut s = s;
-        s.apply(&Overrides {
-            ssh_port_start: Some(13000),
-            ..Default::default()
-        });
+        s.apply(&Overrides { ssh_port_start: Some(13000), ..Default::default() });
         assert_eq!(s.ssh_port_start, 13000, "flag beats environment");
         assert_eq!(s.ssh_port_end, 20000, "untouched keys keep defaults");
     }
@@ -216,19 +257,29 @@ mod tests {
         let e = Settings::from_layers(Some("netwrk = \"x\""), &[]).unwrap_err();
         assert!(e.to_string().contains("netwrk"), "{e}");
         let e = Settings::from_layers(None, &env(&[("SANDMAN_PIDS_LIMIT", "lots")])).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("SANDMAN_PIDS_LIMIT=\"lots\""),
-            "{e:#}"
-        );
+        assert!(format!("{e:#}").contains("SANDMAN_PIDS_LIMIT=\"lots\""), "{e:#}");
+    }
+
+    #[test]
+    fn gpu_settings_parse_and_the_sim_needs_a_file() {
+        let s = Settings::from_layers(
+            Some("gpu_backend = \"sim\"\nmig_mode = \"dynamic\""),
+            &env(&[("SANDMAN_GPU_SIM_FILE", "/x.toml")]),
+        )
+        .unwrap();
+        assert_eq!((s.gpu_backend, s.mig_mode), (GpuBackendKind::Sim, MigMode::Dynamic));
+        assert_eq!(s.gpu_sim_file.as_deref(), Some(Path::new("/x.toml")));
+        assert!(s.check().is_ok());
+        let e = Settings::from_layers(Some("gpu_backend = \"cuda\""), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("cuda"), "{e:#}");
+        let s = Settings::from_layers(Some("gpu_backend = \"sim\""), &[]).unwrap();
+        assert!(s.check().unwrap_err().to_string().contains("gpu_sim_file"));
     }
 
     #[test]
     fn bad_port_range_is_refused() {
         let mut s = Settings::default();
-        s.apply(&Overrides {
-            ssh_port_start: Some(20001),
-            ..Default::default()
-        });
+        s.apply(&Overrides { ssh_port_start: Some(20001), ..Default::default() });
         let e = s.check().unwrap_err();
         assert!(e.to_string().contains("20001-20000"), "{e}");
     }

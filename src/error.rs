@@ -9,10 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A value given by a user or client is wrong; `field` names where it came from.
     #[error("invalid {field}: {message}")]
-    InvalidInput {
-        field: &'static str,
-        message: String,
-    },
+    InvalidInput { field: &'static str, message: String },
 
     #[error("{0}")]
     NotFound(String),
@@ -36,10 +33,7 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidInput {
-            field,
-            message: message.into(),
-        }
+        Error::InvalidInput { field, message: message.into() }
     }
 
     /// Exit codes are part of the CLI's contract (documented in the man page).

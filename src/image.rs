@@ -42,12 +42,7 @@ pub async fn build(docker: &Docker, req: &BuildRequest, progress: Progress<'_>) 
     build_dockerfile(docker, &req.tag, base.as_deref(), progress).await
 }
 
-async fn build_dockerfile(
-    docker: &Docker,
-    tag: &str,
-    base: Option<&str>,
-    progress: Progress<'_>,
-) -> Result<()> {
+async fn build_dockerfile(docker: &Docker, tag: &str, base: Option<&str>, progress: Progress<'_>) -> Result<()> {
     let mut context = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(DOCKERFILE.len() as u64);
@@ -60,36 +55,18 @@ async fn build_dockerfile(
     if let Some(b) = base {
         args.insert("BASE_IMAGE", b);
     }
-    let options = BuildImageOptionsBuilder::new()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .buildargs(&args)
-        .build();
-    progress(&format!(
-        "building {tag} FROM {}",
-        base.unwrap_or("the Dockerfile's default base")
-    ));
-    let mut stream =
-        docker
-            .client()
-            .build_image(options, None, Some(bollard::body_full(context.into())));
+    let options =
+        BuildImageOptionsBuilder::new().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).buildargs(&args).build();
+    progress(&format!("building {tag} FROM {}", base.unwrap_or("the Dockerfile's default base")));
+    let mut stream = docker.client().build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| Error::Internal(anyhow!("image build failed: {e}")))?;
-        if let Some(line) = info
-            .stream
-            .as_deref()
-            .map(str::trim)
-            .filter(|l| l.starts_with("Step "))
-        {
+        if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| l.starts_with("Step ")) {
             progress(line);
         }
     }
     if !docker.image_exists(tag).await? {
-        return Err(Error::Internal(anyhow!(
-            "image build ended without producing {tag}"
-        )));
+        return Err(Error::Internal(anyhow!("image build ended without producing {tag}")));
     }
     progress(&format!("built {tag}"));
     Ok(())
@@ -97,16 +74,9 @@ async fn build_dockerfile(
 
 /// debootstrap a minimal Debian of the host's own release from the host's own apt mirror,
 /// strip keys and caches, and import it as `tag`.
-async fn build_offline_base(
-    docker: &Docker,
-    suite: &str,
-    tag: &str,
-    progress: Progress<'_>,
-) -> Result<()> {
+async fn build_offline_base(docker: &Docker, suite: &str, tag: &str, progress: Progress<'_>) -> Result<()> {
     if which("debootstrap").is_none() {
-        return Err(Error::Unavailable(
-            "debootstrap is not installed: apt-get install debootstrap".into(),
-        ));
+        return Err(Error::Unavailable("debootstrap is not installed: apt-get install debootstrap".into()));
     }
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::Unavailable(
@@ -117,15 +87,9 @@ async fn build_offline_base(
     let work = tempdir_in(Path::new("/var/tmp"), "sandman-base")?;
     let rootfs = work.join("rootfs");
     let result = async {
-        progress(&format!(
-            "debootstrap {suite} from {mirror} (a minute or two)"
-        ));
+        progress(&format!("debootstrap {suite} from {mirror} (a minute or two)"));
         let out = tokio::process::Command::new("debootstrap")
-            .args([
-                "--variant=minbase",
-                &format!("--include={BASE_PACKAGES}"),
-                suite,
-            ])
+            .args(["--variant=minbase", &format!("--include={BASE_PACKAGES}"), suite])
             .arg(&rootfs)
             .arg(&mirror)
             .output()
@@ -134,11 +98,7 @@ async fn build_offline_base(
         if !out.status.success() {
             let log = String::from_utf8_lossy(&out.stdout);
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            bail!(
-                "debootstrap failed ({}): {}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            );
+            bail!("debootstrap failed ({}): {}", out.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
         }
         // No baked host keys (sandman brings one per user) and no package caches.
         for dir in ["etc/ssh", "var/cache/apt/archives", "var/lib/apt/lists"] {
@@ -167,14 +127,8 @@ async fn build_offline_base(
         let stdout = tar.stdout.take().context("tar has no stdout")?;
         let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(stdout));
         let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
-        let options = CreateImageOptionsBuilder::new()
-            .from_src("-")
-            .repo(repo)
-            .tag(version)
-            .build();
-        let mut stream = docker
-            .client()
-            .create_image(Some(options), Some(body), None);
+        let options = CreateImageOptionsBuilder::new().from_src("-").repo(repo).tag(version).build();
+        let mut stream = docker.client().create_image(Some(options), Some(body), None);
         while let Some(item) = stream.next().await {
             item.map_err(|e| anyhow!("docker import failed: {e}"))?;
         }
@@ -198,9 +152,7 @@ fn host_suite() -> Result<String> {
         .map(|v| v.trim_matches('"').to_string())
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
-            Error::Unavailable(
-                "/etc/os-release names no VERSION_CODENAME; --offline needs a Debian host".into(),
-            )
+            Error::Unavailable("/etc/os-release names no VERSION_CODENAME; --offline needs a Debian host".into())
         })
 }
 
@@ -219,9 +171,7 @@ fn host_mirror() -> Result<String> {
             return Ok(m);
         }
     }
-    Err(Error::Unavailable(
-        "no Debian mirror found in /etc/apt/sources.list{,.d}: configure apt first".into(),
-    ))
+    Err(Error::Unavailable("no Debian mirror found in /etc/apt/sources.list{,.d}: configure apt first".into()))
 }
 
 fn mirror_in(text: &str) -> Option<String> {
@@ -230,19 +180,14 @@ fn mirror_in(text: &str) -> Option<String> {
         if let Some(uris) = l.strip_prefix("URIs:") {
             uris.split_whitespace().next().map(str::to_string)
         } else if let Some(rest) = l.strip_prefix("deb ") {
-            rest.split_whitespace()
-                .find(|w| w.contains("://"))
-                .map(str::to_string)
+            rest.split_whitespace().find(|w| w.contains("://")).map(str::to_string)
         } else {
             None
         }
     });
     // Prefer the main archive over the security one.
     let all: Vec<String> = candidates.collect();
-    all.iter()
-        .find(|u| !u.contains("security"))
-        .or(all.first())
-        .cloned()
+    all.iter().find(|u| !u.contains("security")).or(all.first()).cloned()
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -266,22 +211,14 @@ mod tests {
     #[test]
     fn mirrors_from_both_source_formats() {
         let deb822 = "Types: deb\nURIs: http://security.example/debian-security\n\nTypes: deb\nURIs: http://deb.example/debian\n";
-        assert_eq!(
-            mirror_in(deb822).as_deref(),
-            Some("http://deb.example/debian")
-        );
+        assert_eq!(mirror_in(deb822).as_deref(), Some("http://deb.example/debian"));
         let one_line = "# comment\ndeb [arch=amd64] http://mirror.example/debian bookworm main\n";
-        assert_eq!(
-            mirror_in(one_line).as_deref(),
-            Some("http://mirror.example/debian")
-        );
+        assert_eq!(mirror_in(one_line).as_deref(), Some("http://mirror.example/debian"));
         assert_eq!(mirror_in("deb-src http://x/debian bookworm main"), None);
     }
 
     #[test]
     fn dockerfile_takes_the_base_as_an_argument() {
-        assert!(
-            DOCKERFILE.contains("ARG BASE_IMAGE=") && DOCKERFILE.contains("FROM ${BASE_IMAGE}")
-        );
+        assert!(DOCKERFILE.contains("ARG BASE_IMAGE=") && DOCKERFILE.contains("FROM ${BASE_IMAGE}"));
     }
 }

@@ -18,26 +18,19 @@ impl FileLock {
     /// Waits for the lock.
     pub fn acquire(path: &Path) -> Result<FileLock> {
         let file = open(path)?;
-        file.lock()
-            .with_context(|| format!("cannot lock {}", path.display()))?;
-        Ok(FileLock {
-            file,
-            path: path.to_path_buf(),
-        })
+        file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(FileLock { file, path: path.to_path_buf() })
     }
 
     /// Takes the lock if nobody holds it.
     pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
         let file = open(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(FileLock {
-                file,
-                path: path.to_path_buf(),
-            })),
+            Ok(()) => Ok(Some(FileLock { file, path: path.to_path_buf() })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(anyhow::Error::new(e)
-                .context(format!("cannot lock {}", path.display()))
-                .into()),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())).into())
+            }
         }
     }
 
@@ -50,10 +43,7 @@ impl FileLock {
 
 fn open(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     Ok(OpenOptions::new()
         .create(true)
@@ -64,9 +54,7 @@ fn open(path: &Path) -> Result<File> {
 }
 
 pub fn session_lock_path(state_dir: &Path, session_id: &str) -> PathBuf {
-    state_dir
-        .join("locks")
-        .join(format!("session-{session_id}.lock"))
+    state_dir.join("locks").join(format!("session-{session_id}.lock"))
 }
 
 #[cfg(test)]

@@ -47,11 +47,13 @@ pub struct ReapReport {
     pub vanished: Vec<String>,
     /// sandman containers with no row (container ids).
     pub orphans: Vec<String>,
+    /// MIG instances sandman created that no session holds (destroyed).
+    pub gpu_instances: Vec<String>,
 }
 
 impl ReapReport {
     pub fn total(&self) -> usize {
-        self.expired.len() + self.abandoned.len() + self.vanished.len() + self.orphans.len()
+        self.expired.len() + self.abandoned.len() + self.vanished.len() + self.orphans.len() + self.gpu_instances.len()
     }
 }
 
@@ -70,13 +72,7 @@ impl Sessions {
     pub fn open(settings: Settings, gpu: Arc<dyn GpuBackend>) -> Result<Sessions> {
         let store = Store::open(&settings.db)?;
         let instance = store.instance_id()?;
-        Ok(Sessions {
-            settings,
-            store: Mutex::new(store),
-            instance,
-            docker: OnceCell::new(),
-            gpu,
-        })
+        Ok(Sessions { settings, store: Mutex::new(store), instance, docker: OnceCell::new(), gpu })
     }
 
     /// The Docker engine, connected on first use (listing sessions needs no engine).
@@ -90,11 +86,7 @@ impl Sessions {
 
     /// Every GPU and MIG device, with `allocated` set for those a session holds.
     pub fn gpus(&self) -> Result<Vec<GpuDevice>> {
-        let taken: HashSet<String> = self
-            .list()?
-            .into_iter()
-            .filter_map(|r| r.gpu_uuid)
-            .collect();
+        let taken: HashSet<String> = self.list()?.into_iter().filter_map(|r| r.gpu_uuid).collect();
         let mut devices = self.gpu.devices()?;
         for d in &mut devices {
             for m in &mut d.mig_instances {
@@ -106,12 +98,7 @@ impl Sessions {
 
     /// MIG devices no session holds.
     pub fn available(&self) -> Result<Vec<MigInstance>> {
-        Ok(self
-            .gpus()?
-            .into_iter()
-            .flat_map(|d| d.mig_instances)
-            .filter(|m| !m.allocated)
-            .collect())
+        Ok(self.gpus()?.into_iter().flat_map(|d| d.mig_instances).filter(|m| !m.allocated).collect())
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -123,39 +110,28 @@ impl Sessions {
     }
 
     pub fn get(&self, id: &str) -> Result<SessionRow> {
-        self.store()
-            .session(id)?
-            .ok_or_else(|| Error::NotFound(format!("session {id} not found")))
+        self.store().session(id)?.ok_or_else(|| Error::NotFound(format!("session {id} not found")))
     }
 
     pub async fn create(&self, req: CreateRequest, progress: Progress<'_>) -> Result<Created> {
         let s = &self.settings;
         validate::user_name(&req.user)?;
-        let ttl = validate::ttl_minutes(
-            req.ttl_minutes.unwrap_or(i64::from(s.default_ttl_minutes)),
-            s.max_ttl_minutes,
-        )?;
+        let ttl =
+            validate::ttl_minutes(req.ttl_minutes.unwrap_or(i64::from(s.default_ttl_minutes)), s.max_ttl_minutes)?;
         let image = req.image.clone().unwrap_or_else(|| s.image.clone());
         validate::image_reference(&image)?;
-        let authorized_key = req
-            .public_key
-            .as_deref()
-            .map(ssh::parse_public_key)
-            .transpose()?;
+        let authorized_key = req.public_key.as_deref().map(ssh::parse_public_key).transpose()?;
 
         let docker = self.docker().await?;
-        if !docker.image_exists(&image).await? {
+        let Some(image_id) = docker.image_id(&image).await? else {
             return Err(if req.image.is_some() {
-                Error::invalid(
-                    "image",
-                    format!("{image:?} is not on this host; build or load it first"),
-                )
+                Error::invalid("image", format!("{image:?} is not on this host; build or load it first"))
             } else {
                 Error::Unavailable(format!(
                     "workspace image {image:?} is not on this host: run `sandman image build` (add --offline without a registry)"
                 ))
             });
-        }
+        };
 
         let id = uuid::Uuid::new_v4().to_string();
         // Held until the row is final, so a reaper can tell a live create from a dead one.
@@ -182,34 +158,20 @@ impl Sessions {
                 port_range: (s.ssh_port_start, s.ssh_port_end),
                 uid_start: s.uid_start,
             },
-            || {
-                ssh::generate_key_pair(&format!("sandman-host-{}", req.user))
-                    .map(|(private, _)| private)
-            },
+            || ssh::generate_key_pair(&format!("sandman-host-{}", req.user)).map(|(private, _)| private),
             |k| ssh::host_public_key(k).map(|(_, fp)| fp),
             |port| TcpListener::bind(SocketAddr::new(publish, port)).is_ok(),
             |taken| self.gpu.pick(&req.gpu, taken),
         )?;
 
-        let provisioned = self
-            .provision(
-                docker,
-                &row,
-                user.uid,
-                &user.host_key,
-                &authorized_key,
-                progress,
-            )
-            .await;
+        let provisioned =
+            self.provision(docker, &row, &image_id, user.uid, &user.host_key, &authorized_key, progress).await;
         let result = match provisioned {
-            Ok(ip) => {
-                if self.store().mark_running(&row.id, ip.as_deref())? {
+            Ok((container, ip)) => {
+                if self.store().mark_running(&row.id, &container, ip.as_deref())? {
                     Ok(ip)
                 } else {
-                    Err(Error::Conflict(format!(
-                        "session {} was removed while it was being created",
-                        row.id
-                    )))
+                    Err(Error::Conflict(format!("session {} was removed while it was being created", row.id)))
                 }
             }
             Err(e) => Err(e),
@@ -246,11 +208,12 @@ impl Sessions {
         &self,
         docker: &Docker,
         row: &SessionRow,
+        image_id: &str,
         uid: u32,
         host_key: &str,
         authorized_key: &str,
         progress: Progress<'_>,
-    ) -> Result<Option<String>> {
+    ) -> Result<(String, Option<String>)> {
         let s = &self.settings;
         progress("preparing workspace");
         let workspace = workspace::ensure(&s.workspace_root, &row.user, uid)?;
@@ -276,50 +239,39 @@ impl Sessions {
             container_port: ssh::CONTAINER_SSH_PORT,
             workspace,
             pids_limit: s.pids_limit,
-            command: [
-                "/usr/sbin/sshd",
-                "-D",
-                "-e",
-                "-f",
-                "/etc/sandman/sshd_config",
-            ]
-            .map(String::from)
-            .to_vec(),
+            command: ssh::container_command(),
             gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
         };
+        // Its id reaches the row with the running state; until then teardown finds it by name.
         let container = docker.create(&spec).await?;
-        self.store().set_container(&row.id, &container)?;
+        // Started first: the command waits for sandman's files, and copying into a running
+        // container is cheaper than into a created one (its filesystem is already mounted).
+        docker.start(&container).await?;
 
-        let passwd = with_entry(
-            &docker.read_file(&container, "/etc/passwd").await?,
-            &row.user,
-            &ssh::passwd_entry(&row.user, uid),
-        );
-        let group = with_entry(
-            &docker.read_file(&container, "/etc/group").await?,
-            &row.user,
-            &ssh::group_entry(&row.user, uid),
-        );
+        // The image's own accounts plus the user. Reading files out of a container costs a round
+        // trip each, so they are read once per image id and kept in the store.
+        let cached = self.store().image_accounts(image_id)?;
+        let (passwd, group) = match cached {
+            Some(files) => files,
+            None => {
+                let passwd = docker.read_file(&container, "/etc/passwd").await?;
+                let group = docker.read_file(&container, "/etc/group").await?;
+                self.store().save_image_accounts(image_id, &passwd, &group)?;
+                (passwd, group)
+            }
+        };
+        let passwd = with_entry(&passwd, &row.user, &ssh::passwd_entry(&row.user, uid));
+        let group = with_entry(&group, &row.user, &ssh::group_entry(&row.user, uid));
         let dir = ssh::CONFIG_DIR;
         docker
             .write_files(
                 &container,
                 &[
-                    FileSpec {
-                        path: "etc/passwd".into(),
-                        contents: passwd,
-                        uid: 0,
-                        mode: 0o644,
-                    },
-                    FileSpec {
-                        path: "etc/group".into(),
-                        contents: group,
-                        uid: 0,
-                        mode: 0o644,
-                    },
+                    FileSpec { path: "etc/passwd".into(), contents: passwd, uid: 0, mode: 0o644 },
+                    FileSpec { path: "etc/group".into(), contents: group, uid: 0, mode: 0o644 },
                     FileSpec {
                         path: format!("{dir}/sshd_config"),
-                        contents: ssh::sshd_config(&row.user).into_bytes(),
+                        contents: ssh::sshd_config(&row.user, row.gpu_uuid.as_deref()).into_bytes(),
                         uid: 0,
                         mode: 0o644,
                     },
@@ -336,29 +288,25 @@ impl Sessions {
                         uid,
                         mode: 0o600,
                     },
+                    // Last in the archive: sshd starts once this exists.
+                    FileSpec { path: ssh::READY_FILE.into(), contents: Vec::new(), uid: 0, mode: 0o644 },
                 ],
             )
             .await?;
-        docker.start(&container).await?;
-        let ip = docker.ip_address(&container, &s.network).await?;
 
         progress("waiting for sshd");
-        let probe_ip = if s.publish_address.is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            s.publish_address
-        };
+        let probe_ip =
+            if s.publish_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { s.publish_address };
         let timeout = Duration::from_secs(s.ssh_ready_timeout_secs);
-        if let Err(e) = ssh::wait_for_banner(SocketAddr::new(probe_ip, row.ssh_port), timeout).await
-        {
+        let (ip, ready) = tokio::join!(
+            docker.ip_address(&container, &s.network),
+            ssh::wait_for_banner(SocketAddr::new(probe_ip, row.ssh_port), timeout)
+        );
+        if let Err(e) = ready {
             let log = docker.log_tail(&container, 5).await;
-            return Err(if log.is_empty() {
-                e
-            } else {
-                Error::Unavailable(format!("{e}; container log: {log}"))
-            });
+            return Err(if log.is_empty() { e } else { Error::Unavailable(format!("{e}; container log: {log}")) });
         }
-        Ok(ip)
+        Ok((container, ip?))
     }
 
     /// Removes a session: container first (so its port stays reserved until it is free), then the
@@ -370,9 +318,7 @@ impl Sessions {
             match FileLock::try_acquire(&session_lock_path(&self.settings.state_dir(), id))? {
                 Some(lock) => creator_lock = Some(lock),
                 None => {
-                    return Err(Error::Conflict(format!(
-                        "session {id} is still being created; try again in a moment"
-                    )));
+                    return Err(Error::Conflict(format!("session {id} is still being created; try again in a moment")));
                 }
             }
         }
@@ -386,9 +332,7 @@ impl Sessions {
 
     async fn teardown(&self, row: &SessionRow) -> Result<()> {
         let docker = self.docker().await?;
-        docker
-            .remove(row.container_id.as_deref().unwrap_or(&container_name(row)))
-            .await?;
+        docker.remove(row.container_id.as_deref().unwrap_or(&container_name(row))).await?;
         if let Some(uuid) = &row.gpu_uuid {
             self.gpu.release(uuid)?;
         }
@@ -411,13 +355,8 @@ impl Sessions {
     /// One reaper pass: expired sessions, creates whose process died, rows whose container
     /// vanished, and labelled containers with no row. Safe beside other reapers and creates.
     pub async fn reap(&self, dry_run: bool) -> Result<ReapReport> {
-        let mut report = ReapReport {
-            dry_run,
-            ..Default::default()
-        };
-        let Some(reap_lock) =
-            FileLock::try_acquire(&self.settings.state_dir().join("locks").join("reap.lock"))?
-        else {
+        let mut report = ReapReport { dry_run, ..Default::default() };
+        let Some(reap_lock) = FileLock::try_acquire(&self.settings.state_dir().join("locks").join("reap.lock"))? else {
             report.busy = true;
             return Ok(report);
         };
@@ -426,10 +365,7 @@ impl Sessions {
         // container listed here whose row is missing really has none.
         let containers = docker.list_managed(&self.instance).await?;
         let rows = self.list()?;
-        let with_container: HashSet<&str> = containers
-            .iter()
-            .filter_map(|c| c.session_id.as_deref())
-            .collect();
+        let with_container: HashSet<&str> = containers.iter().filter_map(|c| c.session_id.as_deref()).collect();
         let now = chrono::Utc::now().timestamp();
 
         for row in &rows {
@@ -454,22 +390,14 @@ impl Sessions {
                         continue;
                     };
                     // The creator may have finished between our read and the lock: look again.
-                    if self
-                        .store()
-                        .session(&row.id)?
-                        .is_some_and(|r| r.state == State::Creating)
-                    {
+                    if self.store().session(&row.id)?.is_some_and(|r| r.state == State::Creating) {
                         if !dry_run {
                             self.teardown(row).await?;
                             tracing::info!(session = %row.id, user = %row.user, "abandoned create reaped");
                         }
                         report.abandoned.push(row.id.clone());
                     }
-                    if dry_run {
-                        drop(lock)
-                    } else {
-                        lock.release_and_remove()
-                    }
+                    if dry_run { drop(lock) } else { lock.release_and_remove() }
                 }
                 State::Running => {}
             }
@@ -485,6 +413,13 @@ impl Sessions {
                 report.orphans.push(c.id.clone());
             }
         }
+        // Instances sandman created for sessions that no longer exist (a crash between creating
+        // the instance and writing the row, or a failed release).
+        // Done inside the store's reservation lock, so an instance a create has just made for a
+        // row it has not yet committed is never taken for unowned.
+        if !dry_run {
+            report.gpu_instances = self.store().with_gpu_uuids(|owned| self.gpu.reconcile(owned))?;
+        }
         drop(reap_lock);
         Ok(report)
     }
@@ -498,11 +433,7 @@ pub fn container_name(row: &SessionRow) -> String {
 fn with_entry(file: &[u8], name: &str, entry: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(file);
     let prefix = format!("{name}:");
-    let mut out: String = text
-        .lines()
-        .filter(|l| !l.starts_with(&prefix))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut out: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
     out.push_str(entry);
     out.into_bytes()
 }
@@ -514,12 +445,7 @@ mod tests {
     #[test]
     fn passwd_entry_replaces_a_clash() {
         let file = b"root:x:0:0::/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\nalicex:x:1:1::/:/bin/sh";
-        let out = String::from_utf8(with_entry(
-            file,
-            "alice",
-            "alice:x:20000:20000::/home/alice:/bin/bash\n",
-        ))
-        .unwrap();
+        let out = String::from_utf8(with_entry(file, "alice", "alice:x:20000:20000::/home/alice:/bin/bash\n")).unwrap();
         assert_eq!(
             out,
             "root:x:0:0::/root:/bin/bash\nalicex:x:1:1::/:/bin/sh\nalice:x:20000:20000::/home/alice:/bin/bash\n"

@@ -15,18 +15,25 @@ pub const CONTAINER_SSH_PORT: u16 = 2222;
 /// Where sandman puts its sshd files inside the container; root-owned, so the user cannot edit them.
 pub const CONFIG_DIR: &str = "etc/sandman";
 
+/// Written after every other file; the container's command waits for it before starting sshd.
+pub const READY_FILE: &str = "etc/sandman/ready";
+
+/// The container's command: wait for sandman's files, then run sshd as the user in the
+/// foreground, logging to stderr (the container log).
+pub fn container_command() -> Vec<String> {
+    let script = format!(
+        "until [ -e /{READY_FILE} ]; do sleep 0.01; done; exec /usr/sbin/sshd -D -e -f /{CONFIG_DIR}/sshd_config"
+    );
+    vec!["/bin/sh".into(), "-c".into(), script]
+}
+
 /// A fresh ed25519 key pair: (private key in OpenSSH format, public key line).
 pub fn generate_key_pair(comment: &str) -> Result<(String, String)> {
-    let mut key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
-        .context("cannot generate an ed25519 key")?;
+    let mut key =
+        PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519).context("cannot generate an ed25519 key")?;
     key.set_comment(comment);
-    let private = key
-        .to_openssh(LineEnding::LF)
-        .context("cannot encode private key")?;
-    let public = key
-        .public_key()
-        .to_openssh()
-        .context("cannot encode public key")?;
+    let private = key.to_openssh(LineEnding::LF).context("cannot encode private key")?;
+    let public = key.public_key().to_openssh().context("cannot encode public key")?;
     Ok((private.to_string(), public))
 }
 
@@ -34,17 +41,10 @@ pub fn generate_key_pair(comment: &str) -> Result<(String, String)> {
 pub fn parse_public_key(text: &str) -> Result<String> {
     let line = text.trim();
     if line.lines().count() != 1 {
-        return Err(Error::invalid(
-            "public key",
-            "expected exactly one OpenSSH public key line",
-        ));
+        return Err(Error::invalid("public key", "expected exactly one OpenSSH public key line"));
     }
-    let key = PublicKey::from_openssh(line).map_err(|e| {
-        Error::invalid(
-            "public key",
-            format!("not an OpenSSH public key ({e}): {:.40}", line),
-        )
-    })?;
+    let key = PublicKey::from_openssh(line)
+        .map_err(|e| Error::invalid("public key", format!("not an OpenSSH public key ({e}): {:.40}", line)))?;
     Ok(key.to_openssh().context("cannot encode public key")?)
 }
 
@@ -58,7 +58,9 @@ pub fn host_public_key(private_openssh: &str) -> Result<(String, String)> {
 
 /// sshd as the unprivileged user: key-only, no PAM (it cannot work under no-new-privileges),
 /// keys and config owned by root so the user cannot change who may log in.
-pub fn sshd_config(user: &str) -> String {
+pub fn sshd_config(user: &str, gpu: Option<&str>) -> String {
+    // sshd does not pass the container's environment to logins; name the GPU for them here.
+    let env = gpu.map(|g| format!("SetEnv NVIDIA_VISIBLE_DEVICES={g} SANDMAN_GPU={g}\n")).unwrap_or_default();
     format!(
         "# Written by sandman for this session.
 Port {CONTAINER_SSH_PORT}
@@ -77,7 +79,7 @@ X11Forwarding no
 PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
-"
+{env}"
     )
 }
 
@@ -116,26 +118,12 @@ pub async fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<Dura
 
 async fn read_banner(addr: SocketAddr) -> std::result::Result<(), String> {
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 4];
-        stream
-            .read_exact(&mut buf)
-            .await
-            .map_err(|e| e.to_string())?;
-        if &buf == b"SSH-" {
-            Ok(())
-        } else {
-            Err(format!(
-                "unexpected greeting {:?}",
-                String::from_utf8_lossy(&buf)
-            ))
-        }
+        stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        if &buf == b"SSH-" { Ok(()) } else { Err(format!("unexpected greeting {:?}", String::from_utf8_lossy(&buf))) }
     };
-    tokio::time::timeout(Duration::from_secs(2), probe)
-        .await
-        .map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(Duration::from_secs(2), probe).await.map_err(|_| "timed out".to_string())?
 }
 
 #[cfg(test)]
@@ -146,10 +134,7 @@ mod tests {
     fn generated_keys_round_trip() {
         let (private, public) = generate_key_pair("alice@sandman").unwrap();
         assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
-        assert!(
-            public.starts_with("ssh-ed25519 ") && public.ends_with(" alice@sandman"),
-            "{public}"
-        );
+        assert!(public.starts_with("ssh-ed25519 ") && public.ends_with(" alice@sandman"), "{public}");
         assert_eq!(parse_public_key(&format!("  {public}\n")).unwrap(), public);
         let (line, fp) = host_public_key(&private).unwrap();
         assert_eq!(line, public);
@@ -162,30 +147,17 @@ mod tests {
 
     #[test]
     fn bad_public_keys_are_refused() {
-        for bad in [
-            "",
-            "ssh-ed25519",
-            "ssh-ed25519 AAAA",
-            "hello world",
-            "ssh-ed25519 AAAAC3 x\nssh-rsa AAAA y",
-        ] {
+        for bad in ["", "ssh-ed25519", "ssh-ed25519 AAAA", "hello world", "ssh-ed25519 AAAAC3 x\nssh-rsa AAAA y"] {
             let e = parse_public_key(bad).unwrap_err();
-            assert!(
-                matches!(
-                    e,
-                    Error::InvalidInput {
-                        field: "public key",
-                        ..
-                    }
-                ),
-                "{bad:?}: {e}"
-            );
+            assert!(matches!(e, Error::InvalidInput { field: "public key", .. }), "{bad:?}: {e}");
         }
     }
 
     #[test]
     fn sshd_config_is_key_only_for_one_user() {
-        let c = sshd_config("alice");
+        let c = sshd_config("alice", None);
+        assert!(!c.contains("SetEnv"));
+        assert!(sshd_config("bob", Some("MIG-1")).contains("SetEnv NVIDIA_VISIBLE_DEVICES=MIG-1 SANDMAN_GPU=MIG-1\n"));
         assert!(c.contains("AllowUsers alice\n"));
         assert!(c.contains("PasswordAuthentication no\n") && c.contains("UsePAM no\n"));
     }

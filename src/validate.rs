@@ -51,22 +51,14 @@ pub fn user_name(name: &str) -> Result<()> {
         return Err(Error::invalid("user", "the user name is empty"));
     }
     if name.len() > 32 {
-        return bad(&format!(
-            "is {} characters long; the limit is 32",
-            name.chars().count()
-        ));
+        return bad(&format!("is {} characters long; the limit is 32", name.chars().count()));
     }
     let first = name.as_bytes()[0];
     if !(first.is_ascii_lowercase() || first == b'_') {
         return bad("must start with a lowercase letter a-z or '_'");
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
-    {
-        return bad(&format!(
-            "contains {c:?}; only a-z, 0-9, '_' and '-' are allowed"
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')) {
+        return bad(&format!("contains {c:?}; only a-z, 0-9, '_' and '-' are allowed"));
     }
     if RESERVED_USERS.contains(&name) {
         return bad("is a reserved system account name");
@@ -77,10 +69,7 @@ pub fn user_name(name: &str) -> Result<()> {
 /// TTL in minutes, 1..=max. Signed so that a negative request gets a precise message.
 pub fn ttl_minutes(ttl: i64, max: u32) -> Result<u32> {
     if ttl < 1 || ttl > i64::from(max) {
-        return Err(Error::invalid(
-            "ttl_minutes",
-            format!("{ttl} is out of range; use 1 to {max} minutes"),
-        ));
+        return Err(Error::invalid("ttl_minutes", format!("{ttl} is out of range; use 1 to {max} minutes")));
     }
     Ok(ttl as u32)
 }
@@ -89,20 +78,12 @@ pub fn ttl_minutes(ttl: i64, max: u32) -> Result<u32> {
 pub fn image_reference(image: &str) -> Result<()> {
     let ok = !image.is_empty()
         && image.len() <= 255
-        && image
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
-        && image
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+        && image.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && !image.contains("..")
         && !image.contains("//");
     if !ok {
-        return Err(Error::invalid(
-            "image",
-            format!("{image:?} is not a valid image reference"),
-        ));
+        return Err(Error::invalid("image", format!("{image:?} is not a valid image reference")));
     }
     Ok(())
 }
@@ -131,12 +112,7 @@ mod tests {
             let e = user_name(name).unwrap_err().to_string();
             assert!(e.contains(want), "{name:?}: {e}");
         }
-        assert!(
-            user_name(&"a".repeat(40))
-                .unwrap_err()
-                .to_string()
-                .contains("40 characters")
-        );
+        assert!(user_name(&"a".repeat(40)).unwrap_err().to_string().contains("40 characters"));
     }
 
     #[test]
@@ -145,20 +121,13 @@ mod tests {
         assert_eq!(ttl_minutes(100, 100).unwrap(), 100);
         for bad in [0, -1, 101, i64::MAX] {
             let e = ttl_minutes(bad, 100).unwrap_err().to_string();
-            assert!(
-                e.contains(&bad.to_string()) && e.contains("1 to 100"),
-                "{e}"
-            );
+            assert!(e.contains(&bad.to_string()) && e.contains("1 to 100"), "{e}");
         }
     }
 
     #[test]
     fn images() {
-        for good in [
-            "gpu-workspace",
-            "registry.local:5000/lab/ws:1.2",
-            "ws@sha256:abc",
-        ] {
+        for good in ["gpu-workspace", "registry.local:5000/lab/ws:1.2", "ws@sha256:abc"] {
             assert!(image_reference(good).is_ok(), "{good}");
         }
         for bad in ["", "-x", "a b", "a;b", "../x", "a//b", "Ünï"] {
@@ -173,21 +142,10 @@ pub fn ttl_text(text: &str, max: u32) -> Result<u32> {
     let t = text.trim();
     match t.parse::<i64>() {
         Ok(n) => ttl_minutes(n, max),
-        Err(_)
-            if !t.is_empty()
-                && t.trim_start_matches('-')
-                    .chars()
-                    .all(|c| c.is_ascii_digit()) =>
-        {
-            Err(Error::invalid(
-                "ttl_minutes",
-                format!("{t} is out of range; use 1 to {max} minutes"),
-            ))
+        Err(_) if !t.is_empty() && t.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()) => {
+            Err(Error::invalid("ttl_minutes", format!("{t} is out of range; use 1 to {max} minutes")))
         }
-        Err(_) => Err(Error::invalid(
-            "ttl_minutes",
-            format!("{text:?} is not a whole number of minutes"),
-        )),
+        Err(_) => Err(Error::invalid("ttl_minutes", format!("{text:?} is not a whole number of minutes"))),
     }
 }
 

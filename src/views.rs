@@ -7,9 +7,7 @@ use crate::sessions::Created;
 use crate::store::{SessionRow, State};
 
 pub fn timestamp(epoch: i64) -> String {
-    DateTime::<Utc>::from_timestamp(epoch, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Secs, true)
+    DateTime::<Utc>::from_timestamp(epoch, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The API's session object. `metadata.ssh_password` is deliberately absent: logins are key-only.
@@ -100,10 +98,39 @@ impl CreatedView {
             expires_at: timestamp(s.expires_at),
             host_key_fingerprint: s.host_key_fingerprint.clone(),
             known_hosts: c.known_hosts.clone(),
-            ssh_command: format!(
-                "ssh -i {key_path} -p {} {}@{}",
-                s.ssh_port, c.ssh_user, c.ssh_host
-            ),
+            ssh_command: format!("ssh -i {key_path} -p {} {}@{}", s.ssh_port, c.ssh_user, c.ssh_host),
         }
+    }
+}
+
+/// `GET /gpus`.
+#[derive(Debug, Serialize)]
+pub struct GpusView {
+    pub gpus: Vec<crate::gpu::GpuDevice>,
+    pub count: usize,
+}
+
+/// `GET /gpus/profiles`.
+#[derive(Debug, Serialize)]
+pub struct ProfilesView {
+    pub profiles: Vec<crate::gpu::ProfileInfo>,
+}
+
+/// `GET /gpus/available`.
+#[derive(Debug, Serialize)]
+pub struct AvailableView {
+    pub available_instances: Vec<crate::gpu::MigInstance>,
+    pub count: usize,
+}
+
+impl GpusView {
+    pub fn new(gpus: Vec<crate::gpu::GpuDevice>) -> Self {
+        GpusView { count: gpus.len(), gpus }
+    }
+}
+
+impl AvailableView {
+    pub fn new(available_instances: Vec<crate::gpu::MigInstance>) -> Self {
+        AvailableView { count: available_instances.len(), available_instances }
     }
 }

@@ -23,11 +23,7 @@ pub fn ensure(root: &Path, user: &str, uid: u32) -> Result<PathBuf> {
             what = what.display()
         ))
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(root)
-        .map_err(|e| unwritable(e, root))?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(root).map_err(|e| unwritable(e, root))?;
     let dir = root.join(user);
     let created = match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => true,
@@ -48,8 +44,7 @@ pub fn ensure(root: &Path, user: &str, uid: u32) -> Result<PathBuf> {
         std::os::unix::fs::lchown(&dir, Some(uid), Some(uid)).map_err(|e| unwritable(e, &dir))?;
     }
     if meta.mode() & 0o7777 != 0o700 {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| unwritable(e, &dir))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| unwritable(e, &dir))?;
     }
     Ok(dir)
 }
@@ -79,11 +74,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         std::fs::write(dir.join(".bashrc"), "mine").unwrap();
         ensure(root.path(), "alice", me).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join(".bashrc")).unwrap(),
-            "mine",
-            "never re-seeded"
-        );
+        assert_eq!(std::fs::read_to_string(dir.join(".bashrc")).unwrap(), "mine", "never re-seeded");
     }
 
     #[test]

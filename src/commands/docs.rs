@@ -9,12 +9,7 @@ use crate::cli::Cli;
 use crate::error::Result;
 
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "sandman",
-        &mut std::io::stdout(),
-    );
+    clap_complete::generate(shell, &mut Cli::command(), "sandman", &mut std::io::stdout());
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
 
 use super::print_json;
-use crate::config::Settings;
+use crate::config::{GpuBackendKind, GpuDeviceAccess, MigMode, Settings};
 use crate::error::{Error, Result};
 use crate::runtime::Docker;
 use crate::store::Store;
@@ -22,21 +22,11 @@ struct Check {
 }
 
 fn pass(check: &'static str, detail: impl Into<String>) -> Check {
-    Check {
-        check,
-        ok: true,
-        detail: detail.into(),
-        fix: None,
-    }
+    Check { check, ok: true, detail: detail.into(), fix: None }
 }
 
 fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check {
-        check,
-        ok: false,
-        detail: detail.into(),
-        fix: Some(fix.into()),
-    }
+    Check { check, ok: false, detail: detail.into(), fix: Some(fix.into()) }
 }
 
 pub async fn run(settings: &Settings, json: bool) -> Result<()> {
@@ -44,24 +34,16 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
     checks.push(if unsafe { libc::geteuid() } == 0 {
         pass("privileges", "running as root")
     } else {
-        fail(
-            "privileges",
-            "not root: workspaces cannot be given to session uids",
-            "run sandman as root (sudo)",
-        )
+        fail("privileges", "not root: workspaces cannot be given to session uids", "run sandman as root (sudo)")
     });
 
-    match Docker::connect().await {
-        Err(e) => checks.push(fail(
-            "docker",
-            e.to_string(),
-            "start the engine (systemctl start docker) or set DOCKER_HOST",
-        )),
+    let docker = Docker::connect().await;
+    match &docker {
+        Err(e) => {
+            checks.push(fail("docker", e.to_string(), "start the engine (systemctl start docker) or set DOCKER_HOST"))
+        }
         Ok(docker) => {
-            checks.push(pass(
-                "docker",
-                format!("engine {}", docker.version().await.unwrap_or_default()),
-            ));
+            checks.push(pass("docker", format!("engine {}", docker.version().await.unwrap_or_default())));
             checks.push(match docker.image_exists(&settings.image).await {
                 Ok(true) => pass("image", format!("{} is present", settings.image)),
                 Ok(false) => fail(
@@ -73,15 +55,13 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
             });
             checks.push(match docker.network_exists(&settings.network).await {
                 Ok(true) => pass("network", format!("{} exists", settings.network)),
-                Ok(false) => pass(
-                    "network",
-                    format!("{} will be created by the first session", settings.network),
-                ),
+                Ok(false) => pass("network", format!("{} will be created by the first session", settings.network)),
                 Err(e) => fail("network", e.to_string(), "check the Docker engine"),
             });
         }
     }
 
+    gpu_checks(settings, docker.as_ref().ok(), &mut checks).await;
     checks.push(writable_dir(
         "workspace root",
         &settings.workspace_root,
@@ -89,26 +69,15 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
     ));
     checks.push(match Store::open(&settings.db) {
         Ok(_) => pass("database", format!("{} opens", settings.db.display())),
-        Err(e) => fail(
-            "database",
-            e.to_string(),
-            "make its directory writable or set --db",
-        ),
+        Err(e) => fail("database", e.to_string(), "make its directory writable or set --db"),
     });
 
     let (start, end) = (settings.ssh_port_start, settings.ssh_port_end);
-    let free = (start..=end)
-        .filter(|p| TcpListener::bind(SocketAddr::new(settings.publish_address, *p)).is_ok())
-        .count();
+    let free =
+        (start..=end).filter(|p| TcpListener::bind(SocketAddr::new(settings.publish_address, *p)).is_ok()).count();
     let total = usize::from(end - start) + 1;
     checks.push(if free > 0 {
-        pass(
-            "ports",
-            format!(
-                "{free} of {total} ports in {start}-{end} free on {}",
-                settings.publish_address
-            ),
-        )
+        pass("ports", format!("{free} of {total} ports in {start}-{end} free on {}", settings.publish_address))
     } else {
         fail(
             "ports",
@@ -122,42 +91,110 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
         print_json(&checks)?;
     } else {
         let mut table = Table::new();
-        table
-            .load_preset(UTF8_BORDERS_ONLY)
-            .set_header(["", "CHECK", "DETAIL", "FIX"]);
+        table.load_preset(UTF8_BORDERS_ONLY).set_header(["", "CHECK", "DETAIL", "FIX"]);
         for c in &checks {
-            table.add_row([
-                if c.ok { "ok" } else { "FAIL" },
-                c.check,
-                &c.detail,
-                c.fix.as_deref().unwrap_or(""),
-            ]);
+            table.add_row([if c.ok { "ok" } else { "FAIL" }, c.check, &c.detail, c.fix.as_deref().unwrap_or("")]);
         }
         println!("{table}");
     }
     if all_ok {
         Ok(())
     } else {
-        Err(Error::Unavailable(format!(
-            "{} check(s) failed",
-            checks.iter().filter(|c| !c.ok).count()
-        )))
+        Err(Error::Unavailable(format!("{} check(s) failed", checks.iter().filter(|c| !c.ok).count())))
     }
+}
+
+/// The GPU backend, the driver, MIG mode, and how containers will get their devices.
+async fn gpu_checks(settings: &Settings, docker: Option<&Docker>, checks: &mut Vec<Check>) {
+    let backend = match crate::gpu::open(settings) {
+        Ok(b) => b,
+        Err(e) => {
+            checks.push(fail(
+                "gpu backend",
+                e.to_string(),
+                "install the NVIDIA driver, fix gpu_sim_file, or set gpu_backend = \"none\"",
+            ));
+            return;
+        }
+    };
+    let name = backend.name();
+    if name == "none" {
+        let why = if settings.gpu_backend == GpuBackendKind::Auto {
+            "no NVIDIA driver library found"
+        } else {
+            "gpu_backend = none"
+        };
+        checks.push(pass("gpu backend", format!("none ({why}): sessions are CPU-only")));
+        return;
+    }
+    checks.push(pass("gpu backend", format!("{name}, mig_mode {:?}", settings.mig_mode).to_lowercase()));
+    match backend.devices() {
+        Err(e) => checks.push(fail("gpus", e.to_string(), "check the NVIDIA driver (nvidia-smi)")),
+        Ok(gpus) if gpus.is_empty() => checks.push(fail("gpus", "the driver reports no GPU", "check nvidia-smi")),
+        Ok(gpus) => {
+            for g in &gpus {
+                let detail = format!(
+                    "{} {}: MIG {}, {} MIG device(s)",
+                    g.name,
+                    g.uuid,
+                    if g.mig_enabled { "on" } else { "off" },
+                    g.mig_instances.len()
+                );
+                checks.push(if g.mig_enabled && g.mig_instances.is_empty() && settings.mig_mode == MigMode::Static {
+                    fail("mig", detail, "create instances (nvidia-smi mig -cgi ... -C) or set mig_mode = \"dynamic\"")
+                } else {
+                    pass("mig", detail)
+                });
+            }
+        }
+    }
+    if name == "sim" {
+        checks.push(pass("container gpu access", "simulated: containers get NVIDIA_VISIBLE_DEVICES only"));
+        return;
+    }
+    checks.push(match settings.gpu_device_access {
+        GpuDeviceAccess::Nvidia => match docker.map(|d| d.runtimes()) {
+            Some(f) => match f.await {
+                Ok(r) if r.iter().any(|n| n == "nvidia") => {
+                    pass("container gpu access", "the engine has the nvidia runtime")
+                }
+                Ok(r) => fail(
+                    "container gpu access",
+                    format!("the engine has no nvidia runtime (runtimes: {})", r.join(", ")),
+                    "install nvidia-container-toolkit and run nvidia-ctk runtime configure --runtime=docker",
+                ),
+                Err(e) => fail("container gpu access", e.to_string(), "check the Docker engine"),
+            },
+            None => fail("container gpu access", "Docker is unreachable", "start the engine"),
+        },
+        GpuDeviceAccess::Cdi => {
+            let specs: Vec<String> = ["/etc/cdi", "/var/run/cdi"]
+                .iter()
+                .filter_map(|d| std::fs::read_dir(d).ok())
+                .flat_map(|d| d.flatten().map(|e| e.path().display().to_string()))
+                .filter(|p| p.ends_with(".yaml") || p.ends_with(".json"))
+                .collect();
+            if specs.is_empty() {
+                fail(
+                    "container gpu access",
+                    "no CDI specs in /etc/cdi or /var/run/cdi",
+                    "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
+                )
+            } else {
+                pass("container gpu access", format!("CDI specs: {}", specs.join(", ")))
+            }
+        }
+    });
 }
 
 fn writable_dir(check: &'static str, dir: &Path, fix: &str) -> Check {
     if !dir.exists() {
         // The first create makes it, if the nearest existing parent lets us.
         return match dir.ancestors().find(|a| a.exists()) {
-            Some(parent) if parent.is_dir() && writable_dir(check, parent, fix).ok => pass(
-                check,
-                format!("{} will be created by the first session", dir.display()),
-            ),
-            _ => fail(
-                check,
-                format!("{} does not exist and cannot be created", dir.display()),
-                fix,
-            ),
+            Some(parent) if parent.is_dir() && writable_dir(check, parent, fix).ok => {
+                pass(check, format!("{} will be created by the first session", dir.display()))
+            }
+            _ => fail(check, format!("{} does not exist and cannot be created", dir.display()), fix),
         };
     }
     if !dir.is_dir() {
@@ -169,10 +206,6 @@ fn writable_dir(check: &'static str, dir: &Path, fix: &str) -> Check {
             let _ = std::fs::remove_file(&probe);
             pass(check, format!("{} is writable", dir.display()))
         }
-        Err(e) => fail(
-            check,
-            format!("{} is not writable: {e}", dir.display()),
-            fix,
-        ),
+        Err(e) => fail(check, format!("{} is not writable: {e}", dir.display()), fix),
     }
 }

@@ -2,16 +2,14 @@
 
 mod docs;
 mod doctor;
+mod gpu;
 mod image;
 mod reap;
 mod session;
 
-use std::sync::Arc;
-
 use crate::cli::{Cli, Command};
 use crate::config::{Overrides, Settings};
 use crate::error::{Error, Result};
-use crate::gpu::NoGpu;
 use crate::sessions::Sessions;
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -21,6 +19,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
         Command::Session(cmd) => session::run(&open(&cli.global)?, cmd, quiet).await,
+        Command::Gpu(cmd) => gpu::run(&open(&cli.global)?, cmd),
         Command::Reap { dry_run, json } => reap::run(&open(&cli.global)?, dry_run, json).await,
         Command::Image(cmd) => image::run(cmd, quiet).await,
         Command::Doctor { json } => doctor::run(&settings(&cli.global)?, json).await,
@@ -33,13 +32,16 @@ pub(crate) fn settings(g: &crate::cli::GlobalArgs) -> Result<Settings> {
         workspace_root: g.workspace_root.clone(),
         ssh_port_start: g.ssh_port_start,
         ssh_port_end: g.ssh_port_end,
+        gpu_backend: g.gpu_backend,
+        gpu_sim_file: g.gpu_sim_file.clone(),
     };
-    Settings::load(g.config.as_deref(), &flags)
-        .map_err(|e| Error::invalid("settings", format!("{e:#}")))
+    Settings::load(g.config.as_deref(), &flags).map_err(|e| Error::invalid("settings", format!("{e:#}")))
 }
 
 pub(crate) fn open(g: &crate::cli::GlobalArgs) -> Result<Sessions> {
-    Sessions::open(settings(g)?, Arc::new(NoGpu))
+    let settings = settings(g)?;
+    let gpu = crate::gpu::open(&settings)?;
+    Sessions::open(settings, gpu)
 }
 
 /// Progress lines for a person, on stderr (stdout carries data only).
@@ -70,9 +72,5 @@ fn relative(epoch: i64) -> String {
     } else {
         format!("{}d{}h", n / 86400, n % 86400 / 3600)
     };
-    if past {
-        format!("{text} ago")
-    } else {
-        format!("in {text}")
-    }
+    if past { format!("{text} ago") } else { format!("in {text}") }
 }

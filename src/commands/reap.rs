@@ -17,6 +17,7 @@ pub async fn run(sessions: &Sessions, dry_run: bool, json: bool) -> Result<()> {
         ("abandoned create", &report.abandoned),
         ("session whose container vanished", &report.vanished),
         ("orphaned container", &report.orphans),
+        ("unowned MIG instance", &report.gpu_instances),
     ] {
         for id in ids {
             println!("{verb} {what} {id}");

@@ -27,11 +27,7 @@ pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Resul
         }
         SessionCommand::Show { id, json } => {
             let row = sessions.get(&id)?;
-            if json {
-                print_json(&SessionView::from(&row))
-            } else {
-                print_details(&row)
-            }
+            if json { print_json(&SessionView::from(&row)) } else { print_details(&row) }
         }
         SessionCommand::Extend { id, ttl, json } => {
             let ttl = validate::ttl_text(&ttl, sessions.settings.max_ttl_minutes)?;
@@ -48,35 +44,24 @@ pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Resul
                 Ok(())
             }
         }
-        SessionCommand::Rm {
-            ids,
-            all,
-            yes,
-            json,
-        } => remove(sessions, ids, all, yes, json).await,
+        SessionCommand::Rm { ids, all, yes, json } => remove(sessions, ids, all, yes, json).await,
     }
 }
 
 async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()> {
     let settings = &sessions.settings;
-    let ttl = args
-        .ttl
-        .as_deref()
-        .map(|t| validate::ttl_text(t, settings.max_ttl_minutes))
-        .transpose()?;
+    let ttl = args.ttl.as_deref().map(|t| validate::ttl_text(t, settings.max_ttl_minutes)).transpose()?;
     let public_key = match &args.public_key {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            Error::invalid("public key", format!("cannot read {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::invalid("public key", format!("cannot read {}: {e}", path.display())))?,
+        ),
         None => None,
     };
     // Refuse an existing key file before anything is made.
     if let Some(path) = &args.key_file {
         if path.exists() {
-            return Err(Error::invalid(
-                "key file",
-                format!("{} already exists; choose another path", path.display()),
-            ));
+            return Err(Error::invalid("key file", format!("{} already exists; choose another path", path.display())));
         }
     }
     if !quiet {
@@ -86,7 +71,11 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         user: args.user.clone(),
         ttl_minutes: ttl.map(i64::from),
         image: args.image.clone(),
-        gpu: GpuRequest::Default,
+        gpu: match (args.profile, args.gpu) {
+            (Some(p), _) => GpuRequest::Profile(p),
+            (None, Some(u)) => GpuRequest::Uuid(u),
+            (None, None) => GpuRequest::Default,
+        },
         public_key,
     };
     let report = progress(quiet);
@@ -111,19 +100,11 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
     let mut out = std::io::stdout().lock();
     let s = &created.session;
     writeln!(out, "Session {} for {} is ready.", s.id, created.ssh_user)?;
-    writeln!(
-        out,
-        "  expires    {} ({})",
-        view.expires_at,
-        relative(s.expires_at)
-    )?;
+    writeln!(out, "  expires    {} ({})", view.expires_at, relative(s.expires_at))?;
     writeln!(out, "  host key   {}", s.host_key_fingerprint)?;
     writeln!(out, "  known_hosts line: {}", view.known_hosts)?;
     if let Some(key) = &view.ssh_private_key {
-        writeln!(
-            out,
-            "\nPrivate key (shown once, never stored): save it as {key_path} with mode 0600:\n"
-        )?;
+        writeln!(out, "\nPrivate key (shown once, never stored): save it as {key_path} with mode 0600:\n")?;
         write!(out, "{key}")?;
         writeln!(out, "\nThen log in with:")?;
     } else {
@@ -144,20 +125,12 @@ fn write_private_key(path: &std::path::Path, key: &str) -> Result<()> {
     Ok(())
 }
 
-async fn remove(
-    sessions: &Sessions,
-    ids: Vec<String>,
-    all: bool,
-    yes: bool,
-    json: bool,
-) -> Result<()> {
+async fn remove(sessions: &Sessions, ids: Vec<String>, all: bool, yes: bool, json: bool) -> Result<()> {
     let targets: Vec<SessionRow> = if all {
         sessions.list()?
     } else {
         // Every id must exist before anything is removed.
-        ids.iter()
-            .map(|id| sessions.get(id))
-            .collect::<Result<_>>()?
+        ids.iter().map(|id| sessions.get(id)).collect::<Result<_>>()?
     };
     if targets.is_empty() {
         if json {
@@ -167,20 +140,10 @@ async fn remove(
         return Ok(());
     }
     if !yes {
-        let names: Vec<String> = targets
-            .iter()
-            .map(|r| format!("{} ({})", r.id, r.user))
-            .collect();
-        let prompt = format!(
-            "Remove {} session(s): {}? Workspaces are kept",
-            targets.len(),
-            names.join(", ")
-        );
+        let names: Vec<String> = targets.iter().map(|r| format!("{} ({})", r.id, r.user)).collect();
+        let prompt = format!("Remove {} session(s): {}? Workspaces are kept", targets.len(), names.join(", "));
         if !std::io::stdin().is_terminal() {
-            return Err(Error::invalid(
-                "confirmation",
-                format!("{prompt}: not asked without a terminal; add --yes"),
-            ));
+            return Err(Error::invalid("confirmation", format!("{prompt}: not asked without a terminal; add --yes")));
         }
         let ok = dialoguer::Confirm::new()
             .with_prompt(prompt)
@@ -222,23 +185,14 @@ fn print_table(rows: &[SessionRow]) {
         return;
     }
     let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_header(["ID", "USER", "PORT", "GPU", "STATE", "EXPIRES", "IMAGE"]);
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(["ID", "USER", "PORT", "GPU", "STATE", "EXPIRES", "IMAGE"]);
     for r in rows {
         table.add_row([
             r.id.clone(),
             r.user.clone(),
             r.ssh_port.to_string(),
-            r.mig_profile
-                .clone()
-                .or(r.gpu_uuid.clone())
-                .unwrap_or_else(|| "-".into()),
-            if r.state == State::Running {
-                "running".into()
-            } else {
-                "creating".into()
-            },
+            r.mig_profile.clone().or(r.gpu_uuid.clone()).unwrap_or_else(|| "-".into()),
+            if r.state == State::Running { "running".into() } else { "creating".into() },
             relative(r.expires_at),
             r.image.clone(),
         ]);
@@ -262,10 +216,7 @@ fn print_details(r: &SessionRow) -> Result<()> {
         ("workspace", v.metadata.workspace),
         ("host key", v.host_key_fingerprint),
         ("created", v.created_at),
-        (
-            "expires",
-            format!("{} ({})", v.expires_at, relative(r.expires_at)),
-        ),
+        ("expires", format!("{} ({})", v.expires_at, relative(r.expires_at))),
     ] {
         writeln!(out, "{k:<13} {val}")?;
     }

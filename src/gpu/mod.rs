@@ -2,10 +2,18 @@
 //! across processes comes from the store, which calls `pick` inside its reservation
 //! transaction with the UUIDs already taken.
 
+pub mod allocate;
+pub mod catalog;
+pub mod nvml;
+pub mod placement;
+pub mod sim;
+
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::config::{GpuBackendKind, MigMode, Settings};
 use crate::error::{Error, Result};
 use crate::runtime::GpuAccess;
 use crate::store::GpuPick;
@@ -91,6 +99,52 @@ pub trait GpuBackend: Send + Sync {
     fn access(&self, uuid: &str) -> GpuAccess;
 }
 
+/// The backend the settings ask for. `auto` means NVML where the driver library loads and
+/// CPU-only sessions elsewhere (with a warning); the simulator is only used when named.
+pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
+    let dynamic = settings.mig_mode == MigMode::Dynamic;
+    let state_dir = settings.state_dir();
+    let nvml = || nvml::NvmlBackend::open(&state_dir, &settings.default_profile, dynamic, settings.gpu_device_access);
+    Ok(match settings.gpu_backend {
+        GpuBackendKind::None => Arc::new(NoGpu),
+        GpuBackendKind::Nvml => Arc::new(nvml()?),
+        GpuBackendKind::Auto => match nvml() {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                tracing::warn!("no GPUs: {e}; sessions get no GPU (set gpu_backend = \"none\" to silence this)");
+                Arc::new(NoGpu)
+            }
+        },
+        GpuBackendKind::Sim => {
+            let file = settings
+                .gpu_sim_file
+                .as_deref()
+                .ok_or_else(|| Error::invalid("gpu_sim_file", "the sim backend needs --gpu-sim-file"))?;
+            Arc::new(sim::SimBackend::open(file, &state_dir, &settings.default_profile, dynamic)?)
+        }
+    })
+}
+
+/// The API's profile list for the models present, from sandman's catalog.
+pub fn catalog_profiles<'a>(models: impl Iterator<Item = &'a catalog::Model>) -> Vec<ProfileInfo> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for model in models {
+        for p in model.profiles {
+            if seen.insert(p.name) {
+                out.push(ProfileInfo {
+                    name: p.name.to_string(),
+                    compute_slices: p.compute_slices,
+                    memory_slices: p.memory_slices,
+                    memory_size: p.memory_mib * 1024 * 1024,
+                    description: p.description(model),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// CPU-only hosts: every session gets no GPU; naming one is an error.
 pub struct NoGpu;
 
@@ -112,15 +166,11 @@ impl GpuBackend for NoGpu {
             GpuRequest::Default => Ok(None),
             GpuRequest::Profile(p) => Err(Error::invalid(
                 "mig_profile",
-                format!(
-                    "{p:?} asks for a GPU, but this host has no GPU backend (gpu backend: none)"
-                ),
+                format!("{p:?} asks for a GPU, but this host has no GPU backend (gpu backend: none)"),
             )),
             GpuRequest::Uuid(u) => Err(Error::invalid(
                 "mig_instance_uuid",
-                format!(
-                    "{u:?} asks for a GPU, but this host has no GPU backend (gpu backend: none)"
-                ),
+                format!("{u:?} asks for a GPU, but this host has no GPU backend (gpu backend: none)"),
             )),
         }
     }
@@ -146,9 +196,7 @@ mod tests {
     fn no_gpu_gives_cpu_sessions_and_refuses_gpu_requests() {
         let taken = HashSet::new();
         assert_eq!(NoGpu.pick(&GpuRequest::Default, &taken).unwrap(), None);
-        let e = NoGpu
-            .pick(&GpuRequest::Profile("3g".into()), &taken)
-            .unwrap_err();
+        let e = NoGpu.pick(&GpuRequest::Profile("3g".into()), &taken).unwrap_err();
         assert!(e.to_string().contains("\"3g\""), "{e}");
     }
 }

@@ -5,13 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerCreateBody, DeviceRequest, HostConfig, NetworkCreateRequest, PortBinding,
-};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::TryStreamExt;
 
@@ -26,9 +23,8 @@ pub struct Docker {
 impl Docker {
     /// Connects (honouring `DOCKER_HOST`) and agrees an API version with the engine.
     pub async fn connect() -> Result<Docker> {
-        let client = bollard::Docker::connect_with_defaults()
-            .map_err(unreachable)?
-            .with_timeout(Duration::from_secs(120));
+        let client =
+            bollard::Docker::connect_with_defaults().map_err(unreachable)?.with_timeout(Duration::from_secs(120));
         let client = client.negotiate_version().await.map_err(unreachable)?;
         Ok(Docker { client })
     }
@@ -40,17 +36,26 @@ impl Docker {
     /// The engine's version string.
     pub async fn version(&self) -> Result<String> {
         let v = self.client.version().await.map_err(unreachable)?;
-        Ok(format!(
-            "{} (API {})",
-            v.version.unwrap_or_default(),
-            v.api_version.unwrap_or_default()
-        ))
+        Ok(format!("{} (API {})", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
+    }
+
+    /// Container runtimes the engine knows (`runc`, and `nvidia` where the NVIDIA toolkit is set up).
+    pub async fn runtimes(&self) -> Result<Vec<String>> {
+        let info = self.client.info().await.map_err(|e| map_err(e, "read engine info"))?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
     }
 
     pub async fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.image_id(image).await?.is_some())
+    }
+
+    /// The image's content id (`sha256:…`), or `None` if it is not on this host.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
         match self.client.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) if status(&e) == Some(404) => Ok(false),
+            Ok(i) => Ok(Some(i.id.unwrap_or_else(|| image.to_string()))),
+            Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(map_err(e, &format!("inspect image {image}"))),
         }
     }
@@ -65,10 +70,7 @@ impl Docker {
         let request = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.enable_icc".into(),
-                "false".into(),
-            )])),
+            options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
             labels: Some(HashMap::from([("sandman.managed".into(), "true".into())])),
             ..Default::default()
         };
@@ -83,9 +85,7 @@ impl Docker {
         let filters = HashMap::from([("name", vec![name])]);
         let list = self
             .client
-            .list_networks(Some(
-                ListNetworksOptionsBuilder::new().filters(&filters).build(),
-            ))
+            .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build()))
             .await
             .map_err(|e| map_err(e, "list networks"))?;
         // The engine's name filter matches substrings; compare exactly.
@@ -103,10 +103,7 @@ impl Docker {
     /// Creates (does not start) a hardened container for one session.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let port_key = format!("{}/tcp", spec.container_port);
-        let mut env = vec![
-            format!("USER={}", spec.user),
-            format!("HOME=/home/{}", spec.user),
-        ];
+        let mut env = vec![format!("USER={}", spec.user), format!("HOME=/home/{}", spec.user)];
         let mut device_requests = None;
         match &spec.gpu {
             Some(GpuAccess::NvidiaDevice(uuid)) => {
@@ -128,11 +125,7 @@ impl Docker {
             None => env.push("NVIDIA_VISIBLE_DEVICES=void".into()),
         }
         let host_config = HostConfig {
-            binds: Some(vec![format!(
-                "{}:/home/{}:rw",
-                spec.workspace.display(),
-                spec.user
-            )]),
+            binds: Some(vec![format!("{}:/home/{}:rw", spec.workspace.display(), spec.user)]),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             pids_limit: Some(spec.pids_limit),
@@ -161,9 +154,7 @@ impl Docker {
             host_config: Some(host_config),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::new()
-            .name(&spec.name)
-            .build();
+        let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
         let created = self.client.create_container(Some(options), body).await.map_err(|e| match status(&e) {
             Some(404) => Error::Unavailable(format!(
                 "image {} is not on this host: build it with `sandman image build` (add --offline without a registry)",
@@ -176,9 +167,7 @@ impl Docker {
 
     /// Reads one file out of a (created or running) container.
     pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
-        let options = DownloadFromContainerOptionsBuilder::new()
-            .path(path)
-            .build();
+        let options = DownloadFromContainerOptionsBuilder::new().path(path).build();
         let bytes: Vec<u8> = self
             .client
             .download_from_container(id, Some(options))
@@ -242,11 +231,8 @@ impl Docker {
     pub async fn start(&self, id: &str) -> Result<()> {
         self.client.start_container(id, None).await.map_err(|e| {
             let text = e.to_string();
-            if text.contains("port is already allocated") || text.contains("address already in use")
-            {
-                Error::Exhausted(format!(
-                    "the chosen host port is taken by another program: {text}"
-                ))
+            if text.contains("port is already allocated") || text.contains("address already in use") {
+                Error::Exhausted(format!("the chosen host port is taken by another program: {text}"))
             } else {
                 map_err(e, &format!("start container {id}"))
             }
@@ -279,10 +265,7 @@ impl Docker {
 
     /// Removes a container by id or name, running or not. Gone already is fine.
     pub async fn remove(&self, id: &str) -> Result<()> {
-        let options = RemoveContainerOptionsBuilder::new()
-            .force(true)
-            .v(true)
-            .build();
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         match self.client.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             // 404: already gone; 409: removal already in progress (another reaper).
@@ -295,15 +278,8 @@ impl Docker {
     pub async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
         let label = format!("{LABEL_INSTANCE}={instance}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .client
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| map_err(e, "list containers"))?;
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let list = self.client.list_containers(Some(options)).await.map_err(|e| map_err(e, "list containers"))?;
         Ok(list
             .into_iter()
             .map(|c| ManagedContainer {
@@ -323,18 +299,9 @@ impl Docker {
     /// The last lines of a container's log, for error messages.
     pub async fn log_tail(&self, id: &str, lines: usize) -> String {
         use bollard::query_parameters::LogsOptionsBuilder;
-        let options = LogsOptionsBuilder::new()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
-        let chunks: Vec<String> = self
-            .client
-            .logs(id, Some(options))
-            .map_ok(|l| l.to_string())
-            .try_collect()
-            .await
-            .unwrap_or_default();
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
+        let chunks: Vec<String> =
+            self.client.logs(id, Some(options)).map_ok(|l| l.to_string()).try_collect().await.unwrap_or_default();
         chunks.concat().trim().to_string()
     }
 }
@@ -350,22 +317,16 @@ fn status(e: &BollardError) -> Option<u16> {
 /// talk to it at all.
 fn map_err(e: BollardError, what: &str) -> Error {
     match e {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => Error::Internal(anyhow!(
-            "docker could not {what}: {message} (HTTP {status_code})"
-        )),
-        BollardError::DockerStreamError { error } => {
-            Error::Internal(anyhow!("docker could not {what}: {error}"))
+        BollardError::DockerResponseServerError { status_code, message } => {
+            Error::Internal(anyhow!("docker could not {what}: {message} (HTTP {status_code})"))
         }
+        BollardError::DockerStreamError { error } => Error::Internal(anyhow!("docker could not {what}: {error}")),
         other => unreachable(other),
     }
 }
 
 fn unreachable(e: BollardError) -> Error {
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     Error::Unavailable(format!(
         "cannot reach the Docker engine at {host} ({e}); start it (systemctl start docker) or set DOCKER_HOST"
     ))

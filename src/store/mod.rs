@@ -35,6 +35,8 @@ const SCHEMA: &[&str] = &[
         expires_at INTEGER NOT NULL,
         workspace TEXT NOT NULL,
         host_key_fingerprint TEXT NOT NULL);",
+    // version 2: an image's own passwd and group files, read once per image id
+    "CREATE TABLE image_accounts (image_id TEXT PRIMARY KEY, passwd BLOB NOT NULL, grp BLOB NOT NULL);",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,12 +111,14 @@ impl Store {
                 .create(dir)
                 .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         }
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open database {}", path.display()))?;
+        let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
         // The database holds the users' SSH host keys: owner only.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // In WAL mode NORMAL cannot corrupt the database; a power cut may lose the last commits,
+        // which the reaper reconciles like any crash. It saves an fsync per write.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         let mut store = Store { conn };
         store.migrate()?;
@@ -122,9 +126,7 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         if version > SCHEMA.len() {
@@ -147,11 +149,7 @@ impl Store {
     }
 
     pub fn instance_id(&self) -> Result<String> {
-        Ok(self.conn.query_row(
-            "SELECT value FROM meta WHERE key = 'instance_id'",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0))?)
     }
 
     /// Reserves everything a new session needs, or nothing. `new_host_key` is called only for a
@@ -165,31 +163,18 @@ impl Store {
         port_free: impl Fn(u16) -> bool,
         pick_gpu: impl FnOnce(&HashSet<String>) -> Result<Option<GpuPick>>,
     ) -> Result<(SessionRow, UserRow)> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT id FROM sessions WHERE user_name = ?1",
-                [r.user],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<String> =
+            tx.query_row("SELECT id FROM sessions WHERE user_name = ?1", [r.user], |row| row.get(0)).optional()?;
         if let Some(id) = existing {
-            return Err(Error::Conflict(format!(
-                "session for user {} already exists ({id})",
-                r.user
-            )));
+            return Err(Error::Conflict(format!("session for user {} already exists ({id})", r.user)));
         }
 
         let user = match query_user(&tx, r.user)? {
             Some(u) => u,
             None => {
-                let next: u32 = tx.query_row(
-                    "SELECT COALESCE(MAX(uid) + 1, ?1) FROM users",
-                    [r.uid_start],
-                    |row| row.get(0),
-                )?;
+                let next: u32 =
+                    tx.query_row("SELECT COALESCE(MAX(uid) + 1, ?1) FROM users", [r.uid_start], |row| row.get(0))?;
                 let uid = next.max(r.uid_start);
                 if uid >= 60000 {
                     return Err(Error::Exhausted(format!(
@@ -202,25 +187,20 @@ impl Store {
                     "INSERT INTO users (name, uid, host_key, created_at) VALUES (?1, ?2, ?3, ?4)",
                     params![r.user, uid, host_key, r.now],
                 )?;
-                UserRow {
-                    name: r.user.to_string(),
-                    uid,
-                    host_key,
-                }
+                UserRow { name: r.user.to_string(), uid, host_key }
             }
         };
         let fingerprint = host_key_fingerprint(&user.host_key)?;
 
         let used_ports: HashSet<u16> = collect(&tx, "SELECT ssh_port FROM sessions")?;
         let (start, end) = r.port_range;
-        let port = (start..=end)
-            .find(|p| !used_ports.contains(p) && port_free(*p))
-            .ok_or_else(|| Error::Exhausted(format!("no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions")))?;
+        let port = (start..=end).find(|p| !used_ports.contains(p) && port_free(*p)).ok_or_else(|| {
+            Error::Exhausted(format!(
+                "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
+            ))
+        })?;
 
-        let taken: HashSet<String> = collect(
-            &tx,
-            "SELECT gpu_uuid FROM sessions WHERE gpu_uuid IS NOT NULL",
-        )?;
+        let taken: HashSet<String> = collect(&tx, "SELECT gpu_uuid FROM sessions WHERE gpu_uuid IS NOT NULL")?;
         let gpu = pick_gpu(&taken)?;
 
         let row = SessionRow {
@@ -244,27 +224,56 @@ impl Store {
                                    created_at, expires_at, workspace, host_key_fingerprint)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
-                row.id, row.user, row.state.as_str(), row.ssh_port, row.image, row.gpu_uuid, row.mig_profile,
-                row.ttl_minutes, row.created_at, row.expires_at, row.workspace, row.host_key_fingerprint
+                row.id,
+                row.user,
+                row.state.as_str(),
+                row.ssh_port,
+                row.image,
+                row.gpu_uuid,
+                row.mig_profile,
+                row.ttl_minutes,
+                row.created_at,
+                row.expires_at,
+                row.workspace,
+                row.host_key_fingerprint
             ],
         )?;
         tx.commit()?;
         Ok((row, user))
     }
 
-    pub fn set_container(&self, id: &str, container_id: &str) -> Result<()> {
+    /// Runs `f` with the GPU UUIDs sessions hold, while no reservation can run.
+    pub fn with_gpu_uuids<T>(&mut self, f: impl FnOnce(&HashSet<String>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let owned: HashSet<String> = collect(&tx, "SELECT gpu_uuid FROM sessions WHERE gpu_uuid IS NOT NULL")?;
+        let out = f(&owned)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The passwd and group files of an image, if read before.
+    pub fn image_accounts(&self, image_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT passwd, grp FROM image_accounts WHERE image_id = ?1", [image_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    pub fn save_image_accounts(&self, image_id: &str, passwd: &[u8], group: &[u8]) -> Result<()> {
         self.conn.execute(
-            "UPDATE sessions SET container_id = ?2 WHERE id = ?1",
-            params![id, container_id],
+            "INSERT OR REPLACE INTO image_accounts (image_id, passwd, grp) VALUES (?1, ?2, ?3)",
+            params![image_id, passwd, group],
         )?;
         Ok(())
     }
 
     /// Marks a session ready. False if the row vanished meanwhile (removed by `rm` or a reaper).
-    pub fn mark_running(&self, id: &str, container_ip: Option<&str>) -> Result<bool> {
+    pub fn mark_running(&self, id: &str, container_id: &str, container_ip: Option<&str>) -> Result<bool> {
         let n = self.conn.execute(
-            "UPDATE sessions SET state = 'running', container_ip = ?2 WHERE id = ?1",
-            params![id, container_ip],
+            "UPDATE sessions SET state = 'running', container_id = ?2, container_ip = ?3 WHERE id = ?1",
+            params![id, container_id, container_ip],
         )?;
         Ok(n == 1)
     }
@@ -280,30 +289,16 @@ impl Store {
 
     /// Deletes the row; false if another process already did.
     pub fn delete_session(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM sessions WHERE id = ?1", [id])?
-            == 1)
+        Ok(self.conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1)
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRow>> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!("{SELECT_SESSION} WHERE id = ?1"),
-                [id],
-                session_from_row,
-            )
-            .optional()?)
+        Ok(self.conn.query_row(&format!("{SELECT_SESSION} WHERE id = ?1"), [id], session_from_row).optional()?)
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{SELECT_SESSION} ORDER BY created_at, id"))?;
-        let rows = stmt
-            .query_map([], session_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = self.conn.prepare(&format!("{SELECT_SESSION} ORDER BY created_at, id"))?;
+        let rows = stmt.query_map([], session_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -320,11 +315,7 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
         id: r.get(0)?,
         user: r.get(1)?,
-        state: if state == "running" {
-            State::Running
-        } else {
-            State::Creating
-        },
+        state: if state == "running" { State::Running } else { State::Creating },
         ssh_port: r.get(3)?,
         container_id: r.get(4)?,
         container_ip: r.get(5)?,
@@ -341,28 +332,15 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
 
 fn query_user(conn: &Connection, name: &str) -> Result<Option<UserRow>> {
     Ok(conn
-        .query_row(
-            "SELECT name, uid, host_key FROM users WHERE name = ?1",
-            [name],
-            |r| {
-                Ok(UserRow {
-                    name: r.get(0)?,
-                    uid: r.get(1)?,
-                    host_key: r.get(2)?,
-                })
-            },
-        )
+        .query_row("SELECT name, uid, host_key FROM users WHERE name = ?1", [name], |r| {
+            Ok(UserRow { name: r.get(0)?, uid: r.get(1)?, host_key: r.get(2)? })
+        })
         .optional()?)
 }
 
-fn collect<T: rusqlite::types::FromSql + std::hash::Hash + Eq>(
-    conn: &Connection,
-    sql: &str,
-) -> Result<HashSet<T>> {
+fn collect<T: rusqlite::types::FromSql + std::hash::Hash + Eq>(conn: &Connection, sql: &str) -> Result<HashSet<T>> {
     let mut stmt = conn.prepare(sql)?;
-    let set = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<HashSet<T>>>()?;
+    let set = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<HashSet<T>>>()?;
     Ok(set)
 }
 
@@ -404,24 +382,13 @@ mod tests {
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
         let (a, ua) = reserve(&mut store, "1", "alice", |_| true).unwrap();
         let (b, ub) = reserve(&mut store, "2", "bob", |p| p != 10001).unwrap();
-        assert_eq!(
-            (a.ssh_port, b.ssh_port),
-            (10000, 10002),
-            "busy host port 10001 is skipped"
-        );
+        assert_eq!((a.ssh_port, b.ssh_port), (10000, 10002), "busy host port 10001 is skipped");
         assert_eq!((ua.uid, ub.uid), (20000, 20001));
         assert_eq!(a.expires_at, 1000 + 3600);
         let e = reserve(&mut store, "3", "carol", |p| p != 10001).unwrap_err();
-        assert!(
-            matches!(e, Error::Exhausted(_)) && e.to_string().contains("10000-10002"),
-            "{e}"
-        );
+        assert!(matches!(e, Error::Exhausted(_)) && e.to_string().contains("10000-10002"), "{e}");
         let e = reserve(&mut store, "4", "alice", |_| true).unwrap_err();
-        assert!(
-            matches!(e, Error::Conflict(_))
-                && e.to_string()
-                    .contains("session for user alice already exists")
-        );
+        assert!(matches!(e, Error::Conflict(_)) && e.to_string().contains("session for user alice already exists"));
         // A user keeps uid and host key across sessions.
         assert!(store.delete_session("1").unwrap());
         assert!(!store.delete_session("1").unwrap());
@@ -434,10 +401,7 @@ mod tests {
                 |_| Ok(None),
             )
             .unwrap();
-        assert_eq!(
-            (again.uid, again.host_key.as_str()),
-            (20000, "key-of-alice")
-        );
+        assert_eq!((again.uid, again.host_key.as_str()), (20000, "key-of-alice"));
         assert!(store.session("3").unwrap().is_none());
         assert_eq!(store.sessions().unwrap().len(), 2);
     }
@@ -457,9 +421,6 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Exhausted(_)));
         assert!(store.sessions().unwrap().is_empty());
-        assert!(
-            store.user("alice").unwrap().is_none(),
-            "the user row is rolled back too"
-        );
+        assert!(store.user("alice").unwrap().is_none(), "the user row is rolled back too");
     }
 }

@@ -17,9 +17,7 @@ fn spawn_create(env: &Env, user: &str) -> Child {
 #[test]
 fn ten_users_at_once_get_ten_distinct_ports() {
     let env = Env::new("ten-at-once");
-    let children: Vec<Child> = (0..10)
-        .map(|i| spawn_create(&env, &format!("par{i}")))
-        .collect();
+    let children: Vec<Child> = (0..10).map(|i| spawn_create(&env, &format!("par{i}"))).collect();
     let mut ports = HashSet::new();
     for child in children {
         let out = child.wait_with_output().unwrap();
@@ -43,19 +41,12 @@ fn ten_users_at_once_get_ten_distinct_ports() {
 fn five_creates_for_one_user_make_exactly_one_session() {
     let env = Env::new("five-one-user");
     let children: Vec<Child> = (0..5).map(|_| spawn_create(&env, "solo")).collect();
-    let outs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     let winners = outs.iter().filter(|o| o.status.success()).count();
     assert_eq!(winners, 1, "exactly one create wins");
     for o in outs.iter().filter(|o| !o.status.success()) {
         assert_eq!(o.status.code(), Some(3), "{}", stderr(o));
-        assert!(
-            stderr(o).contains("session for user solo already exists"),
-            "{}",
-            stderr(o)
-        );
+        assert!(stderr(o).contains("session for user solo already exists"), "{}", stderr(o));
     }
     assert_eq!(env.sessions().len(), 1);
     assert_eq!(env.containers().len(), 1);

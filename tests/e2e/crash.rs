@@ -15,16 +15,8 @@ fn hanging_image() -> String {
         "FROM gpu-workspace\nRUN printf '#!/bin/sh\\nexec sleep 600\\n' > /usr/sbin/sshd && chmod 755 /usr/sbin/sshd\n",
     )
     .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", &tag])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cannot build the test image: {}",
-        stderr(&out)
-    );
+    let out = Command::new("docker").args(["build", "-q", "-t", &tag]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "cannot build the test image: {}", stderr(&out));
     tag
 }
 
@@ -34,24 +26,13 @@ fn kill_during_create_then_reap_cleans_everything_and_keeps_home() {
     let image = hanging_image();
     // A normal session first, so the workspace holds a file to protect.
     let s = env.create("kim", &[]);
-    assert!(
-        env.ssh(&s, "echo precious > ~/data/keep.txt")
-            .status
-            .success()
-    );
+    assert!(env.ssh(&s, "echo precious > ~/data/keep.txt").status.success());
     env.ok(&["session", "rm", s.id(), "--yes"]);
 
-    let mut child = env
-        .cmd()
-        .args(["session", "create", "--user", "kim", "--image", &image])
-        .spawn()
-        .unwrap();
+    let mut child = env.cmd().args(["session", "create", "--user", "kim", "--image", &image]).spawn().unwrap();
     let start = Instant::now();
     while env.containers().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the create never made its container"
-        );
+        assert!(start.elapsed() < Duration::from_secs(30), "the create never made its container");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -67,15 +48,9 @@ fn kill_during_create_then_reap_cleans_everything_and_keeps_home() {
     assert_eq!(report["abandoned"].as_array().unwrap().len(), 1, "{report}");
     assert!(env.sessions().is_empty(), "row gone");
     assert!(env.containers().is_empty(), "container gone");
-    assert!(
-        std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_ok(),
-        "port {port} free again"
-    );
+    assert!(std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_ok(), "port {port} free again");
     let home = env.workspace_root().join("kim");
-    assert_eq!(
-        std::fs::read_to_string(home.join("data/keep.txt")).unwrap(),
-        "precious\n"
-    );
+    assert_eq!(std::fs::read_to_string(home.join("data/keep.txt")).unwrap(), "precious\n");
 
     let again = env.create("kim", &[]);
     let out = env.ssh(&again, "cat ~/data/keep.txt");
@@ -86,15 +61,10 @@ fn kill_during_create_then_reap_cleans_everything_and_keeps_home() {
 fn sshd_that_never_answers_times_out_cleanly() {
     let mut env = Env::new("ssh-timeout");
     let image = hanging_image();
-    env.extra_env
-        .push(("SANDMAN_SSH_READY_TIMEOUT_SECS".into(), "2".into()));
+    env.extra_env.push(("SANDMAN_SSH_READY_TIMEOUT_SECS".into(), "2".into()));
     let out = env.run(&["session", "create", "--user", "tom", "--image", &image]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("sshd did not answer on 127.0.0.1:"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("sshd did not answer on 127.0.0.1:"), "{}", stderr(&out));
     assert!(stderr(&out).contains("within 2s"), "{}", stderr(&out));
     assert!(env.sessions().is_empty());
     assert!(env.containers().is_empty());

@@ -9,10 +9,7 @@ use crate::harness::{Env, stderr};
 fn refused(env: &Env, out: &Output, code: i32, error: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(
-        err.lines().any(|l| l == format!("error: {error}")),
-        "want `error: {error}`, got:\n{err}"
-    );
+    assert!(err.lines().any(|l| l == format!("error: {error}")), "want `error: {error}`, got:\n{err}");
     assert!(env.sessions().is_empty(), "no session row");
     assert!(env.containers().is_empty(), "no container");
 }
@@ -22,59 +19,26 @@ fn bad_user_names_and_ttls_get_exact_errors() {
     let env = Env::new("bad-input");
     let forty = "a".repeat(40);
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["--user", "../x"],
-            r#"invalid user: "../x" must start with a lowercase letter a-z or '_'"#,
-        ),
-        (
-            &["--user", "Root"],
-            r#"invalid user: "Root" must start with a lowercase letter a-z or '_'"#,
-        ),
-        (
-            &["--user", "root"],
-            r#"invalid user: "root" is a reserved system account name"#,
-        ),
-        (
-            &["--user", &forty],
-            &format!("invalid user: {forty:?} is 40 characters long; the limit is 32"),
-        ),
+        (&["--user", "../x"], r#"invalid user: "../x" must start with a lowercase letter a-z or '_'"#),
+        (&["--user", "Root"], r#"invalid user: "Root" must start with a lowercase letter a-z or '_'"#),
+        (&["--user", "root"], r#"invalid user: "root" is a reserved system account name"#),
+        (&["--user", &forty], &format!("invalid user: {forty:?} is 40 characters long; the limit is 32")),
         (&["--user", ""], "invalid user: the user name is empty"),
         (
             &["--user", "jos\u{e9}"],
             "invalid user: \"jos\u{e9}\" contains '\u{e9}'; only a-z, 0-9, '_' and '-' are allowed",
         ),
-        (
-            &["--user", "al ice"],
-            r#"invalid user: "al ice" contains ' '; only a-z, 0-9, '_' and '-' are allowed"#,
-        ),
-        (
-            &["--user", "x;id"],
-            r#"invalid user: "x;id" contains ';'; only a-z, 0-9, '_' and '-' are allowed"#,
-        ),
-        (
-            &["--user", "carl", "--ttl", "0"],
-            "invalid ttl_minutes: 0 is out of range; use 1 to 10080 minutes",
-        ),
-        (
-            &["--user", "carl", "--ttl", "-1"],
-            "invalid ttl_minutes: -1 is out of range; use 1 to 10080 minutes",
-        ),
-        (
-            &["--user", "carl", "--ttl", "10081"],
-            "invalid ttl_minutes: 10081 is out of range; use 1 to 10080 minutes",
-        ),
+        (&["--user", "al ice"], r#"invalid user: "al ice" contains ' '; only a-z, 0-9, '_' and '-' are allowed"#),
+        (&["--user", "x;id"], r#"invalid user: "x;id" contains ';'; only a-z, 0-9, '_' and '-' are allowed"#),
+        (&["--user", "carl", "--ttl", "0"], "invalid ttl_minutes: 0 is out of range; use 1 to 10080 minutes"),
+        (&["--user", "carl", "--ttl", "-1"], "invalid ttl_minutes: -1 is out of range; use 1 to 10080 minutes"),
+        (&["--user", "carl", "--ttl", "10081"], "invalid ttl_minutes: 10081 is out of range; use 1 to 10080 minutes"),
         (
             &["--user", "carl", "--ttl", "99999999999999999999999"],
             "invalid ttl_minutes: 99999999999999999999999 is out of range; use 1 to 10080 minutes",
         ),
-        (
-            &["--user", "carl", "--ttl", "soon"],
-            r#"invalid ttl_minutes: "soon" is not a whole number of minutes"#,
-        ),
-        (
-            &["--user", "carl", "--image", "bad image"],
-            r#"invalid image: "bad image" is not a valid image reference"#,
-        ),
+        (&["--user", "carl", "--ttl", "soon"], r#"invalid ttl_minutes: "soon" is not a whole number of minutes"#),
+        (&["--user", "carl", "--image", "bad image"], r#"invalid image: "bad image" is not a valid image reference"#),
     ];
     for (args, error) in cases {
         let mut full = vec!["session", "create"];
@@ -82,29 +46,19 @@ fn bad_user_names_and_ttls_get_exact_errors() {
         refused(&env, &env.run(&full), 2, error);
     }
     let root = env.workspace_root();
-    let made: Vec<_> = std::fs::read_dir(&root)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(
-        made.is_empty(),
-        "no workspace made for refused input: {made:?}"
-    );
+    let made: Vec<_> =
+        std::fs::read_dir(&root).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(made.is_empty(), "no workspace made for refused input: {made:?}");
 }
 
 #[test]
 fn docker_unreachable_is_named_with_the_fix() {
     let mut env = Env::new("no-docker");
-    env.extra_env.push((
-        "DOCKER_HOST".into(),
-        "unix:///nonexistent/docker.sock".into(),
-    ));
+    env.extra_env.push(("DOCKER_HOST".into(), "unix:///nonexistent/docker.sock".into()));
     let out = env.run(&["session", "create", "--user", "dora"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(
-        err.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
-        "{err}"
-    );
+    assert!(err.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"), "{err}");
     assert!(err.contains("systemctl start docker"), "{err}");
     env.extra_env.clear();
     assert!(env.sessions().is_empty());
@@ -113,22 +67,9 @@ fn docker_unreachable_is_named_with_the_fix() {
 #[test]
 fn missing_images_are_named() {
     let mut env = Env::new("no-image");
-    let out = env.run(&[
-        "session",
-        "create",
-        "--user",
-        "ivy",
-        "--image",
-        "sandman-absent:1",
-    ]);
-    refused(
-        &env,
-        &out,
-        2,
-        r#"invalid image: "sandman-absent:1" is not on this host; build or load it first"#,
-    );
-    env.extra_env
-        .push(("SANDMAN_IMAGE".into(), "sandman-absent:2".into()));
+    let out = env.run(&["session", "create", "--user", "ivy", "--image", "sandman-absent:1"]);
+    refused(&env, &out, 2, r#"invalid image: "sandman-absent:1" is not on this host; build or load it first"#);
+    env.extra_env.push(("SANDMAN_IMAGE".into(), "sandman-absent:2".into()));
     let out = env.run(&["session", "create", "--user", "ivy"]);
     refused(
         &env,
@@ -143,42 +84,21 @@ fn exhausted_port_range_and_duplicate_user_are_conflicts() {
     let env = Env::new("ports-exhausted");
     let port = env.ports.0.to_string();
     let one_port = ["--ssh-port-start", &port, "--ssh-port-end", &port];
-    let first = env
-        .cmd()
-        .args(one_port)
-        .args(["session", "create", "--user", "una", "--json"])
-        .output()
-        .unwrap();
+    let first = env.cmd().args(one_port).args(["session", "create", "--user", "una", "--json"]).output().unwrap();
     assert!(first.status.success(), "{}", stderr(&first));
-    let again = env
-        .cmd()
-        .args(one_port)
-        .args(["session", "create", "--user", "una"])
-        .output()
-        .unwrap();
+    let again = env.cmd().args(one_port).args(["session", "create", "--user", "una"]).output().unwrap();
     assert_eq!(again.status.code(), Some(3));
-    assert!(
-        stderr(&again).contains("error: session for user una already exists"),
-        "{}",
-        stderr(&again)
-    );
-    let out = env
-        .cmd()
-        .args(one_port)
-        .args(["session", "create", "--user", "vic"])
-        .output()
-        .unwrap();
+    assert!(stderr(&again).contains("error: session for user una already exists"), "{}", stderr(&again));
+    let out = env.cmd().args(one_port).args(["session", "create", "--user", "vic"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(&format!("error: no free SSH port in {port}-{port}: widen ssh_port_start/ssh_port_end or remove sessions")),
+        stderr(&out).contains(&format!(
+            "error: no free SSH port in {port}-{port}: widen ssh_port_start/ssh_port_end or remove sessions"
+        )),
         "{}",
         stderr(&out)
     );
-    let users: Vec<String> = env
-        .sessions()
-        .iter()
-        .map(|s| s["user_id"].as_str().unwrap().to_string())
-        .collect();
+    let users: Vec<String> = env.sessions().iter().map(|s| s["user_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(users, ["una"], "only the first session exists");
     assert_eq!(env.containers().len(), 1);
     assert!(!env.workspace_root().join("vic").exists());
@@ -190,20 +110,10 @@ fn unusable_workspace_root_leaves_nothing() {
     let blocker = env.path("a-file");
     std::fs::write(&blocker, "").unwrap();
     let root = blocker.join("workspaces");
-    let out = env.run(&[
-        "--workspace-root",
-        root.to_str().unwrap(),
-        "session",
-        "create",
-        "--user",
-        "wes",
-    ]);
+    let out = env.run(&["--workspace-root", root.to_str().unwrap(), "session", "create", "--user", "wes"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(&format!(
-            "error: workspace root {} is not usable",
-            root.display()
-        )),
+        stderr(&out).contains(&format!("error: workspace root {} is not usable", root.display())),
         "{}",
         stderr(&out)
     );
@@ -222,11 +132,7 @@ fn unknown_ids_and_missing_config_are_reported() {
     let missing = env.path("missing.toml");
     let out = env.run(&["--config", missing.to_str().unwrap(), "session", "list"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains(&format!("cannot read config file {}", missing.display())),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains(&format!("cannot read config file {}", missing.display())), "{}", stderr(&out));
     // rm without --yes and without a terminal refuses rather than hanging or deleting.
     let s = env.create("rae", &[]);
     let out = env.run(&["session", "rm", s.id()]);
@@ -241,47 +147,23 @@ fn doctor_passes_here_and_names_the_fix_when_something_is_wrong() {
     let out = env.run(&["doctor", "--json"]);
     let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let failed: Vec<_> = checks.iter().filter(|c| c["ok"] == false).collect();
-    assert!(
-        out.status.success() && failed.is_empty(),
-        "doctor failed here: {failed:?}"
-    );
-    for name in [
-        "docker",
-        "image",
-        "network",
-        "workspace root",
-        "database",
-        "ports",
-    ] {
+    assert!(out.status.success() && failed.is_empty(), "doctor failed here: {failed:?}");
+    for name in ["docker", "image", "network", "workspace root", "database", "ports"] {
         assert!(checks.iter().any(|c| c["check"] == name), "no {name} check");
     }
 
-    env.extra_env
-        .push(("SANDMAN_IMAGE".into(), "sandman-absent:3".into()));
-    env.extra_env.push((
-        "DOCKER_HOST".into(),
-        "unix:///nonexistent/docker.sock".into(),
-    ));
+    env.extra_env.push(("SANDMAN_IMAGE".into(), "sandman-absent:3".into()));
+    env.extra_env.push(("DOCKER_HOST".into(), "unix:///nonexistent/docker.sock".into()));
     let out = env.run(&["doctor", "--json"]);
     assert_eq!(out.status.code(), Some(5));
     let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let docker = checks.iter().find(|c| c["check"] == "docker").unwrap();
     assert_eq!(docker["ok"], false);
-    assert!(
-        docker["fix"]
-            .as_str()
-            .unwrap()
-            .contains("systemctl start docker")
-    );
+    assert!(docker["fix"].as_str().unwrap().contains("systemctl start docker"));
     env.extra_env.remove(1);
     let out = env.run(&["doctor", "--json"]);
     let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let image = checks.iter().find(|c| c["check"] == "image").unwrap();
     assert_eq!(image["ok"], false);
-    assert!(
-        image["fix"]
-            .as_str()
-            .unwrap()
-            .contains("sandman image build")
-    );
+    assert!(image["fix"].as_str().unwrap().contains("sandman image build"));
 }

@@ -55,30 +55,14 @@ impl Env {
     /// `name` picks the port block, so each test must pass its own.
     pub fn new(name: &str) -> Env {
         require_docker();
-        let hash = name
-            .bytes()
-            .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let hash = name.bytes().fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
         let start = 21000 + (hash % 700) as u16 * 50;
-        let dir = tempfile::Builder::new()
-            .prefix("sandman-e2e-")
-            .tempdir()
-            .unwrap();
-        let network = format!(
-            "sandman-test-{}",
-            &dir.path().file_name().unwrap().to_string_lossy()[12..]
-        );
+        let dir = tempfile::Builder::new().prefix("sandman-e2e-").tempdir().unwrap();
+        let network = format!("sandman-test-{}", &dir.path().file_name().unwrap().to_string_lossy()[12..]);
         // Settings reach sandman through all three layers: this file, SANDMAN_* variables, flags.
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!("network = \"{network}\"\nssh_host = \"127.0.0.1\"\n"),
-        )
-        .unwrap();
-        Env {
-            network,
-            dir,
-            ports: (start, start + 49),
-            extra_env: Vec::new(),
-        }
+        std::fs::write(dir.path().join("config.toml"), format!("network = \"{network}\"\nssh_host = \"127.0.0.1\"\n"))
+            .unwrap();
+        Env { network, dir, ports: (start, start + 49), extra_env: Vec::new() }
     }
 
     pub fn db(&self) -> PathBuf {
@@ -120,26 +104,14 @@ impl Env {
     /// Runs and insists on success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sandman {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "sandman {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn create(&self, user: &str, extra: &[&str]) -> Session {
         let key = self.path(&format!("{user}-{}.key", rand_suffix()));
         let key_s = key.to_str().unwrap().to_string();
-        let mut args = vec![
-            "session",
-            "create",
-            "--user",
-            user,
-            "--json",
-            "--key-file",
-            &key_s,
-        ];
+        let mut args = vec!["session", "create", "--user", user, "--json", "--key-file", &key_s];
         args.extend_from_slice(extra);
         let json: Value = serde_json::from_str(&self.ok(&args)).unwrap();
         Session { json, key }
@@ -155,28 +127,15 @@ impl Env {
             return Vec::new();
         };
         let out = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=sandman.instance={instance}"),
-            ])
+            .args(["ps", "-aq", "--filter", &format!("label=sandman.instance={instance}")])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
     }
 
     pub fn instance_id(&self) -> Option<String> {
         let conn = rusqlite::Connection::open(self.db()).ok()?;
-        conn.query_row(
-            "SELECT value FROM meta WHERE key = 'instance_id'",
-            [],
-            |r| r.get(0),
-        )
-        .ok()
+        conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0)).ok()
     }
 
     /// Runs a sandman SQL statement directly, for time travel (expiry) in tests.
@@ -187,20 +146,13 @@ impl Env {
 
     /// ssh into a session with the real OpenSSH client; the host key must match `known_hosts`.
     pub fn ssh(&self, s: &Session, remote: &str) -> Output {
-        ssh_command(s, &self.known_hosts(s))
-            .arg(remote)
-            .output()
-            .unwrap()
+        ssh_command(s, &self.known_hosts(s)).arg(remote).output().unwrap()
     }
 
     /// A known_hosts file holding what create reported.
     pub fn known_hosts(&self, s: &Session) -> PathBuf {
         let path = self.path(&format!("known_hosts-{}", s.id()));
-        std::fs::write(
-            &path,
-            format!("{}\n", s.json["known_hosts"].as_str().unwrap()),
-        )
-        .unwrap();
+        std::fs::write(&path, format!("{}\n", s.json["known_hosts"].as_str().unwrap())).unwrap();
         path
     }
 }
@@ -209,14 +161,7 @@ pub fn ssh_base(program: &str, key: &Path, known_hosts: &Path) -> Command {
     let mut c = Command::new(program);
     c.arg("-i")
         .arg(key)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"])
         .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
@@ -226,9 +171,7 @@ pub fn ssh_base(program: &str, key: &Path, known_hosts: &Path) -> Command {
 
 pub fn ssh_command(s: &Session, known_hosts: &Path) -> Command {
     let mut c = ssh_base("ssh", &s.key, known_hosts);
-    c.arg("-p")
-        .arg(s.port().to_string())
-        .arg(format!("{}@127.0.0.1", s.user()));
+    c.arg("-p").arg(s.port().to_string()).arg(format!("{}@127.0.0.1", s.user()));
     c
 }
 
@@ -252,23 +195,15 @@ fn uuid_like() -> String {
 
 fn getrandom(buf: &mut [u8]) {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(buf)
-        .unwrap();
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(buf).unwrap();
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let _ = self
-            .cmd()
-            .args(["session", "rm", "--all", "--yes", "--quiet"])
-            .output();
+        let _ = self.cmd().args(["session", "rm", "--all", "--yes", "--quiet"]).output();
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
+        let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
     }
 }

@@ -13,21 +13,12 @@ fn log_in_copy_forward_and_keep_home_across_sessions() {
     let s = env.create("alice", &["--ttl", "30"]);
     assert_eq!(s.json["ssh_user"], "alice");
     assert_eq!(s.json["ssh_host"], "127.0.0.1");
-    assert!(
-        s.json["ssh_private_key"].is_null(),
-        "the key went to --key-file, not stdout"
-    );
+    assert!(s.json["ssh_private_key"].is_null(), "the key went to --key-file, not stdout");
     assert!(s.json["gpu_uuid"].is_null());
     let port = s.port();
     assert!((env.ports.0..=env.ports.1).contains(&port));
-    assert!(
-        s.json["ssh_command"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("-p {port} alice@127.0.0.1"))
-    );
-    let key_mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&s.key).unwrap().permissions());
+    assert!(s.json["ssh_command"].as_str().unwrap().ends_with(&format!("-p {port} alice@127.0.0.1")));
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&s.key).unwrap().permissions());
     assert_eq!(key_mode & 0o777, 0o600);
 
     // A command, its exit status, and the hardening seen from inside.
@@ -45,20 +36,12 @@ fn log_in_copy_forward_and_keep_home_across_sessions() {
     assert_eq!(env.ssh(&s, "exit 7").status.code(), Some(7));
 
     // Write in home over ssh; copy both ways with scp and sftp.
-    assert!(
-        env.ssh(&s, "echo from-ssh > ~/projects/note.txt")
-            .status
-            .success()
-    );
+    assert!(env.ssh(&s, "echo from-ssh > ~/projects/note.txt").status.success());
     let local = env.path("upload.txt");
     std::fs::write(&local, "from-scp\n").unwrap();
     let kh = env.known_hosts(&s);
-    let scp = |from: &str, to: &str| {
-        ssh_base("scp", &s.key, &kh)
-            .args(["-P", &port.to_string(), from, to])
-            .output()
-            .unwrap()
-    };
+    let scp =
+        |from: &str, to: &str| ssh_base("scp", &s.key, &kh).args(["-P", &port.to_string(), from, to]).output().unwrap();
     let remote = |p: &str| format!("alice@127.0.0.1:{p}");
     let up = scp(local.to_str().unwrap(), &remote("data/upload.txt"));
     assert!(up.status.success(), "scp up: {}", stderr(&up));
@@ -70,11 +53,7 @@ fn log_in_copy_forward_and_keep_home_across_sessions() {
     let sftp_local = env.path("sftp-got.txt");
     std::fs::write(
         &batch,
-        format!(
-            "put {} data/sftp.txt\nget data/upload.txt {}\n",
-            local.display(),
-            sftp_local.display()
-        ),
+        format!("put {} data/sftp.txt\nget data/upload.txt {}\n", local.display(), sftp_local.display()),
     )
     .unwrap();
     let sftp = ssh_base("sftp", &s.key, &kh)
@@ -86,21 +65,12 @@ fn log_in_copy_forward_and_keep_home_across_sessions() {
     assert!(sftp.status.success(), "sftp: {}", stderr(&sftp));
     assert_eq!(std::fs::read_to_string(&sftp_local).unwrap(), "from-scp\n");
     let home = env.workspace_root().join("alice");
-    assert_eq!(
-        std::fs::read_to_string(home.join("data/sftp.txt")).unwrap(),
-        "from-scp\n"
-    );
+    assert_eq!(std::fs::read_to_string(home.join("data/sftp.txt")).unwrap(), "from-scp\n");
 
     // Local forwarding: a port here reaches the session's own sshd.
     let fwd_port = port + 1000;
     let mut tunnel = ssh_command(&s, &kh)
-        .args([
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            &format!("127.0.0.1:{fwd_port}:127.0.0.1:2222"),
-        ])
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("127.0.0.1:{fwd_port}:127.0.0.1:2222")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -108,10 +78,7 @@ fn log_in_copy_forward_and_keep_home_across_sessions() {
     let banner = wait_for_banner(fwd_port, Duration::from_secs(10));
     tunnel.kill().unwrap();
     let _ = tunnel.wait();
-    assert!(
-        banner.starts_with("SSH-2.0-"),
-        "banner through the tunnel: {banner:?}"
-    );
+    assert!(banner.starts_with("SSH-2.0-"), "banner through the tunnel: {banner:?}");
 
     // rm keeps the workspace; a new session for alice sees the file and the same host key.
     let fingerprint = s.json["host_key_fingerprint"].as_str().unwrap().to_string();
@@ -124,22 +91,12 @@ fn log_in_copy_forward_and_keep_home_across_sessions() {
     let again = env.create("alice", &[]);
     assert_eq!(again.json["host_key_fingerprint"], fingerprint.as_str());
     // The first session's known_hosts line still verifies the new session's host key.
-    let kh_line = s.json["known_hosts"]
-        .as_str()
-        .unwrap()
-        .replace(&format!(":{port} "), &format!(":{} ", again.port()));
+    let kh_line = s.json["known_hosts"].as_str().unwrap().replace(&format!(":{port} "), &format!(":{} ", again.port()));
     let kh_again = env.path("known_hosts-again");
     std::fs::write(&kh_again, format!("{kh_line}\n")).unwrap();
-    let out = ssh_command(&again, &kh_again)
-        .arg("cat ~/projects/note.txt; id -u")
-        .output()
-        .unwrap();
+    let out = ssh_command(&again, &kh_again).arg("cat ~/projects/note.txt; id -u").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        format!("from-ssh\n{uid}\n"),
-        "same file, same uid"
-    );
+    assert_eq!(stdout(&out), format!("from-ssh\n{uid}\n"), "same file, same uid");
 }
 
 #[test]
@@ -148,35 +105,20 @@ fn sessions_cannot_reach_each_other() {
     let a = env.create("ann", &[]);
     let b = env.create("ben", &[]);
     let list = env.sessions();
-    let ip = |user: &str| {
-        list.iter().find(|s| s["user_id"] == user).unwrap()["container_ip"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let ip =
+        |user: &str| list.iter().find(|s| s["user_id"] == user).unwrap()["container_ip"].as_str().unwrap().to_string();
     let (ip_a, ip_b) = (ip("ann"), ip("ben"));
     assert_ne!(ip_a, ip_b);
     // Each reaches its own sshd by address, but not the other's.
     let probe = |target: &str| {
-        format!(
-            "timeout 3 bash -c 'exec 3<>/dev/tcp/{target}/2222 && head -c 4 <&3' && echo OPEN || echo CLOSED"
-        )
+        format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{target}/2222 && head -c 4 <&3' && echo OPEN || echo CLOSED")
     };
     let own = stdout(&env.ssh(&a, &probe(&ip_a)));
-    assert!(
-        own.contains("SSH-") && own.contains("OPEN"),
-        "own sshd: {own}"
-    );
+    assert!(own.contains("SSH-") && own.contains("OPEN"), "own sshd: {own}");
     let other = stdout(&env.ssh(&a, &probe(&ip_b)));
-    assert!(
-        other.trim_end().ends_with("CLOSED"),
-        "ann reached ben: {other}"
-    );
+    assert!(other.trim_end().ends_with("CLOSED"), "ann reached ben: {other}");
     let other = stdout(&env.ssh(&b, &probe(&ip_a)));
-    assert!(
-        other.trim_end().ends_with("CLOSED"),
-        "ben reached ann: {other}"
-    );
+    assert!(other.trim_end().ends_with("CLOSED"), "ben reached ann: {other}");
 }
 
 fn wait_for_banner(port: u16, timeout: Duration) -> String {
@@ -199,21 +141,10 @@ fn wait_for_banner(port: u16, timeout: Duration) -> String {
 fn a_given_public_key_is_used_and_no_private_key_is_returned() {
     let env = Env::new("pubkey");
     let key = env.path("own");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let keygen = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
     assert!(keygen.status.success());
-    let out = env.ok(&[
-        "session",
-        "create",
-        "--user",
-        "pat",
-        "--public-key",
-        &format!("{}.pub", key.display()),
-        "--json",
-    ]);
+    let out =
+        env.ok(&["session", "create", "--user", "pat", "--public-key", &format!("{}.pub", key.display()), "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(json["ssh_private_key"].is_null());
     let s = crate::harness::Session { json, key };

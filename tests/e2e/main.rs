@@ -6,5 +6,6 @@ mod cli;
 mod concurrency;
 mod crash;
 mod errors;
+mod gpu;
 mod login;
 mod reap;

@@ -1,0 +1,263 @@
+//! Which device a request gets: shared by every backend, so the simulator and NVML decide alike.
+//! Backends describe their GPUs as `GpuState`; `plan` answers with an existing free device or,
+//! in dynamic MIG mode, a placement to create. Exclusivity comes from `taken` (the store's view).
+
+use std::collections::HashSet;
+
+use super::GpuRequest;
+use super::catalog::{self, Model, Profile};
+use super::placement::{self, Layout, Placed};
+use crate::error::{Error, Result};
+
+/// One GPU as a backend sees it now.
+#[derive(Debug, Clone)]
+pub struct GpuState {
+    pub uuid: String,
+    pub name: String,
+    /// `None` for a model sandman's catalog does not know: its existing instances can still be
+    /// handed out, but none are created on it.
+    pub model: Option<&'static Model>,
+    pub mig_enabled: bool,
+    pub instances: Vec<InstanceState>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstanceState {
+    pub uuid: String,
+    /// The profile name as the driver reports it (`3g.20gb`).
+    pub profile: String,
+    /// First memory slice of its placement.
+    pub start: u32,
+}
+
+/// What to give a session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// No GPU: a CPU-only session.
+    None,
+    /// A device that exists and is free: a MIG instance (with its profile) or a whole GPU.
+    Existing { uuid: String, profile: Option<String> },
+    /// Create an instance of `profile` on GPU `gpu` (index into the states) at `start`.
+    Create { gpu: usize, profile: &'static Profile, start: u32 },
+}
+
+pub fn plan(
+    gpus: &[GpuState],
+    request: &GpuRequest,
+    taken: &HashSet<String>,
+    default_profile: &str,
+    dynamic: bool,
+) -> Result<Plan> {
+    match request {
+        GpuRequest::Uuid(uuid) => by_uuid(gpus, uuid, taken),
+        GpuRequest::Profile(p) => by_profile(gpus, p, taken, dynamic, "mig_profile"),
+        GpuRequest::Default => {
+            let mig: Vec<&GpuState> = gpus.iter().filter(|g| g.mig_enabled).collect();
+            if mig.is_empty() {
+                // No MIG: a whole free GPU, or a CPU-only session where there is none at all.
+                return match gpus.iter().find(|g| !taken.contains(&g.uuid)) {
+                    Some(g) => Ok(Plan::Existing { uuid: g.uuid.clone(), profile: None }),
+                    None if gpus.is_empty() => Ok(Plan::None),
+                    None => Err(Error::Exhausted(format!("all {} GPUs are held by sessions", gpus.len()))),
+                };
+            }
+            // "3g.20gb" is an A100-40GB name; on other models the default means its size, "3g".
+            let exact = mig.iter().any(|g| g.model.is_some_and(|m| m.profile(default_profile).is_some()));
+            let request =
+                if exact { default_profile } else { default_profile.split('.').next().unwrap_or(default_profile) };
+            by_profile(gpus, request, taken, dynamic, "default_profile")
+        }
+    }
+}
+
+fn by_uuid(gpus: &[GpuState], uuid: &str, taken: &HashSet<String>) -> Result<Plan> {
+    let held = || Error::Conflict(format!("GPU device {uuid} is held by another session"));
+    for g in gpus {
+        if let Some(i) = g.instances.iter().find(|i| i.uuid == uuid) {
+            return if taken.contains(uuid) {
+                Err(held())
+            } else {
+                Ok(Plan::Existing { uuid: uuid.to_string(), profile: Some(i.profile.clone()) })
+            };
+        }
+        if g.uuid == uuid {
+            if g.mig_enabled {
+                let names: Vec<&str> = g.instances.iter().map(|i| i.uuid.as_str()).collect();
+                return Err(Error::invalid(
+                    "mig_instance_uuid",
+                    format!(
+                        "{uuid} is in MIG mode: name one of its MIG devices instead ({})",
+                        or_none(&names.join(", "))
+                    ),
+                ));
+            }
+            return if taken.contains(uuid) {
+                Err(held())
+            } else {
+                Ok(Plan::Existing { uuid: uuid.to_string(), profile: None })
+            };
+        }
+    }
+    Err(Error::invalid(
+        "mig_instance_uuid",
+        format!("{uuid:?} is not a MIG device or GPU of this host; see `sandman gpu ls`"),
+    ))
+}
+
+fn by_profile(
+    gpus: &[GpuState],
+    request: &str,
+    taken: &HashSet<String>,
+    dynamic: bool,
+    field: &'static str,
+) -> Result<Plan> {
+    let mig: Vec<(usize, &GpuState)> = gpus.iter().enumerate().filter(|(_, g)| g.mig_enabled).collect();
+    if mig.is_empty() {
+        return Err(Error::invalid(
+            field,
+            format!("{request:?} asks for a MIG slice, but no GPU here has MIG enabled"),
+        ));
+    }
+    // What the request means on each GPU: the catalog's profile, or for unknown models the
+    // exact name the driver reports.
+    let wanted = |g: &GpuState| -> Option<String> {
+        match g.model {
+            Some(m) => m.resolve(request).ok().map(|p| p.name.to_string()),
+            None => g.instances.iter().any(|i| i.profile == request).then(|| request.to_string()),
+        }
+    };
+    if mig.iter().all(|(_, g)| wanted(g).is_none()) {
+        let first_error = mig.iter().find_map(|(_, g)| g.model.and_then(|m| m.resolve(request).err()));
+        return Err(match first_error {
+            Some(Error::InvalidInput { message, .. }) => Error::invalid(field, message),
+            _ => Error::invalid(field, format!("{request:?} is not a MIG profile of the GPUs here")),
+        });
+    }
+    for (_, g) in &mig {
+        let Some(name) = wanted(g) else { continue };
+        let mut free: Vec<&InstanceState> =
+            g.instances.iter().filter(|i| i.profile == name && !taken.contains(&i.uuid)).collect();
+        free.sort_by_key(|i| i.start);
+        if let Some(i) = free.first() {
+            return Ok(Plan::Existing { uuid: i.uuid.clone(), profile: Some(i.profile.clone()) });
+        }
+    }
+    if dynamic {
+        // Only GPUs whose model is known can be planned; the layout counts every instance,
+        // held or free, since both occupy their slices.
+        let known: Vec<(usize, Layout)> = mig
+            .iter()
+            .filter_map(|(index, g)| {
+                let model = g.model?;
+                let placed = g
+                    .instances
+                    .iter()
+                    .filter_map(|i| Some(Placed { profile: model.profile(&i.profile)?, start: i.start }))
+                    .collect();
+                Some((*index, Layout { model, placed }))
+            })
+            .collect();
+        let layouts: Vec<Layout> = known.iter().map(|(_, l)| l.clone()).collect();
+        if let Some(choice) = placement::choose(&layouts, request) {
+            return Ok(Plan::Create { gpu: known[choice.gpu].0, profile: choice.profile, start: choice.start });
+        }
+    }
+    Err(Error::Exhausted(format!(
+        "no free {request} MIG device{}; free now: {}",
+        if dynamic { " and no room to create one" } else { " (mig_mode static: instances are not created on demand)" },
+        or_none(&free_list(gpus, taken))
+    )))
+}
+
+/// "1g.5gb MIG-…, 2g.10gb MIG-…" of every free device, for messages.
+pub fn free_list(gpus: &[GpuState], taken: &HashSet<String>) -> String {
+    let mut free = Vec::new();
+    for g in gpus {
+        if g.mig_enabled {
+            free.extend(
+                g.instances.iter().filter(|i| !taken.contains(&i.uuid)).map(|i| format!("{} {}", i.profile, i.uuid)),
+            );
+        } else if !taken.contains(&g.uuid) {
+            free.push(format!("whole GPU {}", g.uuid));
+        }
+    }
+    free.join(", ")
+}
+
+fn or_none(list: &str) -> &str {
+    if list.is_empty() { "none" } else { list }
+}
+
+/// The catalog model for a driver-reported name, if sandman knows it.
+pub fn model_of(name: &str) -> Option<&'static Model> {
+    catalog::model(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(uuid: &str, instances: &[(&str, &str, u32)]) -> GpuState {
+        GpuState {
+            uuid: uuid.into(),
+            name: "NVIDIA A100-SXM4-40GB".into(),
+            model: model_of("NVIDIA A100-SXM4-40GB"),
+            mig_enabled: true,
+            instances: instances
+                .iter()
+                .map(|(u, p, s)| InstanceState { uuid: u.to_string(), profile: p.to_string(), start: *s })
+                .collect(),
+        }
+    }
+
+    fn taken(items: &[&str]) -> HashSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn existing_free_instances_first_then_exhaustion_lists_what_is_free() {
+        let gpus = [gpu("GPU-a", &[("MIG-3", "3g.20gb", 4), ("MIG-1", "1g.5gb", 0)])];
+        let want = Plan::Existing { uuid: "MIG-3".into(), profile: Some("3g.20gb".into()) };
+        assert_eq!(plan(&gpus, &GpuRequest::Profile("3g".into()), &taken(&[]), "3g.20gb", false).unwrap(), want);
+        assert_eq!(plan(&gpus, &GpuRequest::Default, &taken(&[]), "3g.20gb", false).unwrap(), want);
+        let e = plan(&gpus, &GpuRequest::Profile("3g.20gb".into()), &taken(&["MIG-3"]), "3g.20gb", false).unwrap_err();
+        assert!(matches!(e, Error::Exhausted(_)));
+        assert!(e.to_string().contains("free now: 1g.5gb MIG-1"), "{e}");
+    }
+
+    #[test]
+    fn dynamic_mode_plans_a_creation_where_room_is_kept() {
+        let gpus = [gpu("GPU-a", &[("MIG-3", "3g.20gb", 4)]), gpu("GPU-b", &[])];
+        match plan(&gpus, &GpuRequest::Profile("1g".into()), &taken(&[]), "3g.20gb", true).unwrap() {
+            // The split GPU takes the small slice, keeping GPU-b whole for a 7g.
+            Plan::Create { gpu, profile, .. } => assert_eq!((gpu, profile.name), (0, "1g.5gb")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn uuids_are_checked() {
+        let gpus = [gpu("GPU-a", &[("MIG-3", "3g.20gb", 4)])];
+        let e = plan(&gpus, &GpuRequest::Uuid("MIG-3".into()), &taken(&["MIG-3"]), "3g", false).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)));
+        let e = plan(&gpus, &GpuRequest::Uuid("GPU-a".into()), &taken(&[]), "3g", false).unwrap_err();
+        assert!(e.to_string().contains("is in MIG mode"), "{e}");
+        let e = plan(&gpus, &GpuRequest::Uuid("MIG-x".into()), &taken(&[]), "3g", false).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { field: "mig_instance_uuid", .. }));
+        let e = plan(&gpus, &GpuRequest::Profile("5g".into()), &taken(&[]), "3g", false).unwrap_err();
+        assert!(e.to_string().contains("valid: 1g.5gb"), "{e}");
+    }
+
+    #[test]
+    fn without_mig_whole_gpus_or_cpu_only() {
+        assert_eq!(plan(&[], &GpuRequest::Default, &taken(&[]), "3g.20gb", false).unwrap(), Plan::None);
+        let mut whole = gpu("GPU-w", &[]);
+        whole.mig_enabled = false;
+        let gpus = [whole];
+        assert_eq!(
+            plan(&gpus, &GpuRequest::Default, &taken(&[]), "3g.20gb", false).unwrap(),
+            Plan::Existing { uuid: "GPU-w".into(), profile: None }
+        );
+        assert!(matches!(plan(&gpus, &GpuRequest::Default, &taken(&["GPU-w"]), "3g", false), Err(Error::Exhausted(_))));
+    }
+}
