@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Env, stderr};
 
 /// An image whose "sshd" never answers: a create using it waits until it times out.
-fn hanging_image() -> String {
+pub fn hanging_image() -> String {
     let tag = "sandman-test-hanging-sshd:1".to_string();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -131,3 +131,28 @@ fn dynamic_mode_creates_on_demand_and_destroys_on_rm_and_reap() {
     let gpus = json(&env, &["gpu", "ls", "--json"]);
     assert_eq!(gpus["gpus"][0]["mig_instances"].as_array().unwrap().len(), 0, "destroyed by the reaper");
 }
+
+#[test]
+fn a_create_killed_halfway_gives_its_slice_back_after_reap() {
+    let sim = "[[gpu]]\nmodel = \"NVIDIA H200\"\nmig = true\ninstances = []\n";
+    let env = sim_env("gpu-crash", sim, "dynamic");
+    let image = crate::crash::hanging_image();
+    let mut child = env.cmd().args(["session", "create", "--user", "kit", "--profile", "7g", "--image", &image]).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while env.containers().is_empty() {
+        assert!(start.elapsed().as_secs() < 30, "the create never made its container");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gpus = json(&env, &["gpu", "ls", "--json"]);
+    assert_eq!(gpus["gpus"][0]["mig_instances"][0]["profile"], "7g.141gb", "the instance was made");
+
+    let report = json(&env, &["reap", "--json"]);
+    assert_eq!(report["abandoned"].as_array().unwrap().len(), 1, "{report}");
+    let gpus = json(&env, &["gpu", "ls", "--json"]);
+    assert!(gpus["gpus"][0]["mig_instances"].as_array().unwrap().is_empty(), "destroyed: {gpus}");
+    assert!(env.containers().is_empty() && env.sessions().is_empty());
+    let s = env.create("kit", &["--profile", "7g"]);
+    assert_eq!(s.json["mig_profile"], "7g.141gb", "the whole GPU is free again");
+}
