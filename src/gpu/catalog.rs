@@ -295,13 +295,10 @@ impl Profile {
 pub(crate) mod tests {
     use super::*;
 
-    use std::path::{Path, PathBuf};
-
-    /// The shared reference geometry: beside the checkout, or at its usual absolute place.
+    /// The shared reference geometry, beside the checkout (an independent oracle, never read
+    /// by sandman itself). Missing, the test fails.
     pub(crate) fn reference() -> toml::Table {
-        let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/mig-geometry.toml"));
-        let path =
-            if beside.exists() { beside } else { Path::new("/work/shared/reference/mig-geometry.toml").to_path_buf() };
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/mig-geometry.toml"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         text.parse().unwrap()
     }

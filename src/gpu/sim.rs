@@ -16,7 +16,7 @@ use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 
 use super::allocate::{self, GpuState, InstanceState, Plan};
-use super::catalog::{self, Model};
+use super::catalog::{self, Model, Profile};
 use super::placement::{self, Layout, Placed};
 use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::error::{Error, Result};
@@ -186,36 +186,39 @@ fn build(described: &SimFile, source: String, file: &Path) -> Result<State> {
                 format!("{}: GPU {index} lists instances but has mig = false", file.display()),
             ));
         }
+        let mut profiles = Vec::new();
         for name in &g.instances {
-            let mut layout = layout_of(&gpu, model);
-            let choice = placement::choose(std::slice::from_ref(&layout), name).ok_or_else(|| {
-                let why = match model.resolve(name) {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "it does not fit beside the instances before it".to_string(),
-                };
-                Error::invalid("gpu_sim_file", format!("{}: GPU {index}: instance {name:?}: {why}", file.display()))
+            let p = model.resolve(name).map_err(|e| {
+                Error::invalid("gpu_sim_file", format!("{}: GPU {index}: instance {name:?}: {e}", file.display()))
             })?;
-            layout.placed.push(Placed { profile: choice.profile, start: choice.start });
-            gpu.instances.push(new_instance(
-                &gpu,
-                choice.profile.name,
-                choice.start,
-                choice.profile.memory_slices,
-                false,
-            ));
+            profiles.push(p);
+        }
+        let layout = place_all(model, &profiles).map_err(|p| {
+            Error::invalid(
+                "gpu_sim_file",
+                format!("{}: GPU {index}: instance {:?} does not fit beside the others", file.display(), p.name),
+            )
+        })?;
+        for placed in layout.placed {
+            let made = new_instance(&gpu, placed.profile.name, placed.start, placed.profile.memory_slices, false);
+            gpu.instances.push(made);
         }
         gpus.push(gpu);
     }
     Ok(State { source, gpus })
 }
 
-fn layout_of(gpu: &StateGpu, model: &'static Model) -> Layout {
-    let placed = gpu
-        .instances
-        .iter()
-        .filter_map(|i| Some(Placed { profile: model.profile(&i.profile)?, start: i.start }))
-        .collect();
-    Layout { model, placed }
+/// Places start-up instances largest first, with sandman's policy: a real driver refuses some
+/// orders (mig-notes 2.6), a description should not depend on them. Err names one that does not fit.
+fn place_all(model: &'static Model, profiles: &[&'static Profile]) -> std::result::Result<Layout, &'static Profile> {
+    let mut sorted = profiles.to_vec();
+    sorted.sort_by_key(|p| std::cmp::Reverse((p.memory_slices, p.compute_slices)));
+    let mut layout = Layout::new(model);
+    for p in sorted {
+        let c = placement::choose(std::slice::from_ref(&layout), p.name).ok_or(p)?;
+        layout.placed.push(Placed { profile: c.profile, start: c.start });
+    }
+    Ok(layout)
 }
 
 /// A MIG device as NVML would show it: a v5-style `MIG-` UUID and the GPU instance id range the
@@ -397,11 +400,50 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert!(e.to_string().contains("GPU 0: instance \"4g.20gb\": it does not fit"), "{e}");
+        assert!(e.to_string().contains("GPU 0: instance \"4g.20gb\" does not fit"), "{e}");
         let e = backend(dir.path(), "[[gpu]]\nmodel = \"NVIDIA A100-SXM4-40GB\"\ninstances = [\"9g\"]\n", false)
             .err()
             .unwrap();
         assert!(e.to_string().contains("\"9g\""), "{e}");
+    }
+
+    /// Whether `rest` can be added to `layout` in any placements: the exhaustive oracle.
+    fn fits_somehow(layout: &mut Layout, rest: &[&'static Profile]) -> bool {
+        let Some((p, rest)) = rest.split_first() else { return true };
+        for start in layout.free_starts(p) {
+            layout.placed.push(Placed { profile: p, start });
+            if fits_somehow(layout, rest) {
+                return true;
+            }
+            layout.placed.pop();
+        }
+        false
+    }
+
+    #[test]
+    fn start_up_placement_finds_a_layout_whenever_one_exists() {
+        // Every multiset of up to 7 instances, on both placement grids.
+        fn each(model: &'static Model, from: usize, chosen: &mut Vec<&'static Profile>, checked: &mut u32) {
+            if !chosen.is_empty() {
+                let possible = fits_somehow(&mut Layout::new(model), chosen);
+                let names: Vec<&str> = chosen.iter().map(|p| p.name).collect();
+                assert_eq!(place_all(model, chosen).is_ok(), possible, "{}: {names:?}", model.name);
+                *checked += 1;
+            }
+            if chosen.len() == 7 {
+                return;
+            }
+            for i in from..model.profiles.len() {
+                chosen.push(&model.profiles[i]);
+                each(model, i, chosen, checked);
+                chosen.pop();
+            }
+        }
+        for name in ["NVIDIA A100-SXM4-40GB", "NVIDIA A30"] {
+            let mut checked = 0;
+            each(catalog::model(name).unwrap(), 0, &mut Vec::new(), &mut checked);
+            assert!(checked > 300, "{checked}");
+        }
     }
 
     #[test]

@@ -137,7 +137,8 @@ fn a_create_killed_halfway_gives_its_slice_back_after_reap() {
     let sim = "[[gpu]]\nmodel = \"NVIDIA H200\"\nmig = true\ninstances = []\n";
     let env = sim_env("gpu-crash", sim, "dynamic");
     let image = crate::crash::hanging_image();
-    let mut child = env.cmd().args(["session", "create", "--user", "kit", "--profile", "7g", "--image", &image]).spawn().unwrap();
+    let mut child =
+        env.cmd().args(["session", "create", "--user", "kit", "--profile", "7g", "--image", &image]).spawn().unwrap();
     let start = std::time::Instant::now();
     while env.containers().is_empty() {
         assert!(start.elapsed().as_secs() < 30, "the create never made its container");
