@@ -26,6 +26,10 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
 
+    /// The person pressed Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+
     /// Anything else: a bug or an unexpected failure of the host.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -44,6 +48,7 @@ impl Error {
             Error::Conflict(_) | Error::Exhausted(_) => 3,
             Error::NotFound(_) => 4,
             Error::Unavailable(_) => 5,
+            Error::Interrupted => 130,
         })
     }
 }

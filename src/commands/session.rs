@@ -79,7 +79,16 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         public_key,
     };
     let report = progress(quiet);
-    let created = sessions.create(request, &report).await?;
+    // Ctrl-C drops the create where it stands (releasing its lock); a reap pass then removes
+    // what it had made, as it would after a crash.
+    let created = tokio::select! {
+        created = sessions.create(request, &report) => created?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: removing what the create made");
+            sessions.reap(false).await?;
+            return Err(Error::Interrupted);
+        }
+    };
 
     let key_path = match (&args.key_file, &args.public_key) {
         (Some(p), _) => p.display().to_string(),

@@ -69,3 +69,27 @@ fn sshd_that_never_answers_times_out_cleanly() {
     assert!(env.sessions().is_empty());
     assert!(env.containers().is_empty());
 }
+
+#[test]
+fn ctrl_c_during_create_removes_what_it_made() {
+    let env = Env::new("ctrl-c");
+    let image = hanging_image();
+    let child = env
+        .cmd()
+        .args(["session", "create", "--user", "ivan", "--image", &image])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while env.containers().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the create never made its container");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert!(env.sessions().is_empty(), "no row");
+    assert!(env.containers().is_empty(), "no container");
+}
