@@ -157,3 +157,20 @@ fn a_create_killed_halfway_gives_its_slice_back_after_reap() {
     let s = env.create("kit", &["--profile", "7g"]);
     assert_eq!(s.json["mig_profile"], "7g.141gb", "the whole GPU is free again");
 }
+
+#[test]
+fn without_a_driver_nvml_is_unavailable_and_auto_means_cpu_only() {
+    // This machine has no NVIDIA driver: the real backend must say so, never pretend.
+    let env = Env::new("gpu-nodriver");
+    let out = env.run(&["--gpu-backend", "nvml", "gpu", "ls"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot load NVML from libnvidia-ml.so.1"), "{}", stderr(&out));
+    let out = env.run(&["--gpu-backend", "auto", "gpu", "ls", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sessions get no GPU"), "auto warns: {}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"gpus": [], "count": 0}));
+    let out = env.run(&["--gpu-backend", "auto", "session", "create", "--user", "nora", "--profile", "3g"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid mig_profile: \"3g\" asks for a GPU"), "{}", stderr(&out));
+}
