@@ -27,7 +27,7 @@ fi
 cargo build --locked
 if ! docker image inspect gpu-workspace >/dev/null 2>&1; then
     echo "building the workspace image (offline: debootstrap from this host's apt mirror)"
-    as_root target/debug/sandman image build --offline
+    as_root "${CARGO_TARGET_DIR:-target}/debug/sandman" image build --offline
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -32,6 +32,23 @@ pub struct Settings {
     pub pids_limit: i64,
     /// How long a create waits for the session's sshd to answer.
     pub ssh_ready_timeout_secs: u64,
+    /// `sandman serve`: TCP port of the HTTP API.
+    pub api_port: u16,
+    /// `sandman serve`: address the API listens on.
+    pub api_bind: IpAddr,
+    /// `sandman serve`: bearer tokens, one per line; created with one random token if absent.
+    pub api_token_file: PathBuf,
+    /// `sandman serve`: threads answering requests.
+    pub api_workers: usize,
+    /// `sandman serve`: largest request body accepted (413 above).
+    pub api_max_body_bytes: usize,
+    /// `sandman serve`: time a client has to send a request body, and idle time allowed on a
+    /// connection once its body was read.
+    pub api_body_timeout_secs: u64,
+    /// `sandman serve`: origins allowed by CORS; `*` reflects any origin.
+    pub cors_origins: Vec<String>,
+    /// `sandman serve`: seconds between reaper passes.
+    pub reap_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -50,6 +67,14 @@ impl Default for Settings {
             uid_start: 20000,
             pids_limit: 1024,
             ssh_ready_timeout_secs: 60,
+            api_port: 8080,
+            api_bind: IpAddr::from([0, 0, 0, 0]),
+            api_token_file: PathBuf::from("/etc/sandman/api-tokens"),
+            api_workers: 8,
+            api_max_body_bytes: 64 * 1024,
+            api_body_timeout_secs: 10,
+            cors_origins: vec!["*".into()],
+            reap_interval_secs: 60,
         }
     }
 }
@@ -61,6 +86,9 @@ pub struct Overrides {
     pub workspace_root: Option<PathBuf>,
     pub ssh_port_start: Option<u16>,
     pub ssh_port_end: Option<u16>,
+    pub api_port: Option<u16>,
+    pub api_bind: Option<IpAddr>,
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -114,6 +142,14 @@ impl Settings {
                         raw.parse()
                             .with_context(|| format!("{var}={raw:?} is not true or false"))?,
                     ),
+                    // Lists are comma-separated: SANDMAN_CORS_ORIGINS=https://a.example,https://b.example
+                    toml::Value::Array(_) => toml::Value::Array(
+                        raw.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.to_string()))
+                            .collect(),
+                    ),
                     _ => toml::Value::String(raw.clone()),
                 };
             }
@@ -133,6 +169,15 @@ impl Settings {
         }
         if let Some(v) = flags.ssh_port_end {
             self.ssh_port_end = v;
+        }
+        if let Some(v) = flags.api_port {
+            self.api_port = v;
+        }
+        if let Some(v) = flags.api_bind {
+            self.api_bind = v;
+        }
+        if let Some(v) = &flags.api_token_file {
+            self.api_token_file = v.clone();
         }
     }
 
@@ -155,6 +200,21 @@ impl Settings {
             bail!(
                 "uid_start {} would overlap system accounts: use 1000 or more",
                 self.uid_start
+            );
+        }
+        if self.api_workers == 0 || self.reap_interval_secs == 0 || self.api_body_timeout_secs == 0
+        {
+            bail!(
+                "api_workers, reap_interval_secs and api_body_timeout_secs must be at least 1 (got {}, {}, {})",
+                self.api_workers,
+                self.reap_interval_secs,
+                self.api_body_timeout_secs
+            );
+        }
+        if self.api_max_body_bytes < 1024 {
+            bail!(
+                "api_max_body_bytes {} is too small for a create request: use 1024 or more",
+                self.api_max_body_bytes
             );
         }
         if !self.workspace_root.is_absolute() {
@@ -220,6 +280,22 @@ mod tests {
             format!("{e:#}").contains("SANDMAN_PIDS_LIMIT=\"lots\""),
             "{e:#}"
         );
+    }
+
+    #[test]
+    fn list_settings_come_from_comma_separated_variables() {
+        let s = Settings::from_layers(
+            Some("cors_origins = [\"https://file.example\"]"),
+            &env(&[(
+                "SANDMAN_CORS_ORIGINS",
+                "https://a.example, https://b.example,",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
+        let s =
+            Settings::from_layers(Some("cors_origins = [\"https://file.example\"]"), &[]).unwrap();
+        assert_eq!(s.cors_origins, ["https://file.example"]);
     }
 
     #[test]

@@ -4,11 +4,12 @@ mod docs;
 mod doctor;
 mod image;
 mod reap;
+mod serve;
 mod session;
 
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Overrides, Settings};
 use crate::error::{Error, Result};
 use crate::gpu::NoGpu;
@@ -22,24 +23,46 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Man { dir } => docs::man(&dir),
         Command::Session(cmd) => session::run(&open(&cli.global)?, cmd, quiet).await,
         Command::Reap { dry_run, json } => reap::run(&open(&cli.global)?, dry_run, json).await,
+        Command::Serve(args) => {
+            let flags = Overrides {
+                api_port: args.port,
+                api_bind: args.bind,
+                api_token_file: args.token_file,
+                ..overrides(g)
+            };
+            serve::run(service(load(g, &flags)?)?).await
+        }
         Command::Image(cmd) => image::run(cmd, quiet).await,
         Command::Doctor { json } => doctor::run(&settings(&cli.global)?, json).await,
     }
 }
 
-pub(crate) fn settings(g: &crate::cli::GlobalArgs) -> Result<Settings> {
-    let flags = Overrides {
+pub(crate) fn settings(g: &GlobalArgs) -> Result<Settings> {
+    load(g, &overrides(g))
+}
+
+fn overrides(g: &GlobalArgs) -> Overrides {
+    Overrides {
         db: g.db.clone(),
         workspace_root: g.workspace_root.clone(),
         ssh_port_start: g.ssh_port_start,
         ssh_port_end: g.ssh_port_end,
-    };
-    Settings::load(g.config.as_deref(), &flags)
+        ..Default::default()
+    }
+}
+
+fn load(g: &GlobalArgs, flags: &Overrides) -> Result<Settings> {
+    Settings::load(g.config.as_deref(), flags)
         .map_err(|e| Error::invalid("settings", format!("{e:#}")))
 }
 
-pub(crate) fn open(g: &crate::cli::GlobalArgs) -> Result<Sessions> {
-    Sessions::open(settings(g)?, Arc::new(NoGpu))
+pub(crate) fn open(g: &GlobalArgs) -> Result<Sessions> {
+    service(settings(g)?)
+}
+
+/// The session service with this host's GPU backend; the CLI and the server use the same one.
+fn service(settings: Settings) -> Result<Sessions> {
+    Sessions::open(settings, Arc::new(NoGpu))
 }
 
 /// Progress lines for a person, on stderr (stdout carries data only).
