@@ -14,15 +14,17 @@ use super::errors::ApiError;
 /// tiny_http reads bodies up to this size itself, before handing the request over (a detail of
 /// tiny_http 0.12's `new_request`); longer or chunked bodies are still on the wire.
 const BUFFERED_BY_TINY_HTTP: usize = 1024;
-/// Answers larger than this may not fit the socket buffers: a client that does not read them
-/// could block the writer, so their connection gets a write timeout.
-const LARGE_ANSWER: usize = 64 * 1024;
+/// Answers larger than this may not fit the socket buffers, so a client that does not read them
+/// could block the writer: they are written on a thread of their own, with a write timeout.
+pub const LARGE_ANSWER: usize = 64 * 1024;
+/// However slowly a client reads, writing one answer stops after this long.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 /// At most this much of an abandoned body is read and dropped (what the socket holds is less).
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
-pub struct Exchange<'a> {
+pub struct Exchange {
     rq: Request,
-    app: &'a App,
+    app: Arc<App>,
     /// The connection's socket, looked up on first need (`None` inside: not found).
     conn: Option<Option<Conn>>,
     /// Whether all of the body has been read (or there was none on the wire).
@@ -31,8 +33,8 @@ pub struct Exchange<'a> {
     body_started: bool,
 }
 
-impl<'a> Exchange<'a> {
-    pub fn new(rq: Request, app: &'a App) -> Exchange<'a> {
+impl Exchange {
+    pub fn new(rq: Request, app: Arc<App>) -> Exchange {
         let body_done = !body_on_wire(&rq);
         Exchange {
             rq,
@@ -133,7 +135,7 @@ impl<'a> Exchange<'a> {
             self.abandon_body();
         }
         let timeout = Duration::from_secs(self.app.sessions.settings.api_body_timeout_secs);
-        if reply.body.as_ref().len() > LARGE_ANSWER
+        if reply.is_large()
             && let Some(conn) = self.conn()
         {
             conn.set_write_timeout(timeout);
@@ -150,15 +152,13 @@ impl<'a> Exchange<'a> {
             headers.push(header_of(name, value));
         }
         let len = reply.body.as_ref().len();
-        let response = Response::new(
-            StatusCode(status),
-            headers,
-            Cursor::new(reply.body),
-            Some(len),
-            None,
-        )
-        // Content-Length rather than chunks: one write for the whole answer, simpler clients.
-        .with_chunked_threshold(usize::MAX);
+        let body = Deadline {
+            inner: Cursor::new(reply.body),
+            until: Instant::now() + ANSWER_DEADLINE,
+        };
+        let response = Response::new(StatusCode(status), headers, body, Some(len), None)
+            // Content-Length rather than chunks: one write for the whole answer, simpler clients.
+            .with_chunked_threshold(usize::MAX);
         if let Err(e) = self.rq.respond(response) {
             tracing::debug!(error = %e, "the client did not take the answer");
         }
@@ -166,7 +166,7 @@ impl<'a> Exchange<'a> {
     }
 }
 
-impl Exchange<'_> {
+impl Exchange {
     /// For a body we will not read (refused, too large, too slow): the connection is closed
     /// after the answer, and what of the body already arrived is read and dropped, so that it
     /// is not taken for a next request. After the shutdown these reads never wait.
@@ -183,6 +183,25 @@ impl Exchange<'_> {
                 &mut std::io::sink(),
             );
         }
+    }
+}
+
+/// A reader that fails once its deadline has passed: tiny_http copies the answer to the socket
+/// piece by piece from it, so a client reading a little now and then cannot keep a thread forever.
+struct Deadline<R> {
+    inner: R,
+    until: Instant,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the client did not take the answer in time",
+            ));
+        }
+        self.inner.read(buf)
     }
 }
 
@@ -248,6 +267,10 @@ impl AsRef<[u8]> for Body {
 pub const JSON: &str = "application/json";
 
 impl Reply {
+    pub fn is_large(&self) -> bool {
+        self.body.as_ref().len() > LARGE_ANSWER
+    }
+
     pub fn json(status: u16, value: &impl serde::Serialize) -> Reply {
         match serde_json::to_vec(value) {
             Ok(bytes) => Reply::bytes(status, JSON, Body::Owned(bytes)),

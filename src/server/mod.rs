@@ -4,9 +4,9 @@
 //! Threads: tiny_http reads each connection's request headers on a thread of its own, so a client
 //! that stalls while sending headers never reaches us. `api_workers` threads take complete
 //! requests and answer them, calling the async service through the runtime's handle. A request
-//! whose body is still on the wire is handed to a short-lived thread of its own, so a slow sender
-//! cannot hold a worker; its reads have a deadline (`api_body_timeout_secs`). The reaper is a
-//! task on the async runtime.
+//! whose body is still on the wire, and a large answer, are handed to a short-lived thread of
+//! their own, so a slow client cannot hold a worker; their reads and writes have deadlines
+//! (`api_body_timeout_secs`). The reaper is a task on the async runtime.
 
 pub mod auth;
 mod conn;
@@ -34,9 +34,9 @@ use cors::Cors;
 use exchange::Exchange;
 use metrics::Metrics;
 
-/// Requests whose body is still arriving may each have a thread; beyond this many at once, a
-/// worker reads the body itself (still within the deadline).
-const MAX_BODY_THREADS: usize = 64;
+/// Requests whose body is still arriving, and large answers, get a thread each; beyond this many
+/// at once, a worker does that work itself (still within the deadlines).
+const MAX_EXTRA_THREADS: usize = 64;
 
 /// What every handler shares.
 pub struct App {
@@ -49,15 +49,17 @@ pub struct App {
     port: u16,
     /// The serialized session list and the store version it was read at.
     list_cache: Mutex<Option<(Version, Arc<[u8]>)>>,
-    body_threads: AtomicUsize,
+    extra_threads: AtomicUsize,
     stopping: AtomicBool,
 }
 
 impl App {
     /// Answers one request and logs it: method, path, status, duration (never bodies or headers).
-    fn handle(&self, rq: tiny_http::Request) {
+    /// A large answer is written on a thread of its own, so a client that reads slowly or not at
+    /// all holds that thread (until the write deadline), not this worker.
+    fn handle(self: &Arc<App>, rq: tiny_http::Request) {
         let started = Instant::now();
-        let mut ex = Exchange::new(rq, self);
+        let mut ex = Exchange::new(rq, self.clone());
         let (method, path) = (ex.method().to_string(), ex.path().to_string());
         let origin = ex.header("Origin").map(str::to_string);
         let reply = routes::dispatch(self, &mut ex);
@@ -69,15 +71,45 @@ impl App {
         } else {
             self.cors.headers(origin.as_deref())
         };
-        let status = ex.respond(reply, cors);
-        self.metrics.request(status);
-        tracing::info!(
-            %method,
-            %path,
-            status,
-            ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
-            "request"
-        );
+        let large = reply.is_large();
+        let app = self.clone();
+        let finish = move || {
+            let status = ex.respond(reply, cors);
+            app.metrics.request(status);
+            tracing::info!(
+                %method,
+                %path,
+                status,
+                ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+                "request"
+            );
+        };
+        if large {
+            self.on_own_thread("api-write", finish);
+        } else {
+            finish();
+        }
+    }
+
+    /// Runs `work` on a thread of its own if fewer than `MAX_EXTRA_THREADS` are busy, else here.
+    fn on_own_thread(self: &Arc<App>, name: &str, work: impl FnOnce() + Send + 'static) {
+        if !try_take(&self.extra_threads, MAX_EXTRA_THREADS) {
+            return work();
+        }
+        let app = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                if std::panic::catch_unwind(AssertUnwindSafe(work)).is_err() {
+                    tracing::error!("a request handler panicked; answered 500");
+                }
+                app.extra_threads.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            // The request went down with the closure: tiny_http answered it with 500.
+            tracing::error!(error = %e, "cannot start a thread for a request");
+            self.extra_threads.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -111,7 +143,7 @@ pub async fn serve(
         metrics: Metrics::default(),
         port: addr.port(),
         list_cache: Mutex::new(None),
-        body_threads: AtomicUsize::new(0),
+        extra_threads: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
     });
 
@@ -152,8 +184,8 @@ pub async fn serve(
         for t in threads {
             let _ = t.join();
         }
-        // Bodies still arriving have at most their deadline left.
-        while app_for_join.body_threads.load(Ordering::SeqCst) > 0 {
+        // Bodies still arriving and answers still being written have their deadlines.
+        while app_for_join.extra_threads.load(Ordering::SeqCst) > 0 {
             std::thread::sleep(Duration::from_millis(20));
         }
     })
@@ -174,19 +206,9 @@ fn worker(http: &tiny_http::Server, app: &Arc<App>, fatal: &mpsc::UnboundedSende
                 return;
             }
         };
-        if exchange::body_on_wire(&rq) && try_take(&app.body_threads, MAX_BODY_THREADS) {
+        if exchange::body_on_wire(&rq) {
             let owned = app.clone();
-            let spawned = std::thread::Builder::new()
-                .name("api-body".into())
-                .spawn(move || {
-                    guarded(&owned, rq);
-                    owned.body_threads.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(e) = spawned {
-                // The request went down with the closure: tiny_http answered it with 500.
-                tracing::error!(error = %e, "cannot start a thread for a request body");
-                app.body_threads.fetch_sub(1, Ordering::SeqCst);
-            }
+            app.on_own_thread("api-body", move || guarded(&owned, rq));
         } else {
             guarded(app, rq);
         }
@@ -194,7 +216,7 @@ fn worker(http: &tiny_http::Server, app: &Arc<App>, fatal: &mpsc::UnboundedSende
 }
 
 /// A panic (a bug) costs one request, answered 500 by tiny_http, not the worker.
-fn guarded(app: &App, rq: tiny_http::Request) {
+fn guarded(app: &Arc<App>, rq: tiny_http::Request) {
     if std::panic::catch_unwind(AssertUnwindSafe(|| app.handle(rq))).is_err() {
         tracing::error!("a request handler panicked; answered 500");
         app.metrics.request(500);
