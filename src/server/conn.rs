@@ -5,10 +5,40 @@
 //! The descriptor stays valid while the `tiny_http::Request` lives: the request holds both halves
 //! of its connection open. A `Conn` therefore never outlives the request it was found for.
 
+use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, RawFd};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Remembers where each connection's socket was found: a keep-alive client's later requests
+/// then cost two system calls instead of a scan of every descriptor.
+#[derive(Default)]
+pub struct Sockets(Mutex<HashMap<SocketAddr, RawFd>>);
+
+/// Beyond this many remembered connections the memory is cleared (entries are only hints).
+const REMEMBERED: usize = 4096;
+
+impl Sockets {
+    pub fn find(&self, peer: SocketAddr, local_port: u16) -> Option<Conn> {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A remembered descriptor may since have been closed and reused: it is taken only if it
+        // still has this connection's addresses, which no other live socket can have.
+        if let Some(&fd) = known.get(&peer) {
+            let conn = Conn { fd };
+            if conn.is(peer, local_port) {
+                return Some(conn);
+            }
+        }
+        let conn = Conn::find(peer, local_port)?;
+        if known.len() >= REMEMBERED {
+            known.clear();
+        }
+        known.insert(peer, conn.fd);
+        Some(conn)
+    }
+}
 
 pub struct Conn {
     fd: RawFd,
@@ -22,16 +52,19 @@ impl Conn {
                 continue;
             };
             let conn = Conn { fd };
-            let s = conn.stream();
-            // Non-sockets and Unix sockets fail here; a descriptor closed and reused meanwhile
-            // simply does not match.
-            if s.peer_addr().is_ok_and(|a| a == peer)
-                && s.local_addr().is_ok_and(|a| a.port() == local_port)
-            {
+            if conn.is(peer, local_port) {
                 return Some(conn);
             }
         }
         None
+    }
+
+    /// Whether this descriptor is the connection from `peer` to our `local_port`. Non-sockets
+    /// and Unix sockets fail here; a descriptor closed and reused meanwhile does not match.
+    fn is(&self, peer: SocketAddr, local_port: u16) -> bool {
+        let s = self.stream();
+        s.peer_addr().is_ok_and(|a| a == peer)
+            && s.local_addr().is_ok_and(|a| a.port() == local_port)
     }
 
     /// A borrowed view; `ManuallyDrop` keeps it from closing a descriptor tiny_http owns.

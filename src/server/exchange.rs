@@ -1,11 +1,11 @@
 //! One request and its answer: reading the body within a limit and a deadline, and writing the
 //! answer with the headers every answer carries.
 
-use std::io::{Cursor, ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tiny_http::{Header, Request, Response, StatusCode};
+use tiny_http::{Request, StatusCode};
 
 use super::App;
 use super::conn::Conn;
@@ -15,8 +15,10 @@ use super::errors::ApiError;
 /// tiny_http 0.12's `new_request`); longer or chunked bodies are still on the wire.
 const BUFFERED_BY_TINY_HTTP: usize = 1024;
 /// Answers larger than this may not fit the socket buffers, so a client that does not read them
-/// could block the writer: they are written on a thread of their own, with a write timeout.
+/// could block the writer: their connection gets a write timeout (see `respond`).
 pub const LARGE_ANSWER: usize = 64 * 1024;
+/// How long a worker waits on a client that does not take an answer before handing it over.
+const HAND_OVER_AFTER: Duration = Duration::from_millis(100);
 /// However slowly a client reads, writing one answer stops after this long.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 /// At most this much of an abandoned body is read and dropped (what the socket holds is less).
@@ -64,7 +66,7 @@ impl Exchange {
             let found = self
                 .rq
                 .remote_addr()
-                .and_then(|peer| Conn::find(*peer, self.app.port));
+                .and_then(|peer| self.app.sockets.find(*peer, self.app.port));
             if found.is_none() {
                 tracing::warn!("cannot find the socket of a request; no timeouts for it");
             }
@@ -129,41 +131,147 @@ impl Exchange {
     }
 
     /// Sends the answer with the CORS and caching headers; returns its status.
+    ///
+    /// The answer is written here rather than by tiny_http's `Response`, which copies bodies to
+    /// the socket 8 KiB at a time: a large list goes out in one write when the client keeps up.
+    /// When it does not (a write comes back short or blocked after `HAND_OVER_AFTER`), the rest
+    /// is handed to a thread of its own, so a slow reader never holds a worker for longer.
     pub fn respond(mut self, reply: Reply, origin_headers: Vec<(&'static str, String)>) -> u16 {
         let status = reply.status;
         if !self.body_done {
             self.abandon_body();
         }
-        let timeout = Duration::from_secs(self.app.sessions.settings.api_body_timeout_secs);
-        if reply.is_large()
-            && let Some(conn) = self.conn()
-        {
-            conn.set_write_timeout(timeout);
-        }
-        let mut headers = vec![
-            header_of("Content-Type", reply.content_type),
-            // Answers hold private keys and live state: never cache them.
-            header_of("Cache-Control", "no-store"),
-            header_of("X-Content-Type-Options", "nosniff"),
-            // The CORS headers depend on the request's Origin.
-            header_of("Vary", "Origin"),
-        ];
-        for (name, value) in origin_headers.iter().chain(&reply.headers) {
-            headers.push(header_of(name, value));
-        }
-        let len = reply.body.as_ref().len();
-        let body = Deadline {
-            inner: Cursor::new(reply.body),
+        // Only an answer that may not fit the socket buffers can make a write wait.
+        let bounded = reply.is_large()
+            && self
+                .conn()
+                .map(|c| c.set_write_timeout(HAND_OVER_AFTER))
+                .is_some();
+        let head = head(status, &reply, &origin_headers).into_bytes();
+        let body = if self.rq.method() == &tiny_http::Method::Head {
+            Body::Owned(Vec::new())
+        } else {
+            reply.body
+        };
+        let mut out = Outgoing {
+            head,
+            body,
+            sent: 0,
             until: Instant::now() + ANSWER_DEADLINE,
         };
-        let response = Response::new(StatusCode(status), headers, body, Some(len), None)
-            // Content-Length rather than chunks: one write for the whole answer, simpler clients.
-            .with_chunked_threshold(usize::MAX);
-        if let Err(e) = self.rq.respond(response) {
-            tracing::debug!(error = %e, "the client did not take the answer");
+        let app = self.app.clone();
+        let mut w = self.rq.into_writer();
+        match out.write(&mut w, None) {
+            Ok(true) => {}
+            Ok(false) if bounded => {
+                let patience = Duration::from_secs(app.sessions.settings.api_body_timeout_secs);
+                app.on_own_thread("api-write", move || {
+                    if let Err(e) = out.write(&mut w, Some(patience)) {
+                        tracing::debug!(error = %e, "a slow client did not take the answer");
+                    }
+                });
+            }
+            // Without a write timeout a short write cannot happen; finish here all the same.
+            Ok(false) => {
+                let _ = out.write(&mut w, Some(Duration::MAX));
+            }
+            Err(e) => tracing::debug!(error = %e, "the client did not take the answer"),
         }
         status
     }
+}
+
+/// An answer being written: the head, then the body, from where the last write stopped.
+struct Outgoing {
+    head: Vec<u8>,
+    body: Body,
+    sent: usize,
+    until: Instant,
+}
+
+impl Outgoing {
+    fn rest(&self) -> &[u8] {
+        match self.sent.checked_sub(self.head.len()) {
+            None => &self.head[self.sent..],
+            Some(into_body) => &self.body.as_ref()[into_body..],
+        }
+    }
+
+    /// Writes what is left and flushes. `patience` None: stops (`Ok(false)`) at the first write
+    /// that comes back short or blocked. `Some(limit)`: goes on while the client takes
+    /// something at least every `limit`, until `ANSWER_DEADLINE`.
+    fn write(&mut self, w: &mut dyn Write, patience: Option<Duration>) -> std::io::Result<bool> {
+        let mut stalled: Option<Instant> = None;
+        loop {
+            let rest = self.rest();
+            let left = rest.len();
+            let result = if left == 0 {
+                w.flush().map(|()| 0)
+            } else {
+                w.write(rest)
+            };
+            match result {
+                Ok(_) if left == 0 => return Ok(true),
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    stalled = None;
+                    if n < left && patience.is_none() {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let Some(limit) = patience else {
+                        return Ok(false);
+                    };
+                    if stalled.get_or_insert_with(Instant::now).elapsed() > limit {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if Instant::now() > self.until {
+                return Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    "the answer was not taken in time",
+                ));
+            }
+        }
+    }
+}
+
+/// Status line and headers. Header values that could end the header early (control characters,
+/// e.g. in a reflected Origin) are left out.
+fn head(status: u16, reply: &Reply, origin_headers: &[(&'static str, String)]) -> String {
+    let mut h = format!(
+        "HTTP/1.1 {status} {}\r\nServer: sandman\r\nDate: {}\r\n",
+        StatusCode(status).default_reason_phrase(),
+        chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")
+    );
+    // 204 carries neither a body nor its length.
+    if status != 204 {
+        h.push_str(&format!(
+            "Content-Length: {}\r\nContent-Type: {}\r\n",
+            reply.body.as_ref().len(),
+            reply.content_type
+        ));
+    }
+    // Answers hold private keys and live state: never cache them. The CORS headers depend on
+    // the request's Origin.
+    h.push_str("Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nVary: Origin\r\n");
+    for (name, value) in origin_headers.iter().chain(&reply.headers) {
+        if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            tracing::debug!(
+                header = name,
+                "a header value with control characters left out"
+            );
+            continue;
+        }
+        h.push_str(&format!("{name}: {value}\r\n"));
+    }
+    h.push_str("\r\n");
+    h
 }
 
 impl Exchange {
@@ -183,25 +291,6 @@ impl Exchange {
                 &mut std::io::sink(),
             );
         }
-    }
-}
-
-/// A reader that fails once its deadline has passed: tiny_http copies the answer to the socket
-/// piece by piece from it, so a client reading a little now and then cannot keep a thread forever.
-struct Deadline<R> {
-    inner: R,
-    until: Instant,
-}
-
-impl<R: Read> Read for Deadline<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if Instant::now() > self.until {
-            return Err(std::io::Error::new(
-                ErrorKind::TimedOut,
-                "the client did not take the answer in time",
-            ));
-        }
-        self.inner.read(buf)
     }
 }
 
@@ -228,17 +317,6 @@ pub fn body_on_wire(rq: &Request) -> bool {
     let expects_continue = header(rq, "Expect").is_some();
     let len = rq.body_length().unwrap_or(0);
     chunked || (len > 0 && (len > BUFFERED_BY_TINY_HTTP || expects_continue))
-}
-
-fn header_of(name: &str, value: &str) -> Header {
-    // Values are ours or were ASCII in the request; a stray byte becomes '?', never a panic.
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap_or_else(|()| {
-        let clean: String = value
-            .chars()
-            .map(|c| if c.is_ascii() { c } else { '?' })
-            .collect();
-        Header::from_bytes(name.as_bytes(), clean.into_bytes()).expect("ASCII header")
-    })
 }
 
 /// An answer before it is written.

@@ -4,9 +4,9 @@
 //! Threads: tiny_http reads each connection's request headers on a thread of its own, so a client
 //! that stalls while sending headers never reaches us. `api_workers` threads take complete
 //! requests and answer them, calling the async service through the runtime's handle. A request
-//! whose body is still on the wire, and a large answer, are handed to a short-lived thread of
-//! their own, so a slow client cannot hold a worker; their reads and writes have deadlines
-//! (`api_body_timeout_secs`). The reaper is a task on the async runtime.
+//! whose body is still on the wire, and an answer the client does not take at once, are handed
+//! to a short-lived thread of their own, so a slow client cannot hold a worker; those reads and
+//! writes have deadlines (`api_body_timeout_secs`). The reaper is a task on the async runtime.
 
 pub mod auth;
 mod conn;
@@ -34,8 +34,8 @@ use cors::Cors;
 use exchange::Exchange;
 use metrics::Metrics;
 
-/// Requests whose body is still arriving, and large answers, get a thread each; beyond this many
-/// at once, a worker does that work itself (still within the deadlines).
+/// Requests whose body is still arriving, and answers a client is slow to take, get a thread
+/// each; beyond this many at once, a worker does that work itself (still within the deadlines).
 const MAX_EXTRA_THREADS: usize = 64;
 
 /// What every handler shares.
@@ -47,6 +47,7 @@ pub struct App {
     metrics: Metrics,
     /// The port we listen on, to recognise our connections' sockets.
     port: u16,
+    sockets: conn::Sockets,
     /// The serialized session list and the store version it was read at.
     list_cache: Mutex<Option<(Version, Arc<[u8]>)>>,
     extra_threads: AtomicUsize,
@@ -55,8 +56,6 @@ pub struct App {
 
 impl App {
     /// Answers one request and logs it: method, path, status, duration (never bodies or headers).
-    /// A large answer is written on a thread of its own, so a client that reads slowly or not at
-    /// all holds that thread (until the write deadline), not this worker.
     fn handle(self: &Arc<App>, rq: tiny_http::Request) {
         let started = Instant::now();
         let mut ex = Exchange::new(rq, self.clone());
@@ -71,24 +70,15 @@ impl App {
         } else {
             self.cors.headers(origin.as_deref())
         };
-        let large = reply.is_large();
-        let app = self.clone();
-        let finish = move || {
-            let status = ex.respond(reply, cors);
-            app.metrics.request(status);
-            tracing::info!(
-                %method,
-                %path,
-                status,
-                ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
-                "request"
-            );
-        };
-        if large {
-            self.on_own_thread("api-write", finish);
-        } else {
-            finish();
-        }
+        let status = ex.respond(reply, cors);
+        self.metrics.request(status);
+        tracing::info!(
+            %method,
+            %path,
+            status,
+            ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            "request"
+        );
     }
 
     /// Runs `work` on a thread of its own if fewer than `MAX_EXTRA_THREADS` are busy, else here.
@@ -142,6 +132,7 @@ pub async fn serve(
         tokens,
         metrics: Metrics::default(),
         port: addr.port(),
+        sockets: conn::Sockets::default(),
         list_cache: Mutex::new(None),
         extra_threads: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
