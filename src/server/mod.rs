@@ -48,6 +48,8 @@ pub struct App {
     /// The port we listen on, to recognise our connections' sockets.
     port: u16,
     sockets: conn::Sockets,
+    /// GET /openapi.json, made once.
+    openapi: Arc<[u8]>,
     /// The serialized session list and the store version it was read at.
     list_cache: Mutex<Option<(Version, Arc<[u8]>)>>,
     extra_threads: AtomicUsize,
@@ -133,6 +135,7 @@ pub async fn serve(
         metrics: Metrics::default(),
         port: addr.port(),
         sockets: conn::Sockets::default(),
+        openapi: routes::openapi_document(s.max_ttl_minutes).into(),
         list_cache: Mutex::new(None),
         extra_threads: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),

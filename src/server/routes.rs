@@ -35,6 +35,20 @@ const PUBLIC: &[&str] = &["/healthz", "/openapi.json"];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// The OpenAPI document as this server applies it: the static document plus the limits that
+/// come from settings and the service's rules (the TTL bound, reserved user names), so that
+/// clients and fuzzers see the rules the server enforces.
+pub fn openapi_document(max_ttl_minutes: u32) -> Vec<u8> {
+    let mut doc: Value = serde_json::from_str(OPENAPI).expect("the embedded document is JSON");
+    let schemas = &mut doc["components"]["schemas"];
+    for request in ["CreateSessionRequest", "ExtendSessionRequest"] {
+        schemas[request]["properties"]["ttl_minutes"]["maximum"] = json!(max_ttl_minutes);
+    }
+    schemas["CreateSessionRequest"]["properties"]["user_id"]["not"] =
+        json!({ "enum": validate::RESERVED_USERS });
+    serde_json::to_vec_pretty(&doc).expect("a JSON value serializes")
+}
+
 /// The route of `path` and the `{id}` it carries, if any.
 fn route(path: &str) -> Option<(&'static str, Option<&str>)> {
     if let Some(id) = path.strip_prefix("/sessions/") {
@@ -94,11 +108,7 @@ pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
     let id = id.as_deref().unwrap_or_default();
     let result = match (pattern, as_get) {
         ("/healthz", _) => Ok(healthz(app)),
-        ("/openapi.json", _) => Ok(Reply::bytes(
-            200,
-            JSON,
-            Body::Owned(OPENAPI.as_bytes().to_vec()),
-        )),
+        ("/openapi.json", _) => Ok(Reply::bytes(200, JSON, Body::Shared(app.openapi.clone()))),
         ("/metrics", _) => metrics(app),
         ("/sessions", "GET") => list(app),
         ("/sessions", "POST") => create(app, ex),
@@ -445,6 +455,22 @@ mod tests {
             allow(&["GET", "PATCH", "DELETE"]),
             "GET, HEAD, PATCH, DELETE, OPTIONS"
         );
+    }
+
+    #[test]
+    fn the_served_document_carries_the_settings_and_rules() {
+        let doc: Value = serde_json::from_slice(&openapi_document(90)).unwrap();
+        let s = &doc["components"]["schemas"];
+        assert_eq!(
+            s["CreateSessionRequest"]["properties"]["ttl_minutes"]["maximum"],
+            90
+        );
+        assert_eq!(
+            s["ExtendSessionRequest"]["properties"]["ttl_minutes"]["maximum"],
+            90
+        );
+        let reserved = &s["CreateSessionRequest"]["properties"]["user_id"]["not"]["enum"];
+        assert!(reserved.as_array().unwrap().contains(&json!("root")));
     }
 
     /// The OpenAPI document describes exactly the routes the server has.
