@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 ST_VERSION=4.32.5
 MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-50}"
 target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 venv="$target/fuzz-venv"
 
 if ! "$venv/bin/st" --version 2>/dev/null | grep -qF "$ST_VERSION"; then
@@ -74,7 +75,8 @@ echo "fuzzing $base with schemathesis $ST_VERSION, at most $MAX_EXAMPLES cases p
 # applies (reserved user names, images present on this host, GPUs present, one session per
 # user, free ports), so schema-valid requests are rightly refused with 400 or 409.
 status=0
-timeout 900 "$venv/bin/st" run "$base/openapi.json" \
+# Run from the scratch directory: schemathesis keeps a .schemathesis/ directory where it runs.
+(cd "$tmp" && timeout 900 "$venv/bin/st" run "$base/openapi.json" \
     --url "$base" \
     --header "Authorization: Bearer $token" \
     --checks all \
@@ -83,7 +85,7 @@ timeout 900 "$venv/bin/st" run "$base/openapi.json" \
     --request-timeout 90 \
     --workers 2 \
     --seed "${FUZZ_SEED:-$RANDOM}" \
-    --no-color || status=$?
+    --no-color) || status=$?
 if [ "$status" = 124 ]; then
     echo "error: schemathesis did not finish within 15 minutes (a hang?)" >&2
 fi
