@@ -135,6 +135,20 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Whether something on `port` answers GET /healthz with 200 (never panics: the port may
+/// belong to someone else).
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut answer = Vec::new();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .and_then(|()| s.read_to_end(&mut answer))
+        .is_ok()
+        && answer.starts_with(b"HTTP/1.1 200 ")
+}
+
 /// A running `sandman serve` with this environment's settings.
 pub struct Serve {
     child: Option<Child>,
@@ -175,51 +189,56 @@ impl Serve {
         Serve::start_with(env, &path, &[])
     }
 
-    /// Starts the real binary and waits until /healthz answers.
+    /// Starts the real binary on a free port and waits until /healthz answers. Another test may
+    /// take the port between the check and the bind: then it starts again on another one.
     pub fn start_with(env: &Env, token_file: &Path, extra_env: &[(&str, &str)]) -> Serve {
-        let port = free_port();
-        let log = env.path(&format!("serve-{port}.log"));
-        let mut cmd = env.cmd();
-        cmd.args(["serve", "--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--token-file")
-            .arg(token_file)
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "sandman serve exited ({status}) before answering:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+        for attempt in 1.. {
+            let port = free_port();
+            let log = env.path(&format!("serve-{port}.log"));
+            let mut child = env
+                .cmd()
+                .args(["serve", "--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .arg("--token-file")
+                .arg(token_file)
+                .envs(extra_env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let start = Instant::now();
+            while !healthy(port) {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("cannot listen") && attempt < 3 {
+                        break;
+                    }
+                    panic!("sandman serve exited ({status}) before answering:\n{text}");
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "sandman serve did not answer /healthz within 30 s"
                 );
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && request(port, "GET", "/healthz", &[], None).status == 200
-            {
-                break;
+            if child.try_wait().unwrap().is_some() {
+                continue;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "sandman serve did not answer /healthz within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            let token = std::fs::read_to_string(token_file)
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .map(|l| l.split('#').next().unwrap().trim().to_string())
+                        .find(|l| !l.is_empty())
+                })
+                .unwrap_or_default();
+            return Serve {
+                child: Some(child),
+                port,
+                token,
+                log,
+            };
         }
-        let token = std::fs::read_to_string(token_file)
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .map(|l| l.split('#').next().unwrap().trim().to_string())
-                    .find(|l| !l.is_empty())
-            })
-            .unwrap_or_default();
-        Serve {
-            child: Some(child),
-            port,
-            token,
-            log,
-        }
+        unreachable!()
     }
 
     pub fn pid(&self) -> i32 {
