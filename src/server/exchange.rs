@@ -16,7 +16,7 @@ use super::errors::ApiError;
 const BUFFERED_BY_TINY_HTTP: usize = 1024;
 /// Answers larger than this may not fit the socket buffers, so a client that does not read them
 /// could block the writer: their connection gets a write timeout (see `respond`).
-pub const LARGE_ANSWER: usize = 64 * 1024;
+const LARGE_ANSWER: usize = 64 * 1024;
 /// How long a worker waits on a client that does not take an answer before handing it over.
 const HAND_OVER_AFTER: Duration = Duration::from_millis(100);
 /// However slowly a client reads, writing one answer stops after this long.
@@ -304,7 +304,7 @@ fn timed_out(timeout: Duration) -> ApiError {
     )
 }
 
-pub fn header<'r>(rq: &'r Request, name: &'static str) -> Option<&'r str> {
+fn header<'r>(rq: &'r Request, name: &'static str) -> Option<&'r str> {
     rq.headers()
         .iter()
         .find(|h| h.field.equiv(name))
