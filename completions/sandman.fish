@@ -41,6 +41,7 @@ complete -c sandman -n "__fish_sandman_needs_command" -s V -l version -d 'Print 
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "session" -d 'Create, list, show, extend and remove sessions'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "image" -d 'Build the workspace image'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -240,6 +241,23 @@ complete -c sandman -n "__fish_sandman_using_subcommand reap" -s v -l verbose -d
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l port -d 'TCP port to listen on [default: 8080]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l bind -d 'Address to listen on [default: 0.0.0.0]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l token-file -d 'File of accepted bearer tokens [default: /etc/sandman/api-tokens]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -320,14 +338,15 @@ complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "image" -d 'Build the workspace image'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "create" -d 'Start a session for a user and print how to log in'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List sessions'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "show" -d 'Show one session'

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet
-bin=target/debug/sandman
+bin="${CARGO_TARGET_DIR:-target}/debug/sandman"
 mkdir -p completions
 "$bin" completions bash >completions/sandman.bash
 "$bin" completions zsh >completions/_sandman

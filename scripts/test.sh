@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: installs what they need (OpenSSH clients, debootstrap), checks the Docker
-# engine, builds the workspace image when it is missing, then runs the suite with nextest.
+# Runs every test: installs what they need (OpenSSH clients, debootstrap, jq, Python's venv),
+# checks the Docker engine, builds the workspace image when it is missing, runs the suite with
+# nextest, then fuzzes the HTTP API from its OpenAPI document (scripts/fuzz-api.sh).
 # The end-to-end tests need the real engine and fail (never skip) without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ missing=()
 command -v ssh >/dev/null && command -v scp >/dev/null && command -v sftp >/dev/null || missing+=(openssh-client)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v docker >/dev/null || missing+=(docker.io)
+command -v jq >/dev/null || missing+=(jq)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     as_root apt-get update -qq
@@ -27,11 +30,14 @@ fi
 cargo build --locked
 if ! docker image inspect gpu-workspace >/dev/null 2>&1; then
     echo "building the workspace image (offline: debootstrap from this host's apt mirror)"
-    as_root target/debug/sandman image build --offline
+    as_root "${CARGO_TARGET_DIR:-target}/debug/sandman" image build --offline
 fi
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --no-fail-fast "$@"
+    cargo nextest run --locked --no-fail-fast "$@" || status=$?
 else
-    cargo test --locked --no-fail-fast "$@"
+    cargo test --locked --no-fail-fast "$@" || status=$?
 fi
+scripts/fuzz-api.sh || status=$?
+exit "$status"

@@ -13,6 +13,7 @@ Examples:
   sandman session list                          # who has a session, on which port, until when
   sandman session rm 3f2a9c1e-...               # end one session (asks first)
   sandman reap                                  # remove expired sessions; run from cron every minute
+  sandman serve --port 8080                     # the HTTP API, with its own reaper every minute
   sandman doctor                                # check Docker, the image, directories, ports
 
 Settings: built-in defaults < /etc/sandman/config.toml (or --config) < SANDMAN_<KEY> environment
@@ -84,6 +85,18 @@ crontab line:
         #[arg(long)]
         json: bool,
     },
+    /// Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute
+    #[command(after_help = "Examples:
+  sandman serve                                        # port 8080 on every interface
+  sandman serve --port 9000 --bind 127.0.0.1
+  sandman serve --token-file /etc/sandman/api-tokens
+  curl -H \"Authorization: Bearer $TOKEN\" http://localhost:8080/sessions | jq '.[] | select(.user_id==\"alice\")'
+
+Every endpoint but /healthz and /openapi.json needs `Authorization: Bearer <token>`. Tokens are read
+from the token file, one per line ('#' starts a comment). If the file does not exist it is created
+(mode 0600) with one random token, which is printed once on stderr. SIGTERM or Ctrl-C stops the
+server after the requests in flight are answered.")]
+    Serve(ServeArgs),
     /// Build the workspace image
     #[command(subcommand)]
     Image(ImageCommand),
@@ -202,6 +215,19 @@ pub struct CreateArgs {
     /// Print the API's create answer as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP port to listen on [default: 8080]
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 0.0.0.0]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<std::net::IpAddr>,
+    /// File of accepted bearer tokens [default: /etc/sandman/api-tokens]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -45,6 +45,23 @@ pub struct Settings {
     pub mig_mode: MigMode,
     /// How a container is given its GPU: the NVIDIA runtime's device request, or a CDI name.
     pub gpu_device_access: GpuDeviceAccess,
+    /// `sandman serve`: TCP port of the HTTP API.
+    pub api_port: u16,
+    /// `sandman serve`: address the API listens on.
+    pub api_bind: IpAddr,
+    /// `sandman serve`: bearer tokens, one per line; created with one random token if absent.
+    pub api_token_file: PathBuf,
+    /// `sandman serve`: threads answering requests.
+    pub api_workers: usize,
+    /// `sandman serve`: largest request body accepted (413 above).
+    pub api_max_body_bytes: usize,
+    /// `sandman serve`: time a client has to send a request body, and idle time allowed on a
+    /// connection once its body was read.
+    pub api_body_timeout_secs: u64,
+    /// `sandman serve`: origins allowed by CORS; `*` reflects any origin.
+    pub cors_origins: Vec<String>,
+    /// `sandman serve`: seconds between reaper passes.
+    pub reap_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +108,14 @@ impl Default for Settings {
             default_profile: "3g.20gb".into(),
             mig_mode: MigMode::Static,
             gpu_device_access: GpuDeviceAccess::Nvidia,
+            api_port: 8080,
+            api_bind: IpAddr::from([0, 0, 0, 0]),
+            api_token_file: PathBuf::from("/etc/sandman/api-tokens"),
+            api_workers: 8,
+            api_max_body_bytes: 64 * 1024,
+            api_body_timeout_secs: 10,
+            cors_origins: vec!["*".into()],
+            reap_interval_secs: 60,
         }
     }
 }
@@ -104,6 +129,9 @@ pub struct Overrides {
     pub ssh_port_end: Option<u16>,
     pub gpu_backend: Option<GpuBackendKind>,
     pub gpu_sim_file: Option<PathBuf>,
+    pub api_port: Option<u16>,
+    pub api_bind: Option<IpAddr>,
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -159,6 +187,14 @@ impl Settings {
                     toml::Value::Boolean(_) => toml::Value::Boolean(
                         raw.parse().with_context(|| format!("{var}={raw:?} is not true or false"))?,
                     ),
+                    // Lists are comma-separated: SANDMAN_CORS_ORIGINS=https://a.example,https://b.example
+                    toml::Value::Array(_) => toml::Value::Array(
+                        raw.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.to_string()))
+                            .collect(),
+                    ),
                     _ => toml::Value::String(raw.clone()),
                 };
             }
@@ -185,6 +221,15 @@ impl Settings {
         if let Some(v) = &flags.gpu_sim_file {
             self.gpu_sim_file = Some(v.clone());
         }
+        if let Some(v) = flags.api_port {
+            self.api_port = v;
+        }
+        if let Some(v) = flags.api_bind {
+            self.api_bind = v;
+        }
+        if let Some(v) = &flags.api_token_file {
+            self.api_token_file = v.clone();
+        }
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -207,6 +252,17 @@ impl Settings {
         }
         if self.gpu_backend == GpuBackendKind::Sim && self.gpu_sim_file.is_none() {
             bail!("gpu_backend sim needs a description of the simulated GPUs: set gpu_sim_file or --gpu-sim-file");
+        }
+        if self.api_workers == 0 || self.reap_interval_secs == 0 || self.api_body_timeout_secs == 0 {
+            bail!(
+                "api_workers, reap_interval_secs and api_body_timeout_secs must be at least 1 (got {}, {}, {})",
+                self.api_workers,
+                self.reap_interval_secs,
+                self.api_body_timeout_secs
+            );
+        }
+        if self.api_max_body_bytes < 1024 {
+            bail!("api_max_body_bytes {} is too small for a create request: use 1024 or more", self.api_max_body_bytes);
         }
         if !self.workspace_root.is_absolute() {
             bail!("workspace_root {} must be an absolute path", self.workspace_root.display());
@@ -274,6 +330,18 @@ mod tests {
         assert!(format!("{e:#}").contains("cuda"), "{e:#}");
         let s = Settings::from_layers(Some("gpu_backend = \"sim\""), &[]).unwrap();
         assert!(s.check().unwrap_err().to_string().contains("gpu_sim_file"));
+    }
+
+    #[test]
+    fn list_settings_come_from_comma_separated_variables() {
+        let s = Settings::from_layers(
+            Some("cors_origins = [\"https://file.example\"]"),
+            &env(&[("SANDMAN_CORS_ORIGINS", "https://a.example, https://b.example,")]),
+        )
+        .unwrap();
+        assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
+        let s = Settings::from_layers(Some("cors_origins = [\"https://file.example\"]"), &[]).unwrap();
+        assert_eq!(s.cors_origins, ["https://file.example"]);
     }
 
     #[test]

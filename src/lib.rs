@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod image;
 pub mod locks;
 pub mod runtime;
+pub mod server;
 pub mod sessions;
 pub mod ssh;
 pub mod store;

@@ -2,13 +2,16 @@
 
 use sandman::{cli, commands};
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.global.verbose, cli.global.quiet);
+    // A server logs one line per request: info is its normal level.
+    let serving = matches!(cli.command, cli::Command::Serve(_));
+    init_logging(cli.global.verbose + u8::from(serving), cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -35,5 +38,11 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SANDMAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sandman={level}")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into files or the journal.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_target(false)
+        .init();
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuBackend, GpuDevice, GpuRequest, MigInstance};
 use crate::locks::{FileLock, session_lock_path};
 use crate::runtime::{self, ContainerSpec, Docker, FileSpec};
-use crate::store::{Reservation, SessionRow, State, Store};
+use crate::store::{Reservation, SessionRow, State, Store, Version};
 use crate::{ssh, validate, workspace};
 
 pub struct CreateRequest {
@@ -107,6 +107,11 @@ impl Sessions {
 
     pub fn list(&self) -> Result<Vec<SessionRow>> {
         self.store().sessions()
+    }
+
+    /// Changes whenever `list` may answer differently (any process's writes).
+    pub fn list_version(&self) -> Result<Version> {
+        self.store().version()
     }
 
     pub fn get(&self, id: &str) -> Result<SessionRow> {

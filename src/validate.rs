@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 
 /// Names that belong to the system inside any image; a session user may not take them.
-const RESERVED_USERS: &[&str] = &[
+pub const RESERVED_USERS: &[&str] = &[
     "root",
     "daemon",
     "bin",

@@ -5,9 +5,10 @@ mod doctor;
 mod gpu;
 mod image;
 mod reap;
+mod serve;
 mod session;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Overrides, Settings};
 use crate::error::{Error, Result};
 use crate::sessions::Sessions;
@@ -21,25 +22,42 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Session(cmd) => session::run(&open(&cli.global)?, cmd, quiet).await,
         Command::Gpu(cmd) => gpu::run(&open(&cli.global)?, cmd),
         Command::Reap { dry_run, json } => reap::run(&open(&cli.global)?, dry_run, json).await,
+        Command::Serve(args) => {
+            let flags =
+                Overrides { api_port: args.port, api_bind: args.bind, api_token_file: args.token_file, ..overrides(g) };
+            serve::run(service(load(g, &flags)?)?).await
+        }
         Command::Image(cmd) => image::run(cmd, quiet).await,
         Command::Doctor { json } => doctor::run(&settings(&cli.global)?, json).await,
     }
 }
 
-pub(crate) fn settings(g: &crate::cli::GlobalArgs) -> Result<Settings> {
-    let flags = Overrides {
+pub(crate) fn settings(g: &GlobalArgs) -> Result<Settings> {
+    load(g, &overrides(g))
+}
+
+fn overrides(g: &GlobalArgs) -> Overrides {
+    Overrides {
         db: g.db.clone(),
         workspace_root: g.workspace_root.clone(),
         ssh_port_start: g.ssh_port_start,
         ssh_port_end: g.ssh_port_end,
         gpu_backend: g.gpu_backend,
         gpu_sim_file: g.gpu_sim_file.clone(),
-    };
-    Settings::load(g.config.as_deref(), &flags).map_err(|e| Error::invalid("settings", format!("{e:#}")))
+        ..Default::default()
+    }
 }
 
-pub(crate) fn open(g: &crate::cli::GlobalArgs) -> Result<Sessions> {
-    let settings = settings(g)?;
+fn load(g: &GlobalArgs, flags: &Overrides) -> Result<Settings> {
+    Settings::load(g.config.as_deref(), flags).map_err(|e| Error::invalid("settings", format!("{e:#}")))
+}
+
+pub(crate) fn open(g: &GlobalArgs) -> Result<Sessions> {
+    service(settings(g)?)
+}
+
+/// The session service with this host's GPU backend; the CLI and the server use the same one.
+fn service(settings: Settings) -> Result<Sessions> {
     let gpu = crate::gpu::open(&settings)?;
     Sessions::open(settings, gpu)
 }

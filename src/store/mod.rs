@@ -102,6 +102,10 @@ pub struct Store {
     conn: Connection,
 }
 
+/// See `Store::version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version(i64, u64);
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -302,6 +306,14 @@ impl Store {
         Ok(rows)
     }
 
+    /// Changes whenever the stored sessions may have changed: on commits by other connections
+    /// (`data_version`, across processes) and on this connection's own writes (`total_changes`).
+    /// Lets a caller cache what it derives from `sessions()`; read it before reading the rows.
+    pub fn version(&self) -> Result<Version> {
+        let data: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(Version(data, self.conn.total_changes()))
+    }
+
     pub fn user(&self, name: &str) -> Result<Option<UserRow>> {
         query_user(&self.conn, name)
     }
@@ -422,5 +434,20 @@ mod tests {
         assert!(matches!(e, Error::Exhausted(_)));
         assert!(store.sessions().unwrap().is_empty());
         assert!(store.user("alice").unwrap().is_none(), "the user row is rolled back too");
+    }
+
+    #[test]
+    fn version_changes_on_own_and_other_connections_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = Store::open(&path).unwrap();
+        let v0 = store.version().unwrap();
+        assert_eq!(store.version().unwrap(), v0, "reading changes nothing");
+        reserve(&mut store, "1", "alice", |_| true).unwrap();
+        let v1 = store.version().unwrap();
+        assert_ne!(v1, v0, "this connection's write");
+        let other = Store::open(&path).unwrap();
+        other.set_ttl("1", 5, 2000).unwrap();
+        assert_ne!(store.version().unwrap(), v1, "another connection's write");
     }
 }

@@ -21,6 +21,7 @@ fn every_command_shows_examples_in_its_help() {
         &["session", "extend"],
         &["session", "rm"],
         &["reap"],
+        &["serve"],
         &["image", "build"],
         &["doctor"],
         &["completions"],

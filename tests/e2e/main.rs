@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `sandman` binary, the real Docker engine, the real OpenSSH clients.
 
 mod harness;
+mod http;
 
+mod api;
 mod cli;
 mod concurrency;
 mod crash;

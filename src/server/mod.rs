@@ -1,0 +1,256 @@
+//! `sandman serve`: the HTTP API of docs/api.md on tiny_http, a thin layer over the same session
+//! service the CLI uses, plus the reaper loop.
+//!
+//! Threads: tiny_http reads each connection's request headers on a thread of its own, so a client
+//! that stalls while sending headers never reaches us. `api_workers` threads take complete
+//! requests and answer them, calling the async service through the runtime's handle. A request
+//! whose body is still on the wire, and an answer the client does not take at once, are handed
+//! to a short-lived thread of their own, so a slow client cannot hold a worker; those reads and
+//! writes have deadlines (`api_body_timeout_secs`). The reaper is a task on the async runtime.
+
+pub mod auth;
+mod conn;
+pub mod cors;
+mod errors;
+mod exchange;
+pub mod metrics;
+pub mod routes;
+
+use std::net::{SocketAddr, TcpListener};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result};
+use crate::sessions::Sessions;
+use crate::store::Version;
+
+use auth::Tokens;
+use cors::Cors;
+use exchange::Exchange;
+use metrics::Metrics;
+
+/// Requests whose body is still arriving, and answers a client is slow to take, get a thread
+/// each; beyond this many at once, a worker does that work itself (still within the deadlines).
+const MAX_EXTRA_THREADS: usize = 64;
+
+/// What every handler shares.
+pub struct App {
+    pub sessions: Arc<Sessions>,
+    runtime: tokio::runtime::Handle,
+    tokens: Tokens,
+    cors: Cors,
+    metrics: Metrics,
+    /// The port we listen on, to recognise our connections' sockets.
+    port: u16,
+    sockets: conn::Sockets,
+    /// GET /openapi.json, made once.
+    openapi: Arc<[u8]>,
+    /// The serialized session list and the store version it was read at.
+    list_cache: Mutex<Option<(Version, Arc<[u8]>)>>,
+    extra_threads: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+impl App {
+    /// Answers one request and logs it: method, path, status, duration (never bodies or headers).
+    fn handle(self: &Arc<App>, rq: tiny_http::Request) {
+        let started = Instant::now();
+        let mut ex = Exchange::new(rq, self.clone());
+        let (method, path) = (ex.method().to_string(), ex.path().to_string());
+        let origin = ex.header("Origin").map(str::to_string);
+        let reply = routes::dispatch(self, &mut ex);
+        let cors = if method == "OPTIONS" && ex.header("Access-Control-Request-Method").is_some() {
+            let requested = ex.header("Access-Control-Request-Headers").map(str::to_string);
+            self.cors.preflight(origin.as_deref(), requested.as_deref())
+        } else {
+            self.cors.headers(origin.as_deref())
+        };
+        let status = ex.respond(reply, cors);
+        self.metrics.request(status);
+        tracing::info!(
+            %method,
+            %path,
+            status,
+            ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            "request"
+        );
+    }
+
+    /// Runs `work` on a thread of its own if fewer than `MAX_EXTRA_THREADS` are busy, else here.
+    fn on_own_thread(self: &Arc<App>, name: &str, work: impl FnOnce() + Send + 'static) {
+        if !try_take(&self.extra_threads, MAX_EXTRA_THREADS) {
+            return work();
+        }
+        let app = self.clone();
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+            if std::panic::catch_unwind(AssertUnwindSafe(work)).is_err() {
+                tracing::error!("a request handler panicked; answered 500");
+            }
+            app.extra_threads.fetch_sub(1, Ordering::SeqCst);
+        });
+        if let Err(e) = spawned {
+            // The request went down with the closure: tiny_http answered it with 500.
+            tracing::error!(error = %e, "cannot start a thread for a request");
+            self.extra_threads.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then lets requests in flight finish and the reaper stop.
+/// `announce` is called once the port is open, with its address.
+pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnce(SocketAddr)) -> Result<()> {
+    // Installed first, so that a signal from now on means a graceful stop.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Internal(e.into()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Internal(e.into()))?;
+    raise_open_files_limit();
+
+    let s = &sessions.settings;
+    let addr = SocketAddr::new(s.api_bind, s.api_port);
+    let listener = TcpListener::bind(addr).map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
+    let addr = listener.local_addr()?;
+    let http = Arc::new(
+        tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| Error::Unavailable(format!("cannot serve on {addr}: {e}")))?,
+    );
+    let workers = s.api_workers;
+    let app = Arc::new(App {
+        cors: Cors::new(&s.cors_origins),
+        sessions: sessions.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        tokens,
+        metrics: Metrics::default(),
+        port: addr.port(),
+        sockets: conn::Sockets::default(),
+        openapi: routes::openapi_document(s.max_ttl_minutes).into(),
+        list_cache: Mutex::new(None),
+        extra_threads: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+    });
+
+    let (stop_reaper, stopped) = watch::channel(false);
+    let reaper = tokio::spawn(reaper(app.clone(), stopped));
+    // A worker that finds the server broken (tiny_http stops accepting after an accept error)
+    // says so here; the process then exits with an error so that a supervisor restarts it.
+    let (fatal, mut fatal_rx) = mpsc::unbounded_channel::<String>();
+    let threads: Vec<_> = (0..workers)
+        .map(|i| {
+            let (http, app, fatal) = (http.clone(), app.clone(), fatal.clone());
+            std::thread::Builder::new()
+                .name(format!("api-worker-{i}"))
+                .spawn(move || worker(&http, &app, &fatal))
+                .map_err(|e| Error::Internal(e.into()))
+        })
+        .collect::<Result<_>>()?;
+    tracing::info!(%addr, workers, "serving the API");
+    announce(addr);
+
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+        Some(why) = fatal_rx.recv() => Err(why),
+    };
+    match &outcome {
+        Ok(signal) => tracing::info!("{signal}: stopping after the requests in flight"),
+        Err(why) => tracing::error!("{why}; stopping"),
+    }
+    app.stopping.store(true, Ordering::SeqCst);
+    // Each unblock ends one worker's wait, after the requests already queued.
+    for _ in 0..workers {
+        http.unblock();
+    }
+    let _ = stop_reaper.send(true);
+    let app_for_join = app.clone();
+    tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+        // Bodies still arriving and answers still being written have their deadlines.
+        while app_for_join.extra_threads.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))?;
+    let _ = reaper.await;
+    tracing::info!("stopped");
+    outcome.map(|_| ()).map_err(Error::Unavailable)
+}
+
+fn worker(http: &tiny_http::Server, app: &Arc<App>, fatal: &mpsc::UnboundedSender<String>) {
+    loop {
+        let rq = match http.recv() {
+            Ok(rq) => rq,
+            Err(_) if app.stopping.load(Ordering::SeqCst) => return,
+            Err(e) => {
+                let _ = fatal.send(format!("the listener failed: {e}"));
+                return;
+            }
+        };
+        if exchange::body_on_wire(&rq) {
+            let owned = app.clone();
+            app.on_own_thread("api-body", move || guarded(&owned, rq));
+        } else {
+            guarded(app, rq);
+        }
+    }
+}
+
+/// A panic (a bug) costs one request, answered 500 by tiny_http, not the worker.
+fn guarded(app: &Arc<App>, rq: tiny_http::Request) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| app.handle(rq))).is_err() {
+        tracing::error!("a request handler panicked; answered 500");
+        app.metrics.request(500);
+    }
+}
+
+fn try_take(count: &AtomicUsize, max: usize) -> bool {
+    count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
+}
+
+/// One pass at start-up (reconciliation after a crash or reboot), then one every
+/// `reap_interval_secs`. The service's lock makes it safe beside cron-driven `sandman reap`.
+async fn reaper(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(app.sessions.settings.reap_interval_secs);
+    loop {
+        match app.sessions.reap(false).await {
+            Ok(report) => {
+                app.metrics.reaped(Ok(&report));
+                if report.total() > 0 {
+                    tracing::info!(
+                        expired = report.expired.len(),
+                        abandoned = report.abandoned.len(),
+                        vanished = report.vanished.len(),
+                        orphans = report.orphans.len(),
+                        "reaped"
+                    );
+                }
+            }
+            Err(e) => {
+                app.metrics.reaped(Err(()));
+                tracing::warn!(error = %e, "reap failed; trying again in {}s", every.as_secs());
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// tiny_http stops accepting for good when `accept` fails, e.g. when out of file descriptors:
+/// use the hard limit rather than the usual soft 1024.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
