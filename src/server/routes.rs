@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
 use crate::sessions::CreateRequest;
 use crate::validate;
-use crate::views::{CreatedView, SessionView};
+use crate::views::{AvailableView, CreatedView, GpusView, ProfilesView, SessionView};
 
 /// Every path and its methods. HEAD is answered wherever GET is, OPTIONS everywhere; the OpenAPI
 /// document lists exactly these (a test checks both ways).
@@ -102,22 +102,16 @@ pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
         }
         ("/sessions/{id}", "PATCH") => extend(app, ex, id),
         ("/sessions/{id}", "DELETE") => remove(app, id),
-        ("/gpus", _) => app
-            .sessions
-            .gpus()
-            .map(|gpus| Reply::json(200, &json!({ "count": gpus.len(), "gpus": gpus })))
-            .map_err(ApiError::from),
+        ("/gpus", _) => app.sessions.gpus().map(|gpus| Reply::json(200, &GpusView::new(gpus))).map_err(ApiError::from),
         ("/gpus/profiles", _) => app
             .sessions
             .gpu()
             .profiles()
-            .map(|profiles| Reply::json(200, &json!({ "profiles": profiles })))
+            .map(|profiles| Reply::json(200, &ProfilesView { profiles }))
             .map_err(ApiError::from),
-        ("/gpus/available", _) => app
-            .sessions
-            .available()
-            .map(|free| Reply::json(200, &json!({ "available_instances": free, "count": free.len() })))
-            .map_err(ApiError::from),
+        ("/gpus/available", _) => {
+            app.sessions.available().map(|free| Reply::json(200, &AvailableView::new(free))).map_err(ApiError::from)
+        }
         _ => unreachable!("ROUTES and this match list the same methods"),
     };
     result.unwrap_or_else(ApiError::into_reply)

@@ -352,45 +352,51 @@ fn every_endpoint_with_its_statuses_and_the_spec_shapes() {
 }
 
 #[test]
-fn gpu_objects_carry_the_spec_fields() {
-    use sandman::gpu::{GpuDevice, MigInstance, ProfileInfo};
-    let mig = MigInstance {
-        uuid: "MIG-1".into(),
-        profile: "1g.10gb".into(),
-        memory: 10737418240,
-        compute_slices: 1,
-        memory_slices: 2,
-        parent_gpu: "GPU-1".into(),
-        gpu_instance_id: 1,
-        compute_instance_id: 0,
-        placement_start: 0,
-        created_by_sandman: false,
-        allocated: false,
-    };
-    let gpu = GpuDevice {
-        uuid: "GPU-1".into(),
-        name: "NVIDIA H100".into(),
-        memory_total: 1,
-        memory_free: 1,
-        memory_used: 0,
-        utilization: Some(0),
-        temperature: Some(30),
-        power_usage: Some(60.5),
-        power_limit: Some(400.0),
-        mig_enabled: true,
-        mig_instances: vec![mig.clone()],
-    };
-    let profile = ProfileInfo {
-        name: "1g.10gb".into(),
-        compute_slices: 1,
-        memory_slices: 2,
-        memory_size: 10737418240,
-        description: "1/7 GPU".into(),
-    };
-    // The answers as the server builds them (routes.rs), against the spec's examples.
-    assert_spec_shape(&spec_gpus(), &json!({"gpus": [gpu], "count": 1}), &[], "gpus");
-    assert_spec_shape(&spec_profiles(), &json!({"profiles": [profile]}), &[], "profiles");
-    assert_spec_shape(&spec_available(), &json!({"available_instances": [mig], "count": 1}), &[], "available");
+fn gpu_endpoints_answer_in_the_spec_shapes_and_a_profile_create_gets_its_slice() {
+    // A real server on simulated GPUs: the shapes of docs/api.md, filled with real devices.
+    let env = Env::new("api-gpus");
+    let sim = env.path("gpus.toml");
+    std::fs::write(
+        &sim,
+        "[[gpu]]\nmodel = \"NVIDIA A100-SXM4-40GB\"\nmig = true\ninstances = [\"3g.20gb\", \"1g.10gb\"]\n",
+    )
+    .unwrap();
+    let (tokens, _) = token_file(&env);
+    let sim_path = sim.display().to_string();
+    let serve =
+        Serve::start_with(&env, &tokens, &[("SANDMAN_GPU_BACKEND", "sim"), ("SANDMAN_GPU_SIM_FILE", &sim_path)]);
+    let gpus = serve.get("/gpus");
+    assert_eq!(gpus.status, 200);
+    assert_spec_shape(&spec_gpus(), &gpus.json(), &["power_usage", "power_limit"], "gpus");
+    assert_eq!(gpus.json()["count"], 1);
+    let profiles = serve.get("/gpus/profiles");
+    assert_spec_shape(&spec_profiles(), &profiles.json(), &[], "profiles");
+    let listed = profiles.json();
+    let names: Vec<&str> = listed["profiles"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for want in ["1g.5gb", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let free = serve.get("/gpus/available");
+    assert_spec_shape(&spec_available(), &free.json(), &[], "available");
+    assert_eq!(free.json()["count"], 2);
+
+    let created = serve.call("POST", "/sessions", Some(&json!({"user_id": "gpuuser", "mig_profile": "1g.10gb"})));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let uuid = created.json()["gpu_uuid"].as_str().unwrap().to_string();
+    assert!(uuid.starts_with("MIG-"));
+    let free = serve.get("/gpus/available").json();
+    assert_eq!(free["count"], 1);
+    assert!(free["available_instances"].as_array().unwrap().iter().all(|m| m["uuid"] != uuid.as_str()));
+    let both = serve.call(
+        "POST",
+        "/sessions",
+        Some(&json!({"user_id": "other", "mig_profile": "3g", "mig_instance_uuid": uuid})),
+    );
+    assert_eq!(both.status, 400, "{}", both.text());
+    let taken = serve.call("POST", "/sessions", Some(&json!({"user_id": "other", "mig_instance_uuid": uuid})));
+    assert_eq!(taken.status, 409, "{}", taken.text());
+    assert!(env.sessions().len() == 1 && env.containers().len() == 1, "nothing half-made");
+    serve.stop();
 }
 
 #[test]
