@@ -39,6 +39,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import replace_section  # noqa: E402
+
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results.md"
 IMAGE = "gpu-workspace"
 TARGET_RATIO = 1.15
@@ -55,14 +58,11 @@ BASELINE_SSHD = (
     "exec /usr/sbin/sshd -D -e -o Port=2222 -o HostKey=/tmp/hk -o UsePAM=no -o PidFile=none"
 )
 
-RESULTS_HEADER = """\
-# sandman session create vs. docker run
-
+SECTION = "## create vs docker run"
+INTRO = """\
 How long `sandman session create` takes, compared with the least a container that serves SSH
 can take on the same host: a bare `docker run -d` of the same image with the same hardening
 options, timed until its sshd answers. Target: median(create) / median(docker run) <= 1.15.
-
-Produced by `bench/create_vs_docker_run.py` (see `bench/README.md`); newest section first.
 """
 
 
@@ -427,8 +427,10 @@ def results_section(report: dict) -> str:
     a, b, m = report["sandman_create"], report["docker_run"], report["machine"]
     verdict = "met" if report["target_met"] else "**not met**"
     lines = [
-        f"## {report['date']}",
+        SECTION,
         "",
+        INTRO,
+        f"- Date: {report['date']}",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
         f"Docker Engine {m['docker_server']}; load average {m['load_average_1m']:.2f} at the end",
         f"- sandman: {report['sandman_binary']}"
@@ -478,11 +480,7 @@ def results_section(report: dict) -> str:
 
 
 def update_results(path: Path, section: str) -> None:
-    """Puts the new section first, below the header; older sections are kept."""
-    old = path.read_text() if path.exists() else ""
-    first = old.find("\n## ")
-    older = old[first + 1:] if first >= 0 else ""
-    path.write_text(RESULTS_HEADER + "\n" + section + ("\n" + older if older else ""))
+    replace_section(path, SECTION, section)
 
 
 def print_report(report: dict) -> None:

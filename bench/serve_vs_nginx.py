@@ -40,6 +40,9 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import replace_section  # noqa: E402
+
 DEFAULT_RESULTS = REPO_ROOT / "bench" / "results.md"
 SECTION = "## serve vs nginx"
 TARGET_RATIO = 0.5
@@ -307,17 +310,7 @@ def section(r: dict) -> str:
 
 
 def update_results(path: Path, text: str) -> None:
-    """Replaces this benchmark's section, or appends it; other sections are kept as they are."""
-    old = path.read_text() if path.exists() else ""
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == SECTION), None)
-    if start is None:
-        new = old + ("\n" if old and not old.endswith("\n\n") else "") + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        rest = "".join(lines[end:])
-        new = "".join(lines[:start]) + text + ("\n" + rest if rest else "")
-    path.write_text(new)
+    replace_section(path, SECTION, text)
 
 
 def main() -> int:

@@ -33,11 +33,12 @@ if ! docker image inspect gpu-workspace >/dev/null 2>&1; then
     as_root "${CARGO_TARGET_DIR:-target}/debug/sandman" image build --offline
 fi
 
+# The API fuzzing first, so that the suite's own summary closes the output.
 status=0
+scripts/fuzz-api.sh || status=$?
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --no-fail-fast "$@" || status=$?
 else
     cargo test --locked --no-fail-fast "$@" || status=$?
 fi
-scripts/fuzz-api.sh || status=$?
 exit "$status"
