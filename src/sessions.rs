@@ -222,10 +222,6 @@ impl Sessions {
         let s = &self.settings;
         progress("preparing workspace");
         let workspace = workspace::ensure(&s.workspace_root, &row.user, uid)?;
-        {
-            let _net = FileLock::acquire(&s.state_dir().join("locks").join("network.lock"))?;
-            docker.ensure_network(&s.network).await?;
-        }
 
         progress("starting container");
         let spec = ContainerSpec {
@@ -248,10 +244,27 @@ impl Sessions {
             gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
         };
         // Its id reaches the row with the running state; until then teardown finds it by name.
-        let container = docker.create(&spec).await?;
+        // The network is made on first use only, which keeps a request off the common path.
+        let ensure_network = async || -> Result<()> {
+            let _net = FileLock::acquire(&s.state_dir().join("locks").join("network.lock"))?;
+            docker.ensure_network(&s.network).await
+        };
+        let container = match docker.create(&spec).await {
+            Err(Error::NotFound(_)) => {
+                ensure_network().await?;
+                docker.create(&spec).await?
+            }
+            created => created?,
+        };
         // Started first: the command waits for sandman's files, and copying into a running
         // container is cheaper than into a created one (its filesystem is already mounted).
-        docker.start(&container).await?;
+        match docker.start(&container).await {
+            Err(Error::NotFound(_)) => {
+                ensure_network().await?;
+                docker.start(&container).await?
+            }
+            started => started?,
+        }
 
         // The image's own accounts plus the user. Reading files out of a container costs a round
         // trip each, so they are read once per image id and kept in the store.

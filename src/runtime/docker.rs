@@ -100,7 +100,8 @@ impl Docker {
         }
     }
 
-    /// Creates (does not start) a hardened container for one session.
+    /// Creates (does not start) a hardened container for one session. A missing network is
+    /// `NotFound`, so that callers create it only when needed.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let port_key = format!("{}/tcp", spec.container_port);
         let mut env = vec![format!("USER={}", spec.user), format!("HOME=/home/{}", spec.user)];
@@ -156,6 +157,9 @@ impl Docker {
         };
         let options = CreateContainerOptionsBuilder::new().name(&spec.name).build();
         let created = self.client.create_container(Some(options), body).await.map_err(|e| match status(&e) {
+            Some(404) if e.to_string().contains("network") => {
+                Error::NotFound(format!("network {} not found", spec.network))
+            }
             Some(404) => Error::Unavailable(format!(
                 "image {} is not on this host: build it with `sandman image build` (add --offline without a registry)",
                 spec.image
@@ -228,10 +232,14 @@ impl Docker {
             .map_err(|e| map_err(e, &format!("copy files into container {id}")))
     }
 
+    /// Starts a created container. A missing network is `NotFound` (engines check it here or at
+    /// create, depending on their version).
     pub async fn start(&self, id: &str) -> Result<()> {
         self.client.start_container(id, None).await.map_err(|e| {
             let text = e.to_string();
-            if text.contains("port is already allocated") || text.contains("address already in use") {
+            if status(&e) == Some(404) && text.contains("network") {
+                Error::NotFound(text)
+            } else if text.contains("port is already allocated") || text.contains("address already in use") {
                 Error::Exhausted(format!("the chosen host port is taken by another program: {text}"))
             } else {
                 map_err(e, &format!("start container {id}"))
