@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::GpuRequest;
-use super::catalog::{self, Model, Profile};
+use super::catalog::{Model, Profile};
 use super::placement::{self, Layout, Placed};
 use crate::error::{Error, Result};
 
@@ -188,11 +188,6 @@ fn or_none(list: &str) -> &str {
     if list.is_empty() { "none" } else { list }
 }
 
-/// The catalog model for a driver-reported name, if sandman knows it.
-pub fn model_of(name: &str) -> Option<&'static Model> {
-    catalog::model(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,7 +196,7 @@ mod tests {
         GpuState {
             uuid: uuid.into(),
             name: "NVIDIA A100-SXM4-40GB".into(),
-            model: model_of("NVIDIA A100-SXM4-40GB"),
+            model: crate::gpu::catalog::model("NVIDIA A100-SXM4-40GB"),
             mig_enabled: true,
             instances: instances
                 .iter()

@@ -92,14 +92,6 @@ impl Docker {
         Ok(list.iter().any(|n| n.name.as_deref() == Some(name)))
     }
 
-    pub async fn remove_network(&self, name: &str) -> Result<()> {
-        match self.client.remove_network(name).await {
-            Ok(()) => Ok(()),
-            Err(e) if status(&e) == Some(404) => Ok(()),
-            Err(e) => Err(map_err(e, &format!("remove network {name}"))),
-        }
-    }
-
     /// Creates (does not start) a hardened container for one session. A missing network is
     /// `NotFound`, so that callers create it only when needed.
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String> {
@@ -262,15 +254,6 @@ impl Docker {
             .filter(|ip| !ip.is_empty()))
     }
 
-    /// Whether the container exists (in any state).
-    pub async fn exists(&self, id: &str) -> Result<bool> {
-        match self.client.inspect_container(id, None).await {
-            Ok(_) => Ok(true),
-            Err(e) if status(&e) == Some(404) => Ok(false),
-            Err(e) => Err(map_err(e, &format!("inspect container {id}"))),
-        }
-    }
-
     /// Removes a container by id or name, running or not. Gone already is fine.
     pub async fn remove(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
@@ -299,7 +282,6 @@ impl Docker {
                     .trim_start_matches('/')
                     .to_string(),
                 session_id: c.labels.and_then(|mut l| l.remove(LABEL_SESSION)),
-                running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
             })
             .collect())
     }

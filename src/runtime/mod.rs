@@ -58,5 +58,4 @@ pub struct ManagedContainer {
     pub id: String,
     pub name: String,
     pub session_id: Option<String>,
-    pub running: bool,
 }
