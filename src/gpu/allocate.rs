@@ -8,6 +8,7 @@ use super::GpuRequest;
 use super::catalog::{Model, Profile};
 use super::placement::{self, Layout, Placed};
 use crate::error::{Error, Result};
+use crate::store::GpuPick;
 
 /// One GPU as a backend sees it now.
 #[derive(Debug, Clone)]
@@ -39,6 +40,23 @@ pub enum Plan {
     Existing { uuid: String, profile: Option<String> },
     /// Create an instance of `profile` on GPU `gpu` (index into the states) at `start`.
     Create { gpu: usize, profile: &'static Profile, start: u32 },
+}
+
+impl Plan {
+    /// The slice this plan gives a session; `create` makes the instance a `Create` asks for
+    /// (GPU index, profile, first memory slice) and returns its UUID.
+    pub fn into_pick(
+        self,
+        create: impl FnOnce(usize, &'static Profile, u32) -> Result<String>,
+    ) -> Result<Option<GpuPick>> {
+        Ok(match self {
+            Plan::None => None,
+            Plan::Existing { uuid, profile } => Some(GpuPick { uuid, profile }),
+            Plan::Create { gpu, profile, start } => {
+                Some(GpuPick { uuid: create(gpu, profile, start)?, profile: Some(profile.name.to_string()) })
+            }
+        })
+    }
 }
 
 pub fn plan(

@@ -12,7 +12,7 @@ use nvml_wrapper::error::{NvmlError, nvml_try};
 use nvml_wrapper_sys::bindings as sys;
 use serde::{Deserialize, Serialize};
 
-use super::allocate::{self, GpuState, InstanceState, Plan};
+use super::allocate::{self, GpuState, InstanceState};
 use super::catalog::{self, Profile};
 use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::config::GpuDeviceAccess;
@@ -351,14 +351,8 @@ impl GpuBackend for NvmlBackend {
 
     fn pick(&self, request: &GpuRequest, taken: &HashSet<String>) -> Result<Option<GpuPick>> {
         let (_, states) = self.scan()?;
-        match allocate::plan(&states, request, taken, &self.default_profile, self.dynamic)? {
-            Plan::None => Ok(None),
-            Plan::Existing { uuid, profile } => Ok(Some(GpuPick { uuid, profile })),
-            Plan::Create { gpu, profile, start } => {
-                let uuid = self.create(&states[gpu].uuid, profile, start)?;
-                Ok(Some(GpuPick { uuid, profile: Some(profile.name.to_string()) }))
-            }
-        }
+        allocate::plan(&states, request, taken, &self.default_profile, self.dynamic)?
+            .into_pick(|gpu, profile, start| self.create(&states[gpu].uuid, profile, start))
     }
 
     fn release(&self, uuid: &str) -> Result<()> {

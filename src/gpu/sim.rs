@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 
-use super::allocate::{self, GpuState, InstanceState, Plan};
+use super::allocate::{self, GpuState, InstanceState};
 use super::catalog::{self, Model, Profile};
 use super::placement::{self, Layout, Placed};
 use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
@@ -320,17 +320,16 @@ impl GpuBackend for SimBackend {
     }
 
     fn pick(&self, request: &GpuRequest, taken: &HashSet<String>) -> Result<Option<GpuPick>> {
-        self.update(|state| match allocate::plan(&states(state)?, request, taken, &self.default_profile, self.dynamic)? {
-            Plan::None => Ok(None),
-            Plan::Existing { uuid, profile } => Ok(Some(GpuPick { uuid, profile })),
-            Plan::Create { gpu, profile, start } => {
+        self.update(|state| {
+            let plan = allocate::plan(&states(state)?, request, taken, &self.default_profile, self.dynamic)?;
+            plan.into_pick(|gpu, profile, start| {
                 let g = &mut state.gpus[gpu];
                 let made = new_instance(g, profile.name, start, profile.memory_slices, true);
                 let uuid = made.uuid.clone();
                 g.instances.push(made);
                 tracing::info!(gpu = %g.uuid, mig = %uuid, profile = profile.name, start, "simulated MIG instance created");
-                Ok(Some(GpuPick { uuid, profile: Some(profile.name.to_string()) }))
-            }
+                Ok(uuid)
+            })
         })
     }
 
