@@ -255,14 +255,21 @@ impl Docker {
     }
 
     /// Removes a container by id or name, running or not. Gone already is fine.
+    /// A conflict (409: another removal in progress, or the container busy starting) is retried
+    /// until the container is gone, so that success always means it no longer exists.
     pub async fn remove(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-        match self.client.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            // 404: already gone; 409: removal already in progress (another reaper).
-            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(()),
-            Err(e) => Err(map_err(e, &format!("remove container {id}"))),
+        let mut last = None;
+        for _ in 0..50 {
+            match self.client.remove_container(id, Some(options.clone())).await {
+                Ok(()) => return Ok(()),
+                Err(e) if status(&e) == Some(404) => return Ok(()),
+                Err(e) if status(&e) == Some(409) => last = Some(e),
+                Err(e) => return Err(map_err(e, &format!("remove container {id}"))),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        Err(map_err(last.expect("the loop ran"), &format!("remove container {id}")))
     }
 
     /// Every container labelled for this sandman instance, running or not.
