@@ -65,6 +65,28 @@ pub struct Sessions {
     gpu: Arc<dyn GpuBackend>,
 }
 
+/// Asks a create in progress to stop at its next step and remove what it made, as it would
+/// after any failure. Dropping the create instead could leave a Docker request in flight that
+/// completes after the cleanup.
+#[derive(Default)]
+pub struct Cancel(std::sync::atomic::AtomicBool);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) { Err(Error::Interrupted) } else { Ok(()) }
+    }
+
+    async fn cancelled(&self) {
+        while self.check().is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Progress for a person; the CLI prints it, the server logs it.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
@@ -118,7 +140,7 @@ impl Sessions {
         self.store().session(id)?.ok_or_else(|| Error::NotFound(format!("session {id} not found")))
     }
 
-    pub async fn create(&self, req: CreateRequest, progress: Progress<'_>) -> Result<Created> {
+    pub async fn create(&self, req: CreateRequest, progress: Progress<'_>, cancel: &Cancel) -> Result<Created> {
         let s = &self.settings;
         validate::user_name(&req.user)?;
         let ttl =
@@ -149,6 +171,7 @@ impl Sessions {
             }
         };
 
+        cancel.check()?;
         progress("reserving port and resources");
         let workspace_path = s.workspace_root.join(&req.user);
         let publish = s.publish_address;
@@ -170,19 +193,17 @@ impl Sessions {
         )?;
 
         let provisioned =
-            self.provision(docker, &row, &image_id, user.uid, &user.host_key, &authorized_key, progress).await;
-        let result = match provisioned {
-            Ok((container, ip)) => {
-                if self.store().mark_running(&row.id, &container, ip.as_deref())? {
-                    Ok(ip)
-                } else {
-                    Err(Error::Conflict(format!("session {} was removed while it was being created", row.id)))
-                }
+            self.provision(docker, &row, &image_id, user.uid, &user.host_key, &authorized_key, progress, cancel).await;
+        // A failure to record the session is cleaned up like any other failure.
+        let result = provisioned.and_then(|(container, ip)| {
+            match self.store().mark_running(&row.id, &container, ip.as_deref()) {
+                Ok(true) => Ok((container, ip)),
+                Ok(false) => Err(Error::Conflict(format!("session {} was removed while it was being created", row.id))),
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        };
-        let ip = match result {
-            Ok(ip) => ip,
+        });
+        let (container, ip) = match result {
+            Ok(done) => done,
             Err(e) => {
                 tracing::warn!(session = %row.id, user = %row.user, error = %e, "create failed; cleaning up");
                 if let Err(cleanup) = self.teardown(&row).await {
@@ -197,6 +218,7 @@ impl Sessions {
         let (host_public, _) = ssh::host_public_key(&user.host_key)?;
         let mut session = row;
         session.state = State::Running;
+        session.container_id = Some(container);
         session.container_ip = ip;
         tracing::info!(session = %session.id, user = %session.user, port = session.ssh_port, "session created");
         Ok(Created {
@@ -204,7 +226,7 @@ impl Sessions {
             ssh_user: session.user.clone(),
             ssh_host: s.ssh_host.clone(),
             private_key,
-            session: self.get(&session.id).unwrap_or(session),
+            session,
         })
     }
 
@@ -218,10 +240,12 @@ impl Sessions {
         host_key: &str,
         authorized_key: &str,
         progress: Progress<'_>,
+        cancel: &Cancel,
     ) -> Result<(String, Option<String>)> {
         let s = &self.settings;
         progress("preparing workspace");
         let workspace = workspace::ensure(&s.workspace_root, &row.user, uid)?;
+        cancel.check()?;
 
         progress("starting container");
         let spec = ContainerSpec {
@@ -311,15 +335,21 @@ impl Sessions {
                 ],
             )
             .await?;
+        cancel.check()?;
 
         progress("waiting for sshd");
         let probe_ip =
             if s.publish_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { s.publish_address };
         let timeout = Duration::from_secs(s.ssh_ready_timeout_secs);
-        let (ip, ready) = tokio::join!(
-            docker.ip_address(&container, &s.network),
-            ssh::wait_for_banner(SocketAddr::new(probe_ip, row.ssh_port), timeout)
-        );
+        let (ip, ready) = tokio::select! {
+            both = async {
+                tokio::join!(
+                    docker.ip_address(&container, &s.network),
+                    ssh::wait_for_banner(SocketAddr::new(probe_ip, row.ssh_port), timeout)
+                )
+            } => both,
+            _ = cancel.cancelled() => return Err(Error::Interrupted),
+        };
         if let Err(e) = ready {
             let log = docker.log_tail(&container, 5).await;
             return Err(if log.is_empty() { e } else { Error::Unavailable(format!("{e}; container log: {log}")) });

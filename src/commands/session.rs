@@ -8,7 +8,7 @@ use super::{print_json, progress, relative};
 use crate::cli::{CreateArgs, SessionCommand};
 use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
-use crate::sessions::{CreateRequest, Sessions};
+use crate::sessions::{Cancel, CreateRequest, Sessions};
 use crate::store::{SessionRow, State};
 use crate::validate;
 use crate::views::{CreatedView, SessionView};
@@ -79,16 +79,21 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         public_key,
     };
     let report = progress(quiet);
-    // Ctrl-C drops the create where it stands (releasing its lock); a reap pass then removes
-    // what it had made, as it would after a crash.
-    let created = tokio::select! {
-        created = sessions.create(request, &report) => created?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("interrupted: removing what the create made");
-            sessions.reap(false).await?;
-            return Err(Error::Interrupted);
-        }
+    // Ctrl-C asks the create to stop at its next step; it then removes what it made and
+    // answers `Interrupted` (exit 130).
+    let cancel = std::sync::Arc::new(Cancel::default());
+    let on_ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: removing what the create made");
+                cancel.cancel();
+            }
+        })
     };
+    let created = sessions.create(request, &report, &cancel).await;
+    on_ctrl_c.abort();
+    let created = created?;
 
     let key_path = match (&args.key_file, &args.public_key) {
         (Some(p), _) => p.display().to_string(),

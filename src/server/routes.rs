@@ -13,7 +13,7 @@ use super::exchange::{Body, Exchange, JSON, Reply};
 use super::metrics::InUse;
 use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
-use crate::sessions::CreateRequest;
+use crate::sessions::{Cancel, CreateRequest};
 use crate::validate;
 use crate::views::{AvailableView, CreatedView, GpusView, ProfilesView, SessionView};
 
@@ -152,7 +152,7 @@ fn create(app: &App, ex: &mut Exchange) -> Result<Reply, ApiError> {
     let user = request.user.clone();
     let progress = |step: &str| tracing::debug!(user = %user, "create: {step}");
     let started = Instant::now();
-    let created = app.runtime.block_on(app.sessions.create(request, &progress));
+    let created = app.runtime.block_on(app.sessions.create(request, &progress, &Cancel::default()));
     app.metrics.create(started.elapsed(), created.is_ok());
     let created = created?;
     let key_path = format!("{}.key", created.ssh_user);

@@ -91,5 +91,7 @@ fn ctrl_c_during_create_removes_what_it_made() {
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
     assert!(env.sessions().is_empty(), "no row");
-    assert!(env.containers().is_empty(), "no container");
+    let left = env.containers();
+    let ps = Command::new("docker").args(["ps", "-a"]).output().unwrap();
+    assert!(left.is_empty(), "no container: {left:?} {} {}", stderr(&out), String::from_utf8_lossy(&ps.stdout));
 }
