@@ -3,13 +3,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
-use futures_util::StreamExt;
+use anyhow::{Context, anyhow};
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::runtime::Docker;
-use crate::sessions::Progress;
+use crate::progress::Progress;
 
 pub const DOCKERFILE: &str = include_str!("../images/Dockerfile.gpu-workspace");
 /// Packages the offline base needs beyond debootstrap's minimal set.
@@ -22,13 +20,13 @@ pub struct BuildRequest {
     pub rebuild_base: bool,
 }
 
-pub async fn build(docker: &Docker, req: &BuildRequest, progress: Progress<'_>) -> Result<()> {
+pub async fn build(engine: &dyn Engine, req: &BuildRequest, progress: Progress<'_>) -> Result<()> {
     crate::validate::image_reference(&req.tag)?;
     let base = if req.offline {
         let suite = host_suite()?;
         let base = format!("sandman-base:{suite}");
-        if req.rebuild_base || !docker.image_exists(&base).await? {
-            build_offline_base(docker, &suite, &base, progress).await?;
+        if req.rebuild_base || !engine.image_exists(&base).await? {
+            build_offline_base(engine, &suite, &base, progress).await?;
         } else {
             progress(&format!("using existing base image {base}"));
         }
@@ -39,10 +37,10 @@ pub async fn build(docker: &Docker, req: &BuildRequest, progress: Progress<'_>) 
     if let Some(b) = &base {
         crate::validate::image_reference(b)?;
     }
-    build_dockerfile(docker, &req.tag, base.as_deref(), progress).await
+    build_dockerfile(engine, &req.tag, base.as_deref(), progress).await
 }
 
-async fn build_dockerfile(docker: &Docker, tag: &str, base: Option<&str>, progress: Progress<'_>) -> Result<()> {
+async fn build_dockerfile(engine: &dyn Engine, tag: &str, base: Option<&str>, progress: Progress<'_>) -> Result<()> {
     let mut context = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(DOCKERFILE.len() as u64);
@@ -53,19 +51,11 @@ async fn build_dockerfile(docker: &Docker, tag: &str, base: Option<&str>, progre
 
     let mut args = HashMap::new();
     if let Some(b) = base {
-        args.insert("BASE_IMAGE", b);
+        args.insert("BASE_IMAGE".to_string(), b.to_string());
     }
-    let options =
-        BuildImageOptionsBuilder::new().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).buildargs(&args).build();
     progress(&format!("building {tag} FROM {}", base.unwrap_or("the Dockerfile's default base")));
-    let mut stream = docker.client().build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| Error::Internal(anyhow!("image build failed: {e}")))?;
-        if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| l.starts_with("Step ")) {
-            progress(line);
-        }
-    }
-    if !docker.image_exists(tag).await? {
+    engine.build_image(context, tag, &args, progress).await?;
+    if !engine.image_exists(tag).await? {
         return Err(Error::Internal(anyhow!("image build ended without producing {tag}")));
     }
     progress(&format!("built {tag}"));
@@ -74,7 +64,7 @@ async fn build_dockerfile(docker: &Docker, tag: &str, base: Option<&str>, progre
 
 /// debootstrap a minimal Debian of the host's own release from the host's own apt mirror,
 /// strip keys and caches, and import it as `tag`.
-async fn build_offline_base(docker: &Docker, suite: &str, tag: &str, progress: Progress<'_>) -> Result<()> {
+async fn build_offline_base(engine: &dyn Engine, suite: &str, tag: &str, progress: Progress<'_>) -> Result<()> {
     if which("debootstrap").is_none() {
         return Err(Error::Unavailable("debootstrap is not installed: apt-get install debootstrap".into()));
     }
@@ -86,7 +76,7 @@ async fn build_offline_base(docker: &Docker, suite: &str, tag: &str, progress: P
     let mirror = host_mirror()?;
     let work = tempdir_in(Path::new("/var/tmp"), "sandman-base")?;
     let rootfs = work.join("rootfs");
-    let result = async {
+    let result: Result<()> = async {
         progress(&format!("debootstrap {suite} from {mirror} (a minute or two)"));
         let out = tokio::process::Command::new("debootstrap")
             .args(["--variant=minbase", &format!("--include={BASE_PACKAGES}"), suite])
@@ -98,7 +88,11 @@ async fn build_offline_base(docker: &Docker, suite: &str, tag: &str, progress: P
         if !out.status.success() {
             let log = String::from_utf8_lossy(&out.stdout);
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            bail!("debootstrap failed ({}): {}", out.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            return Err(Error::Internal(anyhow!(
+                "debootstrap failed ({}): {}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
         }
         // No baked host keys (sandman brings one per user) and no package caches.
         for dir in ["etc/ssh", "var/cache/apt/archives", "var/lib/apt/lists"] {
@@ -125,23 +119,17 @@ async fn build_offline_base(docker: &Docker, suite: &str, tag: &str, progress: P
             .spawn()
             .context("cannot run tar")?;
         let stdout = tar.stdout.take().context("tar has no stdout")?;
-        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(stdout));
-        let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
-        let options = CreateImageOptionsBuilder::new().from_src("-").repo(repo).tag(version).build();
-        let mut stream = docker.client().create_image(Some(options), Some(body), None);
-        while let Some(item) = stream.next().await {
-            item.map_err(|e| anyhow!("docker import failed: {e}"))?;
-        }
+        engine.import_image(Box::new(stdout), tag).await?;
         let status = tar.wait().await?;
         if !status.success() {
-            bail!("tar of the base tree failed ({status})");
+            return Err(Error::Internal(anyhow!("tar of the base tree failed ({status})")));
         }
         Ok(())
     }
     .await;
     // The tree holds root-owned device nodes; remove it whatever happened.
     let _ = std::fs::remove_dir_all(&work);
-    result.map_err(Error::Internal)
+    result
 }
 
 /// The release codename of this host (`bookworm`), for a base that matches its apt mirror.

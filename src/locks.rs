@@ -53,8 +53,13 @@ fn open(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open lock file {}", path.display()))?)
 }
 
+/// The directory of sandman's lock files, in its state directory (beside the database).
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("locks")
+}
+
 pub fn session_lock_path(state_dir: &Path, session_id: &str) -> PathBuf {
-    state_dir.join("locks").join(format!("session-{session_id}.lock"))
+    dir(state_dir).join(format!("session-{session_id}.lock"))
 }
 
 #[cfg(test)]

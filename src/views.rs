@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::sessions::Created;
-use crate::store::{SessionRow, State};
+use crate::store::SessionRow;
 
 pub fn timestamp(epoch: i64) -> String {
     DateTime::<Utc>::from_timestamp(epoch, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -48,10 +48,7 @@ impl From<&SessionRow> for SessionView {
             ttl_minutes: r.ttl_minutes,
             created_at: timestamp(r.created_at),
             expires_at: timestamp(r.expires_at),
-            state: match r.state {
-                State::Creating => "creating",
-                State::Running => "running",
-            },
+            state: r.state.as_str(),
             host_key_fingerprint: r.host_key_fingerprint.clone(),
             metadata: Metadata {
                 image: r.image.clone(),

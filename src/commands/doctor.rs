@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::print_json;
 use crate::config::{GpuBackendKind, GpuDeviceAccess, MigMode, Settings};
+use crate::engine::{self, Engine};
 use crate::error::{Error, Result};
-use crate::runtime::Docker;
 use crate::store::Store;
 
 #[derive(Serialize)]
@@ -37,7 +37,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
         fail("privileges", "not root: workspaces cannot be given to session uids", "run sandman as root (sudo)")
     });
 
-    let docker = Docker::connect().await;
+    let docker = engine::connect(settings).await;
     match &docker {
         Err(e) => {
             checks.push(fail("docker", e.to_string(), "start the engine (systemctl start docker) or set DOCKER_HOST"))
@@ -61,7 +61,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
         }
     }
 
-    gpu_checks(settings, docker.as_ref().ok(), &mut checks).await;
+    gpu_checks(settings, docker.as_deref().ok(), &mut checks).await;
     checks.push(writable_dir(
         "workspace root",
         &settings.workspace_root,
@@ -105,7 +105,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
 }
 
 /// The GPU backend, the driver, MIG mode, and how containers will get their devices.
-async fn gpu_checks(settings: &Settings, docker: Option<&Docker>, checks: &mut Vec<Check>) {
+async fn gpu_checks(settings: &Settings, docker: Option<&dyn Engine>, checks: &mut Vec<Check>) {
     let backend = match crate::gpu::open(settings) {
         Ok(b) => b,
         Err(e) => {

@@ -1,15 +1,16 @@
 use super::progress;
 use crate::cli::ImageCommand;
+use crate::config::Settings;
 use crate::error::Result;
 use crate::image::{BuildRequest, build};
-use crate::runtime::Docker;
 
-pub async fn run(cmd: ImageCommand, quiet: bool) -> Result<()> {
+pub async fn run(settings: &Settings, cmd: ImageCommand, quiet: bool) -> Result<()> {
     match cmd {
         ImageCommand::Build { offline, base_image, tag, rebuild_base } => {
-            let docker = Docker::connect().await?;
+            let engine = crate::engine::connect(settings).await?;
             let report = progress(quiet);
-            build(&docker, &BuildRequest { tag: tag.clone(), base_image, offline, rebuild_base }, &report).await?;
+            build(engine.as_ref(), &BuildRequest { tag: tag.clone(), base_image, offline, rebuild_base }, &report)
+                .await?;
             println!("{tag}");
             Ok(())
         }

@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Overrides { api_port: args.port, api_bind: args.bind, api_token_file: args.token_file, ..overrides(g) };
             serve::run(service(load(g, &flags)?)?).await
         }
-        Command::Image(cmd) => image::run(cmd, quiet).await,
+        Command::Image(cmd) => image::run(&settings(&cli.global)?, cmd, quiet).await,
         Command::Doctor { json } => doctor::run(&settings(&cli.global)?, json).await,
     }
 }

@@ -1,17 +1,27 @@
 use super::print_json;
 use crate::error::Result;
-use crate::sessions::Sessions;
+use crate::sessions::{ReapReport, Sessions};
 
 pub async fn run(sessions: &Sessions, dry_run: bool, json: bool) -> Result<()> {
     let report = sessions.reap(dry_run).await?;
     if json {
-        return print_json(&report);
+        print_json(&report)?;
+    } else {
+        print_text(&report);
     }
+    // The pass has finished; a failed action still makes the command fail, with its class.
+    match report.failed.into_iter().next() {
+        Some(first) => Err(first.error),
+        None => Ok(()),
+    }
+}
+
+fn print_text(report: &ReapReport) {
     if report.busy {
         eprintln!("another reap is running; nothing done");
-        return Ok(());
+        return;
     }
-    let verb = if dry_run { "would remove" } else { "removed" };
+    let verb = if report.dry_run { "would remove" } else { "removed" };
     for (what, ids) in [
         ("expired session", &report.expired),
         ("abandoned create", &report.abandoned),
@@ -23,8 +33,10 @@ pub async fn run(sessions: &Sessions, dry_run: bool, json: bool) -> Result<()> {
             println!("{verb} {what} {id}");
         }
     }
-    if report.total() == 0 {
+    for f in &report.failed {
+        eprintln!("could not reap {}: {}", f.id, f.error);
+    }
+    if report.total() == 0 && report.failed.is_empty() {
         eprintln!("nothing to reap");
     }
-    Ok(())
 }

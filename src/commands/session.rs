@@ -8,8 +8,8 @@ use super::{print_json, progress, relative};
 use crate::cli::{CreateArgs, SessionCommand};
 use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
-use crate::sessions::{Cancel, CreateRequest, Sessions};
-use crate::store::{SessionRow, State};
+use crate::sessions::{CreateRequest, Sessions};
+use crate::store::SessionRow;
 use crate::validate;
 use crate::views::{CreatedView, SessionView};
 
@@ -59,10 +59,10 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         None => None,
     };
     // Refuse an existing key file before anything is made.
-    if let Some(path) = &args.key_file {
-        if path.exists() {
-            return Err(Error::invalid("key file", format!("{} already exists; choose another path", path.display())));
-        }
+    if let Some(path) = &args.key_file
+        && path.exists()
+    {
+        return Err(Error::invalid("key file", format!("{} already exists; choose another path", path.display())));
     }
     if !quiet {
         eprintln!("Creating a session for {}", args.user);
@@ -81,7 +81,7 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
     let report = progress(quiet);
     // Ctrl-C asks the create to stop at its next step; it then removes what it made and
     // answers `Interrupted` (exit 130).
-    let cancel = std::sync::Arc::new(Cancel::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
     let on_ctrl_c = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -168,29 +168,24 @@ async fn remove(sessions: &Sessions, ids: Vec<String>, all: bool, yes: bool, jso
             return Err(Error::Conflict("nothing removed".into()));
         }
     }
-    let mut removed = Vec::new();
-    let mut first_error = None;
-    for row in &targets {
-        match sessions.remove(&row.id).await {
-            Ok(r) => {
-                if !json {
-                    println!(
-                        "removed session {} ({}, port {}); workspace {} kept",
-                        r.id, r.user, r.ssh_port, r.workspace
-                    );
-                }
-                removed.push(r.id);
-            }
-            Err(e) => {
-                eprintln!("error: session {}: {e}", row.id);
-                first_error.get_or_insert(e);
-            }
-        }
+    // Exactly the sessions confirmed above, under the core's one policy for removing several.
+    let ids: Vec<String> = targets.into_iter().map(|r| r.id).collect();
+    let removal = sessions.remove_sessions(&ids).await;
+    for id in &removal.already_gone {
+        eprintln!("session {id} was already gone");
+    }
+    for (id, e) in &removal.failed {
+        eprintln!("error: session {id}: {e}");
     }
     if json {
-        print_json(&serde_json::json!({ "removed": removed }))?;
+        let removed: Vec<&str> = removal.removed.iter().map(|r| r.id.as_str()).collect();
+        print_json(&serde_json::json!({ "removed": removed, "already_gone": removal.already_gone }))?;
+    } else {
+        for r in &removal.removed {
+            println!("removed session {} ({}, port {}); workspace {} kept", r.id, r.user, r.ssh_port, r.workspace);
+        }
     }
-    first_error.map_or(Ok(()), Err)
+    removal.failed.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
 }
 
 fn print_table(rows: &[SessionRow]) {
@@ -206,7 +201,7 @@ fn print_table(rows: &[SessionRow]) {
             r.user.clone(),
             r.ssh_port.to_string(),
             r.mig_profile.clone().or(r.gpu_uuid.clone()).unwrap_or_else(|| "-".into()),
-            if r.state == State::Running { "running".into() } else { "creating".into() },
+            r.state.to_string(),
             relative(r.expires_at),
             r.image.clone(),
         ]);

@@ -15,7 +15,6 @@ use serde::Serialize;
 
 use crate::config::{GpuBackendKind, MigMode, Settings};
 use crate::error::{Error, Result};
-use crate::runtime::GpuAccess;
 use crate::store::GpuPick;
 
 /// What a create asked for.
@@ -27,6 +26,17 @@ pub enum GpuRequest {
     Profile(String),
     /// One exact device: a MIG instance or a whole GPU.
     Uuid(String),
+}
+
+/// How a container is given its GPU device; the engine turns it into its own request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpuAccess {
+    /// `--gpus device=UUID`: a device request to the NVIDIA runtime.
+    NvidiaDevice(String),
+    /// A CDI device name such as `nvidia.com/gpu=MIG-…`.
+    Cdi(String),
+    /// No runtime support (simulated GPUs): only `NVIDIA_VISIBLE_DEVICES` is set.
+    EnvOnly(String),
 }
 
 /// One physical GPU, in the shape of the API's `GET /gpus` entries.

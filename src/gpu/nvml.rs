@@ -17,8 +17,8 @@ use super::catalog::{self, Profile};
 use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::config::GpuDeviceAccess;
 use crate::error::{Error, Result};
+use crate::gpu::GpuAccess;
 use crate::locks::FileLock;
-use crate::runtime::GpuAccess;
 use crate::store::GpuPick;
 
 pub struct NvmlBackend {

@@ -20,8 +20,8 @@ use super::catalog::{self, Model, Profile};
 use super::placement::{self, Layout, Placed};
 use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::error::{Error, Result};
+use crate::gpu::GpuAccess;
 use crate::locks::FileLock;
-use crate::runtime::GpuAccess;
 use crate::store::GpuPick;
 
 const MIB: u64 = 1024 * 1024;

@@ -13,7 +13,7 @@ use super::exchange::{Body, Exchange, JSON, Reply};
 use super::metrics::InUse;
 use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
-use crate::sessions::{Cancel, CreateRequest};
+use crate::sessions::CreateRequest;
 use crate::validate;
 use crate::views::{AvailableView, CreatedView, GpusView, ProfilesView, SessionView};
 
@@ -152,7 +152,8 @@ fn create(app: &App, ex: &mut Exchange) -> Result<Reply, ApiError> {
     let user = request.user.clone();
     let progress = |step: &str| tracing::debug!(user = %user, "create: {step}");
     let started = Instant::now();
-    let created = app.runtime.block_on(app.sessions.create(request, &progress, &Cancel::default()));
+    let created =
+        app.runtime.block_on(app.sessions.create(request, &progress, &tokio_util::sync::CancellationToken::new()));
     app.metrics.create(started.elapsed(), created.is_ok());
     let created = created?;
     let key_path = format!("{}.key", created.ssh_user);
@@ -174,25 +175,13 @@ fn remove(app: &App, id: &str) -> Result<Reply, ApiError> {
 }
 
 fn remove_all(app: &App) -> Result<Reply, ApiError> {
-    let rows = app.sessions.list()?;
-    let mut removed = Vec::new();
-    for row in &rows {
-        match app.runtime.block_on(app.sessions.remove(&row.id)) {
-            Ok(r) => removed.push(r.id),
-            // Gone meanwhile (a reaper or another client): that is what was asked.
-            Err(Error::NotFound(_)) => {}
-            Err(e) => {
-                let mut e = ApiError::from(e);
-                e.message = format!(
-                    "removed {} of {} sessions, then session {}: {}",
-                    removed.len(),
-                    rows.len(),
-                    row.id,
-                    e.message
-                );
-                return Err(e);
-            }
-        }
+    let removal = app.runtime.block_on(app.sessions.remove_all())?;
+    let removed: Vec<&str> = removal.removed.iter().map(|r| r.id.as_str()).collect();
+    let listed = removed.len() + removal.already_gone.len() + removal.failed.len();
+    if let Some((id, e)) = removal.failed.into_iter().next() {
+        let mut e = ApiError::from(e);
+        e.message = format!("removed {} of {listed} sessions; session {id}: {}", removed.len(), e.message);
+        return Err(e);
     }
     Ok(Reply::json(
         200,

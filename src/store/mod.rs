@@ -39,18 +39,39 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE image_accounts (image_id TEXT PRIMARY KEY, passwd BLOB NOT NULL, grp BLOB NOT NULL);",
 ];
 
-#[derive(Debug, Clone, PartialEq)]
+/// A session's state. Its names are stored, printed and served: `as_str` and `FromStr` are
+/// the one place they are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Creating,
     Running,
 }
 
 impl State {
-    fn as_str(&self) -> &'static str {
+    pub const ALL: [State; 2] = [State::Creating, State::Running];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Creating => "creating",
             State::Running => "running",
         }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| {
+            let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+            Error::invalid("state", format!("{text:?} is not one of {}", names.join(", ")))
+        })
     }
 }
 
@@ -276,8 +297,8 @@ impl Store {
     /// Marks a session ready. False if the row vanished meanwhile (removed by `rm` or a reaper).
     pub fn mark_running(&self, id: &str, container_id: &str, container_ip: Option<&str>) -> Result<bool> {
         let n = self.conn.execute(
-            "UPDATE sessions SET state = 'running', container_id = ?2, container_ip = ?3 WHERE id = ?1",
-            params![id, container_id, container_ip],
+            "UPDATE sessions SET state = ?4, container_id = ?2, container_ip = ?3 WHERE id = ?1",
+            params![id, container_id, container_ip, State::Running.as_str()],
         )?;
         Ok(n == 1)
     }
@@ -294,6 +315,25 @@ impl Store {
     /// Deletes the row; false if another process already did.
     pub fn delete_session(&self, id: &str) -> Result<bool> {
         Ok(self.conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1)
+    }
+
+    /// Deletes a running session's row if it has expired by `now`; false if it has not (an
+    /// extend committed first) or is gone. The check and the delete are one statement, so an
+    /// extend is never lost to a reaper that judged an older copy of the row.
+    pub fn delete_expired(&self, id: &str, now: i64) -> Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND expires_at <= ?3",
+            params![id, State::Running.as_str(), now],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Deletes a running session's row (its container vanished); false if it is gone.
+    pub fn delete_running(&self, id: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM sessions WHERE id = ?1 AND state = ?2", params![id, State::Running.as_str()])?;
+        Ok(n == 1)
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRow>> {
@@ -324,10 +364,13 @@ const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_i
 
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
+    let state = state
+        .parse()
+        .map_err(|e: Error| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?;
     Ok(SessionRow {
         id: r.get(0)?,
         user: r.get(1)?,
-        state: if state == "running" { State::Running } else { State::Creating },
+        state,
         ssh_port: r.get(3)?,
         container_id: r.get(4)?,
         container_ip: r.get(5)?,
@@ -434,6 +477,30 @@ mod tests {
         assert!(matches!(e, Error::Exhausted(_)));
         assert!(store.sessions().unwrap().is_empty());
         assert!(store.user("alice").unwrap().is_none(), "the user row is rolled back too");
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in State::ALL {
+            assert_eq!(state.as_str().parse::<State>().unwrap(), state);
+        }
+        let e = "stopped".parse::<State>().unwrap_err();
+        assert!(e.to_string().contains("\"stopped\" is not one of creating, running"), "{e}");
+    }
+
+    #[test]
+    fn expiry_is_judged_in_the_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        reserve(&mut store, "1", "alice", |_| true).unwrap();
+        let expires = 1000 + 3600;
+        assert!(!store.delete_expired("1", expires).unwrap(), "a session still creating is not expired");
+        assert!(store.mark_running("1", "c1", None).unwrap());
+        assert!(!store.delete_expired("1", expires - 1).unwrap(), "not yet expired");
+        store.set_ttl("1", 120, expires + 3600).unwrap();
+        assert!(!store.delete_expired("1", expires).unwrap(), "extended");
+        assert!(store.delete_expired("1", expires + 3600).unwrap());
+        assert!(!store.delete_running("1").unwrap(), "already gone");
     }
 
     #[test]

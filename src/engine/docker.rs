@@ -7,52 +7,48 @@ use anyhow::{Context, anyhow};
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, NetworkCreateRequest, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
-use super::{ContainerSpec, FileSpec, GpuAccess, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer};
+use super::{ContainerSpec, Engine, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer, TarStream};
 use crate::error::{Error, Result};
+use crate::gpu::GpuAccess;
+use crate::progress::Progress;
 
-#[derive(Clone)]
 pub struct Docker {
     client: bollard::Docker,
 }
 
 impl Docker {
     /// Connects (honouring `DOCKER_HOST`) and agrees an API version with the engine.
-    pub async fn connect() -> Result<Docker> {
+    pub(super) async fn connect() -> Result<Docker> {
         let client =
             bollard::Docker::connect_with_defaults().map_err(unreachable)?.with_timeout(Duration::from_secs(120));
         let client = client.negotiate_version().await.map_err(unreachable)?;
         Ok(Docker { client })
     }
+}
 
-    pub fn client(&self) -> &bollard::Docker {
-        &self.client
-    }
-
-    /// The engine's version string.
-    pub async fn version(&self) -> Result<String> {
+#[async_trait::async_trait]
+impl Engine for Docker {
+    async fn version(&self) -> Result<String> {
         let v = self.client.version().await.map_err(unreachable)?;
         Ok(format!("{} (API {})", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
     }
 
     /// Container runtimes the engine knows (`runc`, and `nvidia` where the NVIDIA toolkit is set up).
-    pub async fn runtimes(&self) -> Result<Vec<String>> {
+    async fn runtimes(&self) -> Result<Vec<String>> {
         let info = self.client.info().await.map_err(|e| map_err(e, "read engine info"))?;
         let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
         names.sort();
         Ok(names)
     }
 
-    pub async fn image_exists(&self, image: &str) -> Result<bool> {
-        Ok(self.image_id(image).await?.is_some())
-    }
-
     /// The image's content id (`sha256:…`), or `None` if it is not on this host.
-    pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
+    async fn image_id(&self, image: &str) -> Result<Option<String>> {
         match self.client.inspect_image(image).await {
             Ok(i) => Ok(Some(i.id.unwrap_or_else(|| image.to_string()))),
             Err(e) if status(&e) == Some(404) => Ok(None),
@@ -63,7 +59,43 @@ impl Docker {
     /// Creates the session bridge network unless it exists. Containers on it cannot reach
     /// one another (inter-container communication off); they reach the outside as usual.
     /// Callers serialise this with a file lock: old engines allow duplicate network names.
-    pub async fn ensure_network(&self, name: &str) -> Result<()> {
+    async fn build_image(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        build_args: &HashMap<String, String>,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let args: HashMap<&str, &str> = build_args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let options = BuildImageOptionsBuilder::new()
+            .dockerfile("Dockerfile")
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&args)
+            .build();
+        let mut stream = self.client.build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| map_err(e, &format!("build image {tag}")))?;
+            if let Some(line) = info.stream.as_deref().map(str::trim).filter(|l| l.starts_with("Step ")) {
+                progress(line);
+            }
+        }
+        Ok(())
+    }
+
+    async fn import_image(&self, rootfs: TarStream, tag: &str) -> Result<()> {
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(rootfs));
+        let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
+        let options = CreateImageOptionsBuilder::new().from_src("-").repo(repo).tag(version).build();
+        let mut stream = self.client.create_image(Some(options), Some(body), None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| map_err(e, &format!("import image {tag}")))?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_network(&self, name: &str) -> Result<()> {
         if self.network_exists(name).await? {
             return Ok(());
         }
@@ -81,7 +113,7 @@ impl Docker {
         }
     }
 
-    pub async fn network_exists(&self, name: &str) -> Result<bool> {
+    async fn network_exists(&self, name: &str) -> Result<bool> {
         let filters = HashMap::from([("name", vec![name])]);
         let list = self
             .client
@@ -94,7 +126,7 @@ impl Docker {
 
     /// Creates (does not start) a hardened container for one session. A missing network is
     /// `NotFound`, so that callers create it only when needed.
-    pub async fn create(&self, spec: &ContainerSpec) -> Result<String> {
+    async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         let port_key = format!("{}/tcp", spec.container_port);
         let mut env = vec![format!("USER={}", spec.user), format!("HOME=/home/{}", spec.user)];
         let mut device_requests = None;
@@ -162,7 +194,7 @@ impl Docker {
     }
 
     /// Reads one file out of a (created or running) container.
-    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+    async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
         let options = DownloadFromContainerOptionsBuilder::new().path(path).build();
         let bytes: Vec<u8> = self
             .client
@@ -183,7 +215,7 @@ impl Docker {
     }
 
     /// Places files into a container (as a tar archive at `/`), with owner and mode.
-    pub async fn write_files(&self, id: &str, files: &[FileSpec]) -> Result<()> {
+    async fn write_files(&self, id: &str, files: &[FileSpec]) -> Result<()> {
         let mut builder = tar::Builder::new(Vec::new());
         let now = chrono::Utc::now().timestamp() as u64;
         let mut dirs_done = std::collections::HashSet::new();
@@ -226,7 +258,7 @@ impl Docker {
 
     /// Starts a created container. A missing network is `NotFound` (engines check it here or at
     /// create, depending on their version).
-    pub async fn start(&self, id: &str) -> Result<()> {
+    async fn start(&self, id: &str) -> Result<()> {
         self.client.start_container(id, None).await.map_err(|e| {
             let text = e.to_string();
             if status(&e) == Some(404) && text.contains("network") {
@@ -240,7 +272,7 @@ impl Docker {
     }
 
     /// The container's address on `network`, if it has one.
-    pub async fn ip_address(&self, id: &str, network: &str) -> Result<Option<String>> {
+    async fn ip_address(&self, id: &str, network: &str) -> Result<Option<String>> {
         let info = self
             .client
             .inspect_container(id, None)
@@ -257,7 +289,7 @@ impl Docker {
     /// Removes a container by id or name, running or not. Gone already is fine.
     /// A conflict (409: another removal in progress, or the container busy starting) is retried
     /// until the container is gone, so that success always means it no longer exists.
-    pub async fn remove(&self, id: &str) -> Result<()> {
+    async fn remove(&self, id: &str) -> Result<()> {
         let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
         let mut last = None;
         for _ in 0..50 {
@@ -273,7 +305,7 @@ impl Docker {
     }
 
     /// Every container labelled for this sandman instance, running or not.
-    pub async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
+    async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
         let label = format!("{LABEL_INSTANCE}={instance}");
         let filters = HashMap::from([("label", vec![label.as_str()])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
@@ -294,7 +326,7 @@ impl Docker {
     }
 
     /// The last lines of a container's log, for error messages.
-    pub async fn log_tail(&self, id: &str, lines: usize) -> String {
+    async fn log_tail(&self, id: &str, lines: usize) -> String {
         use bollard::query_parameters::LogsOptionsBuilder;
         let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
         let chunks: Vec<String> =
@@ -310,15 +342,31 @@ fn status(e: &BollardError) -> Option<u16> {
     }
 }
 
-/// Errors the engine answered are failures of the operation; anything else means we could not
-/// talk to it at all.
+/// Errors the engine answered are failures of the operation, named with their fix where one is
+/// known; anything else means we could not talk to it at all. Both are `Unavailable`: the engine,
+/// not sandman, failed.
 fn map_err(e: BollardError, what: &str) -> Error {
-    match e {
-        BollardError::DockerResponseServerError { status_code, message } => {
-            Error::Internal(anyhow!("docker could not {what}: {message} (HTTP {status_code})"))
-        }
-        BollardError::DockerStreamError { error } => Error::Internal(anyhow!("docker could not {what}: {error}")),
-        other => unreachable(other),
+    let message = match e {
+        BollardError::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
+        BollardError::DockerStreamError { error } => error,
+        other => return unreachable(other),
+    };
+    Error::Unavailable(explain(&format!("docker could not {what}: {message}")))
+}
+
+/// Adds the fix for the engine failures whose cause is known.
+fn explain(failure: &str) -> String {
+    let lower = failure.to_lowercase();
+    if lower.contains("could not select device driver") {
+        format!(
+            "{failure}; the NVIDIA container toolkit is missing or not configured: install nvidia-container-toolkit \
+             and run `nvidia-ctk runtime configure --runtime=docker`, then restart Docker \
+             (or set gpu_device_access = \"cdi\" with CDI specs)"
+        )
+    } else if lower.contains("no space left on device") {
+        format!("{failure}; the disk holding Docker's data (usually /var/lib/docker) is full: free space there")
+    } else {
+        failure.to_string()
     }
 }
 
@@ -327,4 +375,25 @@ fn unreachable(e: BollardError) -> Error {
     Error::Unavailable(format!(
         "cannot reach the Docker engine at {host} ({e}); start it (systemctl start docker) or set DOCKER_HOST"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_failures_are_unavailable_with_their_fix() {
+        let server =
+            |message: &str| BollardError::DockerResponseServerError { status_code: 500, message: message.to_string() };
+        let e = map_err(server("could not select device driver \"nvidia\" with capabilities: [[gpu]]"), "start x");
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("nvidia-container-toolkit")), "{e}");
+        let e = map_err(server("write /var/lib/docker/x: no space left on device"), "create x");
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("disk") && m.contains("full")), "{e}");
+        let e = map_err(server("something else"), "remove container x");
+        assert!(
+            matches!(&e, Error::Unavailable(m) if m == "docker could not remove container x: something else (HTTP 500)")
+        );
+        let e = map_err(BollardError::RequestTimeoutError, "list containers");
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("systemctl start docker")), "{e}");
+    }
 }

@@ -1,0 +1,130 @@
+//! The container engine: everything sandman asks of one. The core (`sessions`), `image` and
+//! `doctor` reach it only through the `Engine` trait; `docker` implements it with bollard, `fake`
+//! in memory for tests.
+
+mod docker;
+pub mod fake;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::AsyncRead;
+
+use crate::config::Settings;
+use crate::error::Result;
+use crate::gpu::GpuAccess;
+use crate::progress::Progress;
+
+/// Labels that tie a container to sandman, to one database (`instance`) and to one session.
+pub const LABEL_INSTANCE: &str = "sandman.instance";
+pub const LABEL_SESSION: &str = "sandman.session";
+pub const LABEL_USER: &str = "sandman.user";
+
+/// Everything needed to create one session container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub user: String,
+    pub uid: u32,
+    pub labels: HashMap<String, String>,
+    pub network: String,
+    pub publish_address: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub workspace: PathBuf,
+    pub pids_limit: i64,
+    pub command: Vec<String>,
+    /// How the container gets its GPU, if any.
+    pub gpu: Option<GpuAccess>,
+}
+
+/// A file placed into a created container before it starts.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// Path inside the container, without the leading '/'.
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub uid: u32,
+    pub mode: u32,
+}
+
+/// A sandman container as listed by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedContainer {
+    pub id: String,
+    pub name: String,
+    pub session_id: Option<String>,
+}
+
+/// A file system tree as a tar stream, for `import_image`.
+pub type TarStream = Box<dyn AsyncRead + Send + Unpin>;
+
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    /// The engine's version, for `doctor`.
+    async fn version(&self) -> Result<String>;
+
+    /// Container runtimes the engine knows (`runc`, and `nvidia` where the NVIDIA toolkit is set up).
+    async fn runtimes(&self) -> Result<Vec<String>>;
+
+    /// The image's content id (`sha256:…`), or `None` if it is not on this host.
+    async fn image_id(&self, image: &str) -> Result<Option<String>>;
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.image_id(image).await?.is_some())
+    }
+
+    /// Builds `tag` from a build context (a tar holding `Dockerfile`), reporting its steps.
+    async fn build_image(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        build_args: &HashMap<String, String>,
+        progress: Progress<'_>,
+    ) -> Result<()>;
+
+    /// Imports a root file system (a tar stream) as the image `tag`.
+    async fn import_image(&self, rootfs: TarStream, tag: &str) -> Result<()>;
+
+    async fn network_exists(&self, name: &str) -> Result<bool>;
+
+    /// Creates the session bridge network unless it exists. Containers on it cannot reach
+    /// one another; they reach the outside as usual. Callers serialise this with a file lock:
+    /// old engines allow duplicate network names.
+    async fn ensure_network(&self, name: &str) -> Result<()>;
+
+    /// Creates (does not start) a hardened container for one session; returns its id. A missing
+    /// network is `NotFound`, so that callers create it only when needed.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String>;
+
+    /// Starts a created container. A missing network is `NotFound` (engines check it here or at
+    /// create, depending on their version).
+    async fn start(&self, id: &str) -> Result<()>;
+
+    /// Reads one file out of a (created or running) container.
+    async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>>;
+
+    /// Places files into a container, with owner and mode; parent directories are root-owned.
+    async fn write_files(&self, id: &str, files: &[FileSpec]) -> Result<()>;
+
+    /// The container's address on `network`, if it has one.
+    async fn ip_address(&self, id: &str, network: &str) -> Result<Option<String>>;
+
+    /// The last lines of a container's log, for error messages (empty when unreadable).
+    async fn log_tail(&self, id: &str, lines: usize) -> String;
+
+    /// Removes a container by id or name, running or not. Success means it no longer exists
+    /// (gone already is fine).
+    async fn remove(&self, id: &str) -> Result<()>;
+
+    /// Every container labelled for this sandman instance, running or not.
+    async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+}
+
+/// The engine sandman runs sessions on: the Docker engine (honouring `DOCKER_HOST`).
+pub async fn connect(_settings: &Settings) -> Result<Arc<dyn Engine>> {
+    Ok(Arc::new(docker::Docker::connect().await?))
+}

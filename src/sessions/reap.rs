@@ -1,0 +1,231 @@
+//! The reaper: a pure classification of what a pass should remove, and an executor that carries
+//! on past a failed action so that one stuck container never stops every later removal.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::{Sessions, container_ref};
+use crate::engine::ManagedContainer;
+use crate::error::{Error, Result};
+use crate::locks::{self, FileLock};
+use crate::store::{SessionRow, State};
+
+/// One thing a reaper pass removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A running session past its expiry.
+    Expire { id: String },
+    /// A row left in `creating` by a process that died.
+    Abandoned { id: String },
+    /// A running session whose container disappeared.
+    Vanished { id: String },
+    /// A sandman container with no row (by container id).
+    Orphan { container: String },
+}
+
+/// What one reaper pass did (or, dry, would do), by session id.
+#[derive(Debug, Default, Serialize)]
+pub struct ReapReport {
+    pub dry_run: bool,
+    /// Another reaper held the reap lock; this pass did nothing.
+    pub busy: bool,
+    pub expired: Vec<String>,
+    /// Rows left in `creating` by a process that died.
+    pub abandoned: Vec<String>,
+    /// Rows whose container disappeared.
+    pub vanished: Vec<String>,
+    /// sandman containers with no row (container ids).
+    pub orphans: Vec<String>,
+    /// MIG instances sandman created that no session holds (destroyed).
+    pub gpu_instances: Vec<String>,
+    /// Actions that failed; the rest of the pass went on. The next pass tries again.
+    pub failed: Vec<ReapFailure>,
+}
+
+impl ReapReport {
+    pub fn total(&self) -> usize {
+        self.expired.len() + self.abandoned.len() + self.vanished.len() + self.orphans.len() + self.gpu_instances.len()
+    }
+}
+
+/// An action of a pass that failed: a session id, a container id for an orphan, or
+/// `gpu-instances` for the release of unowned MIG instances.
+#[derive(Debug, Serialize)]
+pub struct ReapFailure {
+    pub id: String,
+    #[serde(serialize_with = "as_message")]
+    pub error: Error,
+}
+
+/// The id `ReapFailure` names when destroying unowned MIG instances failed.
+pub const GPU_INSTANCES: &str = "gpu-instances";
+
+fn as_message<S: serde::Serializer>(error: &Error, out: S) -> std::result::Result<S::Ok, S::Error> {
+    out.collect_str(error)
+}
+
+/// What a pass should remove, given the rows, the labelled containers (listed before the rows),
+/// the time, and whether the process creating a session still runs. Nothing here has effects.
+pub fn classify(
+    rows: &[SessionRow],
+    containers: &[ManagedContainer],
+    now: i64,
+    creator_alive: impl Fn(&str) -> bool,
+) -> Vec<Action> {
+    let with_container: HashSet<&str> = containers.iter().filter_map(|c| c.session_id.as_deref()).collect();
+    let mut actions = Vec::new();
+    for row in rows {
+        let id = row.id.clone();
+        match row.state {
+            State::Running if row.expires_at <= now => actions.push(Action::Expire { id }),
+            State::Running if !with_container.contains(row.id.as_str()) => actions.push(Action::Vanished { id }),
+            State::Running => {}
+            State::Creating if !creator_alive(&row.id) => actions.push(Action::Abandoned { id }),
+            State::Creating => {}
+        }
+    }
+    // A row is always written before its container, and the containers were listed first: a
+    // container whose row is missing here really has none.
+    let known: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    for c in containers {
+        if c.session_id.as_deref().is_none_or(|id| !known.contains(id)) {
+            actions.push(Action::Orphan { container: c.id.clone() });
+        }
+    }
+    actions
+}
+
+impl Sessions {
+    /// One reaper pass: expired sessions, creates whose process died, rows whose container
+    /// vanished, and labelled containers with no row. Safe beside other reapers, creates and
+    /// extends. A failed action is logged and listed in `failed`; the pass goes on.
+    pub async fn reap(&self, dry_run: bool) -> Result<ReapReport> {
+        let mut report = ReapReport { dry_run, ..Default::default() };
+        let state_dir = self.settings.state_dir();
+        let Some(reap_lock) = FileLock::try_acquire(&locks::dir(&state_dir).join("reap.lock"))? else {
+            report.busy = true;
+            return Ok(report);
+        };
+        let engine = self.engine().await?;
+        let containers = engine.list_managed(&self.instance).await?;
+        let rows = self.list()?;
+        let now = chrono::Utc::now().timestamp();
+        let mut actions = classify(&rows, &containers, now, |id| self.creator_alive(id));
+
+        // A create may have marked its session running between the two listings, with a container
+        // the first one missed: look again before taking such a session for vanished.
+        if actions.iter().any(|a| matches!(a, Action::Vanished { .. })) {
+            let now_listed = engine.list_managed(&self.instance).await?;
+            let present: HashSet<&str> = now_listed.iter().filter_map(|c| c.session_id.as_deref()).collect();
+            actions.retain(|a| !matches!(a, Action::Vanished { id } if present.contains(id.as_str())));
+        }
+
+        let rows: HashMap<&str, &SessionRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+        // Slices whose container may still run although their row is gone: not unowned yet.
+        let mut still_in_use = HashSet::new();
+        for action in actions {
+            let (list, id) = match &action {
+                Action::Expire { id } => (&mut report.expired, id),
+                Action::Abandoned { id } => (&mut report.abandoned, id),
+                Action::Vanished { id } => (&mut report.vanished, id),
+                Action::Orphan { container } => (&mut report.orphans, container),
+            };
+            if dry_run {
+                list.push(id.clone());
+                continue;
+            }
+            match self.execute(&action, &rows, now, &mut still_in_use).await {
+                Ok(true) => {
+                    tracing::info!(?action, "reaped");
+                    list.push(id.clone());
+                }
+                Ok(false) => tracing::debug!(?action, "nothing to reap: the session changed meanwhile"),
+                Err(error) => {
+                    tracing::warn!(?action, %error, "reap action failed; the next pass tries again");
+                    report.failed.push(ReapFailure { id: id.clone(), error });
+                }
+            }
+        }
+        // Instances sandman created for sessions that no longer exist (a crash between creating
+        // the instance and writing the row, or a failed release).
+        // Done inside the store's reservation lock, so an instance a create has just made for a
+        // row it has not yet committed is never taken for unowned.
+        if !dry_run {
+            let reconciled =
+                self.store().with_gpu_uuids(|owned| self.gpu.reconcile(&owned.union(&still_in_use).cloned().collect()));
+            match reconciled {
+                Ok(destroyed) => report.gpu_instances = destroyed,
+                Err(error) => {
+                    tracing::warn!(%error, "releasing unowned MIG instances failed; the next pass tries again");
+                    report.failed.push(ReapFailure { id: GPU_INSTANCES.into(), error });
+                }
+            }
+        }
+        drop(reap_lock);
+        Ok(report)
+    }
+
+    /// Whether the process creating session `id` still holds its lock (when in doubt: yes).
+    fn creator_alive(&self, id: &str) -> bool {
+        match FileLock::try_acquire(&locks::session_lock_path(&self.settings.state_dir(), id)) {
+            Ok(lock) => lock.is_none(),
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "cannot tell whether its create still runs");
+                true
+            }
+        }
+    }
+
+    /// Carries out one action; false when there was nothing left to do.
+    async fn execute(
+        &self,
+        action: &Action,
+        rows: &HashMap<&str, &SessionRow>,
+        now: i64,
+        still_in_use: &mut HashSet<String>,
+    ) -> Result<bool> {
+        let engine = self.engine().await?;
+        let row = |id: &str| rows.get(id).copied().ok_or_else(|| Error::Internal(anyhow::anyhow!("no row {id}")));
+        match action {
+            Action::Expire { id } | Action::Vanished { id } => {
+                let row = row(id)?;
+                // The row goes first, in one statement that checks it still qualifies, so an
+                // extend committed after our listing wins. If removing the container then fails,
+                // it is an orphan (labelled, with no row) that the next pass removes.
+                let deleted = match action {
+                    Action::Expire { .. } => self.store().delete_expired(id, now)?,
+                    _ => self.store().delete_running(id)?,
+                };
+                if !deleted {
+                    return Ok(false);
+                }
+                if let Err(e) = engine.remove(&container_ref(row)).await {
+                    // Its slice stays with the container until that is gone.
+                    still_in_use.extend(row.gpu_uuid.clone());
+                    return Err(e);
+                }
+                if let Some(uuid) = &row.gpu_uuid {
+                    // A failed release leaves an unowned instance, which the end of a pass destroys.
+                    self.gpu.release(uuid)?;
+                }
+                Ok(true)
+            }
+            Action::Abandoned { id } => {
+                let path = locks::session_lock_path(&self.settings.state_dir(), id);
+                let Some(lock) = FileLock::try_acquire(&path)? else {
+                    return Ok(false);
+                };
+                // The creator may have finished between our listing and the lock: look again.
+                let current = self.store().session(id)?.filter(|r| r.state == State::Creating);
+                let result = match current {
+                    Some(current) => self.teardown(&current).await.map(|()| true),
+                    None => Ok(false),
+                };
+                lock.release_and_remove();
+                result
+            }
+            Action::Orphan { container } => engine.remove(container).await.map(|()| true),
+        }
+    }
+}
