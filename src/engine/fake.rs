@@ -94,7 +94,7 @@ impl FakeEngine {
         state.images.insert(tag.to_string(), id);
     }
 
-    /// The next call of `op` fails with `error()`.
+    /// The next call of `op` fails with `error()`; `error` may also act, to stage a race.
     pub fn fail_next(&self, op: Op, error: impl FnOnce() -> Error + Send + 'static) {
         self.lock().failures.push(Failure { op, target: None, error: Box::new(error) });
     }
@@ -150,11 +150,17 @@ impl FakeEngine {
 
     /// The injected failure for this call, if any (each fires once).
     fn injected(&self, op: Op, targets: &[&str]) -> Result<()> {
-        let mut state = self.lock();
-        let hit =
-            state.failures.iter().position(|f| f.op == op && f.target.as_deref().is_none_or(|t| targets.contains(&t)));
-        match hit {
-            Some(i) => Err((state.failures.remove(i).error)()),
+        let failure = {
+            let mut state = self.lock();
+            let hit = state
+                .failures
+                .iter()
+                .position(|f| f.op == op && f.target.as_deref().is_none_or(|t| targets.contains(&t)));
+            hit.map(|i| state.failures.remove(i))
+        };
+        // Made outside the lock: making the error may act on the world (another client's move).
+        match failure {
+            Some(f) => Err((f.error)()),
             None => Ok(()),
         }
     }

@@ -1,4 +1,13 @@
+//! The core on the in-memory engine and the simulated GPUs: every failure path of a create, the
+//! reaper's rules, and the races the store settles.
+
+use std::path::PathBuf;
+use std::sync::Barrier;
+
 use super::*;
+use crate::config::{GpuBackendKind, MigMode};
+use crate::engine::ManagedContainer;
+use crate::engine::fake::{FakeEngine, Op};
 
 #[test]
 fn passwd_entry_replaces_a_clash() {
@@ -8,4 +17,410 @@ fn passwd_entry_replaces_a_clash() {
         out,
         "root:x:0:0::/root:/bin/bash\nalicex:x:1:1::/:/bin/sh\nalice:x:20000:20000::/home/alice:/bin/bash\n"
     );
+}
+
+/// A private sandman: its own database, workspaces, simulated GPUs (dynamic MIG, so a held slice
+/// is an instance that exists) and fake engine.
+struct Lab {
+    _dir: tempfile::TempDir,
+    settings: Settings,
+    engine: Arc<FakeEngine>,
+    sessions: Arc<Sessions>,
+}
+
+const SIM_GPUS: &str = "[[gpu]]\nmodel = \"NVIDIA A100-SXM4-40GB\"\nmig = true\ninstances = []\n";
+
+impl Lab {
+    fn new() -> Lab {
+        Lab::with(|_| {})
+    }
+
+    fn with(adjust: impl FnOnce(&mut Settings)) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let sim_file = dir.path().join("gpus.toml");
+        std::fs::write(&sim_file, SIM_GPUS).unwrap();
+        // Ports of its own, so labs running side by side rarely meet; a port some other program
+        // holds is skipped by the reservation anyway.
+        let start = 20000 + (rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 40000) as u16;
+        let mut settings = Settings {
+            db: dir.path().join("state").join("sandman.db"),
+            workspace_root: dir.path().join("workspaces"),
+            ssh_port_start: start,
+            ssh_port_end: start + 63,
+            ssh_host: "gpu-host".into(),
+            publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ssh_ready_timeout_secs: 1,
+            gpu_backend: GpuBackendKind::Sim,
+            gpu_sim_file: Some(sim_file),
+            mig_mode: MigMode::Dynamic,
+            default_profile: "1g.5gb".into(),
+            ..Settings::default()
+        };
+        adjust(&mut settings);
+        let engine = Arc::new(FakeEngine::with_images(&[&settings.image]));
+        let sessions = Arc::new(Lab::service(&settings, &engine));
+        Lab { _dir: dir, settings, engine, sessions }
+    }
+
+    /// Another process on the same host: its own connection to the database, the same engine.
+    fn service(settings: &Settings, engine: &Arc<FakeEngine>) -> Sessions {
+        let gpu = crate::gpu::open(settings).unwrap();
+        Sessions::with_engine(settings.clone(), gpu, engine.clone()).unwrap()
+    }
+
+    async fn create(&self, user: &str) -> Result<Created> {
+        self.create_with(request(user), &CancellationToken::new()).await
+    }
+
+    async fn create_with(&self, req: CreateRequest, cancel: &CancellationToken) -> Result<Created> {
+        self.sessions.create(req, &|_: &str| {}, cancel).await
+    }
+
+    /// MIG instances that exist (in dynamic mode, only those sessions made and hold).
+    fn gpu_instances(&self) -> Vec<String> {
+        let gpus = self.sessions.gpu().devices().unwrap();
+        gpus.into_iter().flat_map(|g| g.mig_instances).map(|m| m.uuid).collect()
+    }
+
+    fn session_lock_files(&self) -> Vec<PathBuf> {
+        let dir = locks::dir(&self.settings.state_dir());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("session-")))
+            .collect()
+    }
+
+    /// Nothing a create makes is left: no row, no MIG instance, no container, no lock file.
+    fn assert_nothing_left(&self, after: &str) {
+        assert_eq!(self.sessions.list().unwrap().len(), 0, "{after}: a session row is left");
+        assert_eq!(self.gpu_instances(), Vec::<String>::new(), "{after}: a MIG instance is left");
+        let containers: Vec<String> = self.engine.containers().into_iter().map(|c| c.name).collect();
+        assert_eq!(containers, Vec::<String>::new(), "{after}: a container is left");
+        assert_eq!(self.session_lock_files(), Vec::<PathBuf>::new(), "{after}: a lock file is left");
+    }
+
+    /// Makes a session expired as of now.
+    fn expire(&self, id: &str) {
+        let past = chrono::Utc::now().timestamp() - 1;
+        assert!(self.sessions.store().set_ttl(id, 1, past).unwrap());
+    }
+}
+
+fn request(user: &str) -> CreateRequest {
+    CreateRequest { user: user.into(), ttl_minutes: None, image: None, gpu: GpuRequest::Default, public_key: None }
+}
+
+fn unavailable(what: &'static str) -> impl FnOnce() -> Error + Send + 'static {
+    move || Error::Unavailable(format!("injected: {what}"))
+}
+
+#[tokio::test]
+async fn a_create_runs_every_step_and_leaves_only_its_session() {
+    let lab = Lab::new();
+    let created = lab.create("alice").await.unwrap();
+    let s = &created.session;
+    assert_eq!(s.state, State::Running);
+    assert!(s.mig_profile.as_deref() == Some("1g.5gb"), "{:?}", s.mig_profile);
+    assert_eq!(lab.gpu_instances(), vec![s.gpu_uuid.clone().unwrap()]);
+    let container = lab.engine.container(s.container_id.as_deref().unwrap()).unwrap();
+    assert!(container.running);
+    assert_eq!(container.labels[engine::LABEL_SESSION], s.id);
+    let keys = String::from_utf8(container.files[&format!("{}/authorized_keys", ssh::CONFIG_DIR)].clone()).unwrap();
+    assert!(keys.starts_with("ssh-ed25519 "), "{keys}");
+    assert!(String::from_utf8_lossy(&container.files["etc/passwd"]).contains("alice:x:20000:20000:"));
+    assert!(created.private_key.is_some());
+    assert_eq!(lab.engine.networks(), vec![lab.settings.network.clone()], "made on first use");
+    assert_eq!(lab.session_lock_files(), Vec::<PathBuf>::new());
+    assert_eq!(lab.sessions.get(&s.id).unwrap().state, State::Running);
+}
+
+#[tokio::test]
+async fn a_create_failing_at_any_step_leaves_nothing() {
+    // Reserve: a device that does not exist.
+    let lab = Lab::new();
+    let req = CreateRequest { gpu: GpuRequest::Uuid("MIG-no-such-device".into()), ..request("alice") };
+    assert!(lab.create_with(req, &CancellationToken::new()).await.is_err());
+    lab.assert_nothing_left("a failed reservation");
+
+    // Workspace: a file where the workspace root should be.
+    let lab = Lab::with(|s| s.workspace_root = PathBuf::from("/dev/null/workspaces"));
+    let e = lab.create("alice").await.err().expect("the create succeeded");
+    assert!(matches!(&e, Error::Unavailable(m) if m.contains("workspace root")), "{e}");
+    lab.assert_nothing_left("a failed workspace");
+
+    // Engine steps.
+    for (op, step) in [(Op::Create, "create"), (Op::Start, "start"), (Op::WriteFiles, "write files")] {
+        let lab = Lab::new();
+        lab.engine.fail_next(op, unavailable(step));
+        let e = lab.create("alice").await.err().expect("the create succeeded");
+        assert!(e.to_string().contains(&format!("injected: {step}")), "{step}: {e}");
+        lab.assert_nothing_left(step);
+    }
+
+    // sshd never answers.
+    let lab = Lab::new();
+    lab.engine.silence_sshd();
+    let e = lab.create("alice").await.err().expect("the create succeeded");
+    assert!(matches!(&e, Error::Unavailable(m) if m.contains("sshd did not answer")), "{e}");
+    lab.assert_nothing_left("no SSH banner");
+
+    // Cancelled (Ctrl-C).
+    let lab = Lab::new();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let e = lab.create_with(request("alice"), &cancel).await.err().expect("the create succeeded");
+    assert!(matches!(e, Error::Interrupted), "{e}");
+    lab.assert_nothing_left("a cancelled create");
+}
+
+/// One row of the reaper's table: the session's state, its expiry relative to now, whether its
+/// container is listed and whether its creator still runs, and what the reaper must do.
+struct Case {
+    state: State,
+    expires_in: i64,
+    container: bool,
+    creator_alive: bool,
+    expect: Option<&'static str>,
+}
+
+#[test]
+fn reap_classification_table() {
+    let cases = [
+        Case { state: State::Running, expires_in: 60, container: true, creator_alive: false, expect: None },
+        Case { state: State::Running, expires_in: 0, container: true, creator_alive: false, expect: Some("expire") },
+        Case { state: State::Running, expires_in: -5, container: false, creator_alive: false, expect: Some("expire") },
+        Case {
+            state: State::Running,
+            expires_in: 60,
+            container: false,
+            creator_alive: false,
+            expect: Some("vanished"),
+        },
+        Case { state: State::Creating, expires_in: 60, container: false, creator_alive: true, expect: None },
+        Case { state: State::Creating, expires_in: -5, container: true, creator_alive: true, expect: None },
+        Case {
+            state: State::Creating,
+            expires_in: 60,
+            container: true,
+            creator_alive: false,
+            expect: Some("abandoned"),
+        },
+        Case {
+            state: State::Creating,
+            expires_in: -5,
+            container: false,
+            creator_alive: false,
+            expect: Some("abandoned"),
+        },
+    ];
+    let now = 1_000_000;
+    for (i, case) in cases.iter().enumerate() {
+        let id = format!("{i:08}-0000-0000-0000-000000000000");
+        let row = row(&id, case.state, now + case.expires_in);
+        let containers: Vec<ManagedContainer> =
+            case.container.then(|| container(&format!("c{i}"), Some(&id))).into_iter().collect();
+        let actions = classify(&[row], &containers, now, |asked| {
+            assert_eq!(asked, id, "only a creating row's creator is asked about");
+            case.creator_alive
+        });
+        let expected: Vec<Action> = case
+            .expect
+            .map(|kind| match kind {
+                "expire" => Action::Expire { id: id.clone() },
+                "vanished" => Action::Vanished { id: id.clone() },
+                _ => Action::Abandoned { id: id.clone() },
+            })
+            .into_iter()
+            .collect();
+        assert_eq!(actions, expected, "case {i}");
+    }
+
+    // Containers: with a row, with an unknown session, with no session label at all.
+    let rows = [row("s1", State::Running, now + 60)];
+    let containers = [container("c1", Some("s1")), container("c2", Some("gone")), container("c3", None)];
+    let actions = classify(&rows, &containers, now, |_| panic!("no creating rows"));
+    assert_eq!(actions, vec![Action::Orphan { container: "c2".into() }, Action::Orphan { container: "c3".into() }]);
+}
+
+fn row(id: &str, state: State, expires_at: i64) -> SessionRow {
+    SessionRow {
+        id: id.into(),
+        user: "alice".into(),
+        state,
+        ssh_port: 10000,
+        container_id: None,
+        container_ip: None,
+        image: "img".into(),
+        gpu_uuid: None,
+        mig_profile: None,
+        ttl_minutes: 60,
+        created_at: 0,
+        expires_at,
+        workspace: "/w".into(),
+        host_key_fingerprint: "fp".into(),
+    }
+}
+
+fn container(id: &str, session: Option<&str>) -> ManagedContainer {
+    ManagedContainer { id: id.into(), name: format!("sandman-{id}"), session_id: session.map(str::to_string) }
+}
+
+#[tokio::test]
+async fn reap_carries_on_past_a_failed_teardown_and_the_next_pass_finishes_it() {
+    let lab = Lab::new();
+    let alice = lab.create("alice").await.unwrap().session;
+    let bob = lab.create("bob").await.unwrap().session;
+    lab.expire(&alice.id);
+    lab.expire(&bob.id);
+    let alice_container = alice.container_id.clone().unwrap();
+    lab.engine.fail_next_on(Op::Remove, &alice_container, unavailable("remove"));
+
+    let report = lab.sessions.reap(false).await.unwrap();
+    assert_eq!(report.expired, vec![bob.id.clone()], "the other session is still reaped");
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].id, alice.id);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["failed"][0]["id"], alice.id.as_str());
+    assert_eq!(json["failed"][0]["error"], "injected: remove");
+    assert!(lab.engine.container(&bob.container_id.unwrap()).is_none());
+    // The row went first; the container is now an orphan, and its slice stays until it is gone.
+    assert!(lab.sessions.list().unwrap().is_empty());
+    assert!(lab.engine.container(&alice_container).is_some());
+    assert_eq!(lab.gpu_instances(), vec![alice.gpu_uuid.clone().unwrap()]);
+
+    let again = lab.sessions.reap(false).await.unwrap();
+    assert_eq!(again.orphans, vec![alice_container]);
+    assert_eq!(again.gpu_instances, vec![alice.gpu_uuid.unwrap()]);
+    assert!(again.failed.is_empty(), "{:?}", again.failed);
+    lab.assert_nothing_left("two reaper passes");
+}
+
+#[tokio::test]
+async fn reap_removes_vanished_abandoned_and_orphaned() {
+    let lab = Lab::new();
+    let alice = lab.create("alice").await.unwrap().session;
+    let bob = lab.create("bob").await.unwrap().session;
+    lab.engine.remove(alice.container_id.as_deref().unwrap()).await.unwrap();
+    // A create whose process died after its reservation: a row in `creating`, its lock free.
+    let carol = "00000000-dead-0000-0000-000000000000";
+    let reservation = Reservation {
+        id: carol,
+        user: "carol",
+        image: "img",
+        ttl_minutes: 60,
+        now: chrono::Utc::now().timestamp(),
+        workspace: "/w",
+        port_range: (lab.settings.ssh_port_start, lab.settings.ssh_port_end),
+        uid_start: 30000,
+    };
+    lab.sessions
+        .store()
+        .reserve(&reservation, || Ok("key".into()), |_| Ok("fp".into()), |_| true, |_| Ok(None))
+        .unwrap();
+    let stray = lab.engine.add_container(
+        "sandman-stray",
+        HashMap::from([(engine::LABEL_INSTANCE.to_string(), lab.sessions.instance.clone())]),
+    );
+
+    let dry = lab.sessions.reap(true).await.unwrap();
+    assert_eq!((dry.vanished.len(), dry.abandoned.len(), dry.orphans.len()), (1, 1, 1), "{dry:?}");
+    assert_eq!(lab.sessions.list().unwrap().len(), 3, "a dry run removes nothing");
+
+    let report = lab.sessions.reap(false).await.unwrap();
+    assert_eq!(report.vanished, vec![alice.id.clone()]);
+    assert_eq!(report.abandoned, vec![carol.to_string()]);
+    assert_eq!(report.orphans, vec![stray]);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let left: Vec<String> = lab.sessions.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(left, vec![bob.id.clone()]);
+    assert_eq!(lab.gpu_instances(), vec![bob.gpu_uuid.unwrap()], "alice's slice was released");
+    assert_eq!(lab.session_lock_files(), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_racing_a_reap_is_never_lost() {
+    let lab = Lab::with(|s| s.gpu_backend = GpuBackendKind::None);
+    // The reaper is another process: its own connection to the same database.
+    let reaper = Arc::new(Lab::service(&lab.settings, &lab.engine));
+    let runtime = tokio::runtime::Handle::current();
+    let (mut extends_won, mut reaps_won) = (0, 0);
+    for round in 0..200 {
+        let session = lab.create("alice").await.unwrap().session;
+        lab.expire(&session.id);
+        let start = Arc::new(Barrier::new(2));
+        let extend = {
+            let (sessions, start, id) = (lab.sessions.clone(), start.clone(), session.id.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                sessions.extend(&id, 60)
+            })
+        };
+        let reap = {
+            let (reaper, start, runtime) = (reaper.clone(), start.clone(), runtime.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                runtime.block_on(reaper.reap(false))
+            })
+        };
+        let extended = tokio::task::spawn_blocking(move || extend.join().unwrap()).await.unwrap();
+        let reaped = tokio::task::spawn_blocking(move || reap.join().unwrap()).await.unwrap().unwrap();
+        let container = lab.engine.container(session.container_id.as_deref().unwrap());
+        match extended {
+            Ok(row) => {
+                extends_won += 1;
+                let now = lab.sessions.get(&session.id).unwrap();
+                assert!(now.expires_at > chrono::Utc::now().timestamp(), "round {round}");
+                assert_eq!(now.expires_at, row.expires_at, "round {round}");
+                assert!(container.is_some(), "round {round}: an extended session lost its container");
+                assert!(!reaped.expired.contains(&session.id), "round {round}");
+                lab.sessions.remove(&session.id).await.unwrap();
+            }
+            Err(Error::NotFound(_)) => {
+                reaps_won += 1;
+                assert_eq!(reaped.expired, vec![session.id.clone()], "round {round}");
+                assert!(container.is_none(), "round {round}");
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        assert!(reaped.failed.is_empty(), "round {round}: {:?}", reaped.failed);
+    }
+    assert_eq!(extends_won + reaps_won, 200);
+    lab.assert_nothing_left("the races");
+}
+
+#[tokio::test]
+async fn removing_several_goes_on_past_failures_and_counts_the_already_gone_as_removed() {
+    let lab = Lab::new();
+    let alice = lab.create("alice").await.unwrap().session;
+    let bob = lab.create("bob").await.unwrap().session;
+    let carol = lab.create("carol").await.unwrap().session;
+
+    // Alice's container will not go; while it fails, another client removes Bob's row.
+    let db = lab.settings.db.clone();
+    let bob_id = bob.id.clone();
+    lab.engine.fail_next_on(Op::Remove, alice.container_id.as_deref().unwrap(), move || {
+        assert!(Store::open(&db).unwrap().delete_session(&bob_id).unwrap());
+        Error::Unavailable("injected: remove".into())
+    });
+    let removal = lab.sessions.remove_sessions(&[alice.id.clone(), bob.id.clone(), carol.id.clone()]).await;
+    let removed: Vec<&str> = removal.removed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(removed, vec![carol.id.as_str()]);
+    assert_eq!(removal.already_gone, vec![bob.id.clone()]);
+    assert_eq!(removal.failed.len(), 1);
+    assert_eq!(removal.failed[0].0, alice.id);
+    assert!(matches!(&removal.failed[0].1, Error::Unavailable(_)));
+
+    // `remove_all` lists what is there now under the same policy: only Alice is left.
+    let all = lab.sessions.remove_all().await.unwrap();
+    let removed: Vec<&str> = all.removed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(removed, vec![alice.id.as_str()]);
+    assert!(all.already_gone.is_empty() && all.failed.is_empty());
+    // Bob's container lost its row to the other client: the reaper's business.
+    let report = lab.sessions.reap(false).await.unwrap();
+    assert_eq!(report.orphans, vec![bob.container_id.unwrap()]);
+    lab.assert_nothing_left("removing all and a reap");
 }
