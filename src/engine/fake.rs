@@ -304,8 +304,8 @@ impl Engine for FakeEngine {
             let task = tokio::spawn(answer_ssh(listener));
             state.listeners.insert(id, task);
         }
-        // A silent container keeps its port bound (dropped here, so nothing answers either way:
-        // the probe sees a refused connection, as with a port proxy whose sshd is down).
+        // A silent container's listener is dropped here: its port is published but nothing
+        // answers, as when the container's sshd does not start.
         Ok(())
     }
 
