@@ -302,13 +302,11 @@ impl Reply {
             Ok(bytes) => Reply::bytes(status, JSON, Body::Owned(bytes)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialize an answer");
-                Reply::bytes(
-                    500,
-                    JSON,
-                    Body::Owned(
-                        br#"{"error":"internal error; the server log has the details","code":"internal"}"#.to_vec(),
-                    ),
-                )
+                let body = format!(
+                    r#"{{"error":"internal error; the server log has the details","code":"{}"}}"#,
+                    Kind::Internal.code()
+                );
+                Reply::bytes(Kind::Internal.http_status(), JSON, Body::Owned(body.into_bytes()))
             }
         }
     }

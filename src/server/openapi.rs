@@ -4,7 +4,7 @@
 //! read a body. The limits that come from settings and the service's rules (the TTL bound,
 //! reserved user names) are filled in when the server starts.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
@@ -115,14 +115,31 @@ pub fn document(max_ttl_minutes: u32) -> Vec<u8> {
         schemas[request]["properties"]["ttl_minutes"]["maximum"] = json!(max_ttl_minutes);
     }
     schemas["CreateSessionRequest"]["properties"]["user_id"]["not"] = json!({ "enum": validate::RESERVED_USERS });
+    spell_links_in_camel_case(&mut doc);
     serde_json::to_vec_pretty(&doc).expect("a JSON value serializes")
+}
+
+/// utoipa 5 writes a Link object's `operationId` and `operationRef` as `operation_id` and
+/// `operation_ref`, which clients (schemathesis' stateful tests among them) do not recognise.
+fn spell_links_in_camel_case(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    let operations = paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut());
+    let responses = operations.filter_map(|op| op["responses"].as_object_mut()).flat_map(|r| r.values_mut());
+    let links =
+        responses.filter_map(|r| r.get_mut("links").and_then(Value::as_object_mut)).flat_map(|l| l.values_mut());
+    for link in links.filter_map(Value::as_object_mut) {
+        for (snake, camel) in [("operation_id", "operationId"), ("operation_ref", "operationRef")] {
+            if let Some(v) = link.remove(snake) {
+                link.insert(camel.into(), v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::server::routes::ROUTES;
-    use serde_json::Value;
 
     /// Every (path, method) the document describes.
     fn operations(doc: &Value) -> Vec<(String, String)> {
@@ -190,6 +207,10 @@ mod tests {
             }
         }
         let links = &doc["paths"]["/sessions"]["post"]["responses"]["201"]["links"];
-        assert_eq!(links["GetSession"]["parameters"]["id"], "$response.body#/session_id");
+        for link in ["GetSession", "ExtendSession", "RemoveSession"] {
+            assert_eq!(links[link]["parameters"]["id"], "$response.body#/session_id", "{link}");
+            assert!(links[link]["operationId"].is_string(), "{link}: {}", links[link]);
+            assert!(links[link].get("operation_id").is_none());
+        }
     }
 }

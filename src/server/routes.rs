@@ -368,7 +368,7 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = match e.path().iter().next() {
-            Some(serde_path_to_error::Segment::Map { key }) => api_field(key),
+            Some(serde_path_to_error::Segment::Map { key }) => known_field(key),
             _ => "body",
         };
         refused(field, e.inner())
@@ -388,8 +388,8 @@ fn refused(field: &'static str, e: &serde_json::Error) -> Error {
     Error::invalid(field, message.to_string())
 }
 
-/// Error fields are `&'static str`: the field names of the request bodies.
-fn api_field(key: &str) -> &'static str {
+/// The request bodies' field named `key` (errors name fields by `&'static str`), else "body".
+fn known_field(key: &str) -> &'static str {
     const FIELDS: &[&str] = &["user_id", "ttl_minutes", "mig_profile", "mig_instance_uuid", "image", "ssh_public_key"];
     FIELDS.iter().find(|f| **f == key).copied().unwrap_or("body")
 }
