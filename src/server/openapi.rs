@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations and the request and answer
 //! types, so that it cannot drift from the code. What every operation shares is added from the
-//! route table: security and 401 for the routes that need a token, 400/408/413 for those that
+//! route table: security, 401 and 503 for the routes that need a token, 400/408/413 for those that
 //! read a body. The limits that come from settings and the service's rules (the TTL bound,
 //! reserved user names) are filled in when the server starts.
 
@@ -82,6 +82,8 @@ impl Modify for Shared {
                                 .build(),
                         );
                     add(op, 401, unauthorized);
+                    let unavailable = "Docker, the workspace image, NVML or the state store cannot be used right now.";
+                    add(op, 503, error_response(unavailable));
                 }
                 if let Some(body) = op.request_body.as_mut() {
                     body.required = Some(utoipa::openapi::Required::True);
@@ -195,6 +197,7 @@ mod tests {
             let public = PUBLIC.contains(&path.as_str());
             assert_eq!(op.get("security") == Some(&json!([])), public, "{method} {path}: security");
             assert_eq!(op["responses"].get("401").is_some(), !public, "{method} {path}: 401 iff a token is needed");
+            assert_eq!(op["responses"].get("503").is_some(), !public, "{method} {path}: 503");
             let has_body = op.get("requestBody").is_some();
             for status in ["400", "408", "413"] {
                 assert_eq!(op["responses"].get(status).is_some(), has_body, "{method} {path}: {status}");

@@ -115,7 +115,6 @@ pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
 pub const NOT_FOUND: &str = "No session with this id.";
 pub const CONFLICT: &str = "`conflict`: the user already has a session, or the session is still being created; \
 `exhausted`: no SSH port or GPU slice is free.";
-pub const UNAVAILABLE: &str = "Docker, the workspace image or NVML cannot be used right now.";
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -188,7 +187,6 @@ pub(super) fn get(app: &App, id: &str) -> Result<Reply, ApiError> {
                 ("RemoveSession" = (operation_id = "removeSession", parameters(("id" = "$response.body#/session_id")))),
             )),
         (status = 409, description = CONFLICT, body = ErrorBody),
-        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     ))]
 pub(super) fn create(app: &App, ex: &mut Exchange) -> Result<Reply, ApiError> {
     let body = ex.read_body()?;
@@ -226,7 +224,6 @@ pub(super) fn extend(app: &App, ex: &mut Exchange, id: &str) -> Result<Reply, Ap
         (status = 200, description = "Removed.", body = MessageView),
         (status = 404, description = NOT_FOUND, body = ErrorBody),
         (status = 409, description = CONFLICT, body = ErrorBody),
-        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     ))]
 pub(super) fn remove(app: &App, id: &str) -> Result<Reply, ApiError> {
     let row = app.runtime.block_on(app.sessions.remove(id))?;
@@ -241,7 +238,6 @@ pub(super) fn remove(app: &App, id: &str) -> Result<Reply, ApiError> {
     responses(
         (status = 200, description = "What was removed.", body = RemovedAllView),
         (status = 409, description = CONFLICT, body = ErrorBody),
-        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     ))]
 pub(super) fn remove_all(app: &App) -> Result<Reply, ApiError> {
     let rows = app.sessions.list()?;
@@ -274,7 +270,6 @@ pub(super) fn remove_all(app: &App) -> Result<Reply, ApiError> {
     summary = "GPUs and their MIG instances, with `allocated` for those sessions hold",
     responses(
         (status = 200, description = "GPUs.", body = GpusView),
-        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     ))]
 pub(super) fn gpus(app: &App) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &GpusView::new(app.sessions.gpus()?)))
@@ -284,7 +279,6 @@ pub(super) fn gpus(app: &App) -> Result<Reply, ApiError> {
     summary = "MIG profiles of the GPU models present",
     responses(
         (status = 200, description = "Profiles.", body = ProfilesView),
-        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     ))]
 pub(super) fn profiles(app: &App) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &ProfilesView { profiles: app.sessions.gpu().profiles()? }))
@@ -294,7 +288,6 @@ pub(super) fn profiles(app: &App) -> Result<Reply, ApiError> {
     summary = "MIG instances no session holds",
     responses(
         (status = 200, description = "Free instances.", body = AvailableView),
-        (status = 503, description = UNAVAILABLE, body = ErrorBody),
     ))]
 pub(super) fn available(app: &App) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &AvailableView::new(app.sessions.available()?)))
