@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::GpuBackendKind;
 
 const ABOUT: &str = "GPU workspace gateway: private, hardened SSH containers with a GPU slice, one command away";
 
@@ -50,7 +52,7 @@ pub struct GlobalArgs {
     pub ssh_port_end: Option<u16>,
     /// GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none
     #[arg(long, global = true, value_name = "BACKEND")]
-    pub gpu_backend: Option<crate::config::GpuBackendKind>,
+    pub gpu_backend: Option<GpuBackendArg>,
     /// TOML file describing simulated GPUs (with --gpu-backend sim)
     #[arg(long, global = true, value_name = "FILE")]
     pub gpu_sim_file: Option<PathBuf>,
@@ -283,4 +285,24 @@ pub enum GpuCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--gpu-backend`: the command line's spelling of `config::GpuBackendKind`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GpuBackendArg {
+    Auto,
+    Nvml,
+    Sim,
+    None,
+}
+
+impl From<GpuBackendArg> for GpuBackendKind {
+    fn from(arg: GpuBackendArg) -> Self {
+        match arg {
+            GpuBackendArg::Auto => GpuBackendKind::Auto,
+            GpuBackendArg::Nvml => GpuBackendKind::Nvml,
+            GpuBackendArg::Sim => GpuBackendKind::Sim,
+            GpuBackendArg::None => GpuBackendKind::None,
+        }
+    }
 }

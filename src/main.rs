@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}"));
+            eprintln!("error: {e:#}");
             e.exit_code()
         }
     }

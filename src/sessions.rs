@@ -413,10 +413,9 @@ impl Sessions {
     /// Sets a session to expire `ttl_minutes` from now (bounded by `max_ttl_minutes`).
     pub fn extend(&self, id: &str, ttl_minutes: i64) -> Result<SessionRow> {
         let ttl = validate::ttl_minutes(ttl_minutes, self.settings.max_ttl_minutes)?;
-        let row = self.get(id)?;
         let expires = chrono::Utc::now().timestamp() + i64::from(ttl) * 60;
-        let total = u32::try_from((expires - row.created_at + 59) / 60).unwrap_or(u32::MAX);
-        if !self.store().set_ttl(id, total, expires)? {
+        // A session's `ttl_minutes` is the TTL last asked for, counted from that request.
+        if !self.store().set_ttl(id, ttl, expires)? {
             return Err(Error::NotFound(format!("session {id} not found")));
         }
         self.get(id)

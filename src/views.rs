@@ -2,16 +2,19 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::sessions::Created;
-use crate::store::SessionRow;
+use crate::store::{SessionRow, State};
 
 pub fn timestamp(epoch: i64) -> String {
     DateTime::<Utc>::from_timestamp(epoch, 0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The API's session object. `metadata.ssh_password` is deliberately absent: logins are key-only.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Session)]
 pub struct SessionView {
     pub id: String,
     pub user_id: String,
@@ -20,15 +23,23 @@ pub struct SessionView {
     pub ssh_port: u16,
     pub gpu_uuid: Option<String>,
     pub mig_profile: Option<String>,
+    /// The TTL last asked for, at create or by the latest extend: the session expires this
+    /// many minutes after that request.
     pub ttl_minutes: u32,
+    /// UTC, RFC 3339, whole seconds.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// UTC, RFC 3339, whole seconds.
+    #[schema(format = DateTime)]
     pub expires_at: String,
+    #[schema(schema_with = session_states)]
     pub state: &'static str,
     pub host_key_fingerprint: String,
     pub metadata: Metadata,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SessionMetadata)]
 pub struct Metadata {
     pub image: String,
     pub workspace: String,
@@ -59,22 +70,37 @@ impl From<&SessionRow> for SessionView {
     }
 }
 
+fn session_states() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(State::ALL.map(State::as_str)))
+        .build()
+}
+
 /// The API's create answer, plus what a user needs to log in.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreatedSession)]
 pub struct CreatedView {
     pub session_id: String,
     pub container_id: Option<String>,
     pub ssh_user: String,
     pub ssh_host: String,
     pub ssh_port: u16,
-    /// Shown once; `null` when the client supplied its own public key.
+    /// OpenSSH private key, shown only in this answer; `null` when the client supplied its own
+    /// public key.
     pub ssh_private_key: Option<String>,
     pub gpu_uuid: Option<String>,
     pub mig_profile: Option<String>,
+    /// UTC, RFC 3339, whole seconds.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// UTC, RFC 3339, whole seconds.
+    #[schema(format = DateTime)]
     pub expires_at: String,
     pub host_key_fingerprint: String,
+    /// A known_hosts line for the session's host key.
     pub known_hosts: String,
+    /// Ready to paste, with the key saved as `<user>.key`.
     pub ssh_command: String,
 }
 
@@ -101,20 +127,23 @@ impl CreatedView {
 }
 
 /// `GET /gpus`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = GpuList)]
 pub struct GpusView {
     pub gpus: Vec<crate::gpu::GpuDevice>,
     pub count: usize,
 }
 
 /// `GET /gpus/profiles`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProfileList)]
 pub struct ProfilesView {
     pub profiles: Vec<crate::gpu::ProfileInfo>,
 }
 
 /// `GET /gpus/available`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AvailableList)]
 pub struct AvailableView {
     pub available_instances: Vec<crate::gpu::MigInstance>,
     pub count: usize,
@@ -130,4 +159,20 @@ impl AvailableView {
     pub fn new(available_instances: Vec<crate::gpu::MigInstance>) -> Self {
         AvailableView { count: available_instances.len(), available_instances }
     }
+}
+
+/// An answer that is only a sentence (`DELETE /sessions/{id}`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Message)]
+pub struct MessageView {
+    pub message: String,
+}
+
+/// `DELETE /sessions`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = RemovedAll)]
+pub struct RemovedAllView {
+    pub message: String,
+    /// Ids of the sessions removed.
+    pub removed: Vec<String>,
 }

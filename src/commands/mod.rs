@@ -42,7 +42,7 @@ fn overrides(g: &GlobalArgs) -> Overrides {
         workspace_root: g.workspace_root.clone(),
         ssh_port_start: g.ssh_port_start,
         ssh_port_end: g.ssh_port_end,
-        gpu_backend: g.gpu_backend,
+        gpu_backend: g.gpu_backend.map(Into::into),
         gpu_sim_file: g.gpu_sim_file.clone(),
         ..Default::default()
     }

@@ -40,7 +40,8 @@ pub enum GpuAccess {
 }
 
 /// One physical GPU, in the shape of the API's `GET /gpus` entries.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Gpu)]
 pub struct GpuDevice {
     pub uuid: String,
     pub name: String,
@@ -56,7 +57,7 @@ pub struct GpuDevice {
 }
 
 /// One MIG device (a GPU instance with its compute instance).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MigInstance {
     pub uuid: String,
     pub profile: String,
@@ -76,7 +77,8 @@ pub struct MigInstance {
 }
 
 /// A MIG profile as `GET /gpus/profiles` reports it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = Profile)]
 pub struct ProfileInfo {
     pub name: String,
     pub compute_slices: u32,

@@ -1,21 +1,26 @@
 //! CORS as docs/api.md sets it: credentials allowed, so the request's `Origin` is reflected
 //! (browsers refuse `*` with credentials); origins can be narrowed with `cors_origins`.
 
-pub const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS";
+/// Answer headers a page's script may read besides the safelisted ones: what to do after a 405
+/// or a 401, and when to come back.
+pub const EXPOSE_HEADERS: &str = "Allow, WWW-Authenticate, Retry-After";
 /// Browsers may cache a preflight this long (24 hours, as the spec says).
 pub const MAX_AGE_SECS: u32 = 86400;
 
 pub struct Cors {
     any: bool,
     origins: Vec<String>,
+    /// Every method some route answers.
+    methods: String,
 }
 
 impl Cors {
-    /// `*` in the list allows every origin.
-    pub fn new(origins: &[String]) -> Cors {
+    /// `*` in the list allows every origin; `methods` is what preflights advertise.
+    pub fn new(origins: &[String], methods: String) -> Cors {
         Cors {
             any: origins.iter().any(|o| o == "*"),
             origins: origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect(),
+            methods,
         }
     }
 
@@ -30,19 +35,20 @@ impl Cors {
             Some(o) if self.allows(o) => vec![
                 ("Access-Control-Allow-Origin", o.to_string()),
                 ("Access-Control-Allow-Credentials", "true".into()),
+                ("Access-Control-Expose-Headers", EXPOSE_HEADERS.into()),
             ],
             _ => Vec::new(),
         }
     }
 
-    /// Extra headers for a preflight (`OPTIONS` with `Access-Control-Request-Method`): every
-    /// method, the headers the browser asked for, cached for a day.
+    /// Extra headers for a preflight (`OPTIONS` with `Access-Control-Request-Method`): the
+    /// methods the routes answer, the headers the browser asked for, cached for a day.
     pub fn preflight(&self, origin: Option<&str>, requested_headers: Option<&str>) -> Vec<(&'static str, String)> {
         let mut h = self.headers(origin);
         if h.is_empty() {
             return h;
         }
-        h.push(("Access-Control-Allow-Methods", ALLOW_METHODS.into()));
+        h.push(("Access-Control-Allow-Methods", self.methods.clone()));
         if let Some(r) = requested_headers.filter(|r| !r.trim().is_empty()) {
             h.push(("Access-Control-Allow-Headers", r.to_string()));
         }
@@ -61,31 +67,32 @@ mod tests {
 
     #[test]
     fn reflects_any_origin_by_default() {
-        let c = Cors::new(&["*".into()]);
+        let c = Cors::new(&["*".into()], "GET, OPTIONS".into());
         let h = c.headers(Some("https://app.example"));
         assert_eq!(
             h,
             [
                 ("Access-Control-Allow-Origin", "https://app.example".into()),
-                ("Access-Control-Allow-Credentials", "true".into())
+                ("Access-Control-Allow-Credentials", "true".into()),
+                ("Access-Control-Expose-Headers", EXPOSE_HEADERS.into()),
             ]
         );
         assert!(c.headers(None).is_empty(), "no Origin, no CORS headers");
         let p = c.preflight(Some("https://app.example"), Some("authorization, content-type"));
         assert!(p.contains(&("Access-Control-Allow-Headers", "authorization, content-type".into())));
         assert!(p.contains(&("Access-Control-Max-Age", "86400".into())));
-        assert!(p.contains(&("Access-Control-Allow-Methods", ALLOW_METHODS.into())));
+        assert!(p.contains(&("Access-Control-Allow-Methods", "GET, OPTIONS".into())));
     }
 
     #[test]
     fn a_list_narrows_the_origins() {
-        let c = Cors::new(&["https://good.example/".into()]);
+        let c = Cors::new(&["https://good.example/".into()], String::new());
         assert_eq!(
             names(&c.headers(Some("https://good.example"))),
-            ["Access-Control-Allow-Origin", "Access-Control-Allow-Credentials"]
+            ["Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers"]
         );
         assert!(c.headers(Some("https://evil.example")).is_empty());
         assert!(c.preflight(Some("https://evil.example"), Some("x")).is_empty());
-        assert!(Cors::new(&[]).headers(Some("https://good.example")).is_empty());
+        assert!(Cors::new(&[], String::new()).headers(Some("https://good.example")).is_empty());
     }
 }

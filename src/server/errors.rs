@@ -1,20 +1,44 @@
-//! Domain errors to HTTP statuses, in one place: the message for the client, the detail for the
-//! log. Errors are always `{"error": "<message>"}`.
+//! Domain errors to HTTP answers: the status and `code` come from the table in `error.rs`; the
+//! message is for the client, the detail for the log. Every error answer, the server's own
+//! (401, 404, 405, 408, 413) included, is `{"error": "<message>", "code": "<code>"}`.
 
-use crate::error::Error;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+
+use crate::error::{Error, ErrorKind};
 
 use super::exchange::Reply;
 
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: u16,
+    pub kind: ErrorKind,
     pub message: String,
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong, for a person; a bad input is named by its JSON field.
+    pub error: String,
+    /// Stable, for programs: what kind of error this is.
+    #[schema(schema_with = error_codes)]
+    pub code: &'static str,
+}
+
+fn error_codes() -> Object {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(ErrorKind::ALL.iter().map(|k| k.code()))).build()
+}
+
 impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), headers: Vec::new() }
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError { kind, message: message.into(), headers: Vec::new() }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.http_status()
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiError {
@@ -23,7 +47,8 @@ impl ApiError {
     }
 
     pub fn into_reply(self) -> Reply {
-        let mut reply = Reply::json(self.status, &serde_json::json!({ "error": self.message }));
+        let body = ErrorBody { error: self.message, code: self.kind.code() };
+        let mut reply = Reply::json(self.kind.http_status(), &body);
         reply.headers.extend(self.headers);
         reply
     }
@@ -31,23 +56,20 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        match e {
-            Error::InvalidInput { field, message } => {
-                ApiError::new(400, format!("invalid {}: {message}", api_field(field)))
-            }
-            Error::NotFound(m) => ApiError::new(404, m),
-            Error::Conflict(m) | Error::Exhausted(m) => ApiError::new(409, m),
+        let kind = e.kind();
+        let message = match e {
+            Error::InvalidInput { field, message } => format!("invalid {}: {message}", api_field(field)),
             Error::Unavailable(m) => {
                 tracing::warn!(error = %m, "a service sandman needs is unavailable");
-                ApiError::new(503, m)
+                m
             }
-            // Only the CLI is interrupted (Ctrl-C); a server shutting down finishes its requests.
-            Error::Interrupted => ApiError::new(503, "interrupted"),
             Error::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "internal error");
-                ApiError::new(500, "internal error; the server log has the details")
+                "internal error; the server log has the details".into()
             }
-        }
+            other => other.to_string(),
+        };
+        ApiError::new(kind, message)
     }
 }
 
@@ -65,24 +87,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_and_field_names() {
-        let cases: Vec<(Error, u16, &str)> = vec![
+    fn statuses_codes_and_field_names() {
+        let cases: Vec<(Error, u16, &str, &str)> = vec![
             (
                 Error::invalid("user", "\"Root\" must start with a lowercase letter"),
                 400,
+                "invalid_input",
                 "invalid user_id: \"Root\" must start with a lowercase letter",
             ),
-            (Error::invalid("public key", "expected one line"), 400, "invalid ssh_public_key: expected one line"),
-            (Error::invalid("ttl_minutes", "0 is out of range"), 400, "invalid ttl_minutes: 0 is out of range"),
-            (Error::NotFound("session x not found".into()), 404, "session x not found"),
-            (Error::Conflict("exists".into()), 409, "exists"),
-            (Error::Exhausted("no port".into()), 409, "no port"),
-            (Error::Unavailable("docker down".into()), 503, "docker down"),
-            (Error::Internal(anyhow::anyhow!("secret detail")), 500, "internal error; the server log has the details"),
+            (
+                Error::invalid("public key", "expected one line"),
+                400,
+                "invalid_input",
+                "invalid ssh_public_key: expected one line",
+            ),
+            (Error::NotFound("session x not found".into()), 404, "not_found", "session x not found"),
+            (Error::Conflict("exists".into()), 409, "conflict", "exists"),
+            (Error::Exhausted("no port".into()), 409, "exhausted", "no port"),
+            (Error::Unavailable("docker down".into()), 503, "unavailable", "docker down"),
+            (Error::Interrupted, 503, "interrupted", "interrupted"),
+            (
+                Error::Internal(anyhow::anyhow!("secret detail")),
+                500,
+                "internal",
+                "internal error; the server log has the details",
+            ),
         ];
-        for (e, status, message) in cases {
-            let a = ApiError::from(e);
-            assert_eq!((a.status, a.message.as_str()), (status, message));
+        for (e, status, code, message) in cases {
+            let reply = ApiError::from(e).into_reply();
+            let body: serde_json::Value = serde_json::from_slice(reply.body.as_ref()).unwrap();
+            assert_eq!(reply.status, status);
+            assert_eq!(body, serde_json::json!({ "error": message, "code": code }));
         }
     }
 }

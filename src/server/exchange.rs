@@ -10,6 +10,7 @@ use tiny_http::{Request, StatusCode};
 use super::App;
 use super::conn::Conn;
 use super::errors::ApiError;
+use crate::error::ErrorKind as Kind;
 
 /// tiny_http reads bodies up to this size itself, before handing the request over (a detail of
 /// tiny_http 0.12's `new_request`); longer or chunked bodies are still on the wire.
@@ -71,7 +72,9 @@ impl Exchange {
     pub fn read_body(&mut self) -> Result<Vec<u8>, ApiError> {
         let s = &self.app.sessions.settings;
         let (limit, timeout) = (s.api_max_body_bytes, Duration::from_secs(s.api_body_timeout_secs));
-        let too_large = || ApiError::new(413, format!("the request body is larger than the limit of {limit} bytes"));
+        let too_large = || {
+            ApiError::new(Kind::PayloadTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
+        };
         // Checked before anything is read: a client announcing too much gets no `100 Continue`.
         if self.rq.body_length().is_some_and(|n| n > limit) {
             return Err(too_large());
@@ -98,7 +101,7 @@ impl Exchange {
                     return Err(timed_out(timeout));
                 }
                 Err(e) => {
-                    return Err(ApiError::new(400, format!("cannot read the request body: {e}")));
+                    return Err(ApiError::new(Kind::InvalidInput, format!("cannot read the request body: {e}")));
                 }
             }
         }
@@ -249,7 +252,7 @@ impl Exchange {
 }
 
 fn timed_out(timeout: Duration) -> ApiError {
-    ApiError::new(408, format!("the request body did not arrive within {} seconds", timeout.as_secs()))
+    ApiError::new(Kind::Timeout, format!("the request body did not arrive within {} seconds", timeout.as_secs()))
 }
 
 fn header<'r>(rq: &'r Request, name: &'static str) -> Option<&'r str> {
@@ -299,11 +302,11 @@ impl Reply {
             Ok(bytes) => Reply::bytes(status, JSON, Body::Owned(bytes)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialize an answer");
-                Reply::bytes(
-                    500,
-                    JSON,
-                    Body::Owned(br#"{"error":"internal error; the server log has the details"}"#.to_vec()),
-                )
+                let body = format!(
+                    r#"{{"error":"internal error; the server log has the details","code":"{}"}}"#,
+                    Kind::Internal.code()
+                );
+                Reply::bytes(Kind::Internal.http_status(), JSON, Body::Owned(body.into_bytes()))
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod cors;
 mod errors;
 mod exchange;
 pub mod metrics;
+mod openapi;
 pub mod routes;
 
 use std::net::{SocketAddr, TcpListener};
@@ -119,14 +120,14 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
     );
     let workers = s.api_workers;
     let app = Arc::new(App {
-        cors: Cors::new(&s.cors_origins),
+        cors: Cors::new(&s.cors_origins, routes::all_methods()),
         sessions: sessions.clone(),
         runtime: tokio::runtime::Handle::current(),
         tokens,
         metrics: Metrics::default(),
         port: addr.port(),
         sockets: conn::Sockets::default(),
-        openapi: routes::openapi_document(s.max_ttl_minutes).into(),
+        openapi: openapi::document(s.max_ttl_minutes).into(),
         list_cache: Mutex::new(None),
         extra_threads: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),

@@ -37,6 +37,11 @@ impl Resp {
     pub fn error(&self) -> String {
         self.json()["error"].as_str().unwrap_or_else(|| panic!("no error message in {}", self.text())).to_string()
     }
+
+    /// The `code` of an error answer (the kind of error, stable for programs).
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_else(|| panic!("no error code in {}", self.text())).to_string()
+    }
 }
 
 /// One request on a fresh connection (`Connection: close`), the answer read to the end.
@@ -268,8 +273,9 @@ impl Drop for Serve {
     }
 }
 
-/// Checks `value` against an OpenAPI 3.0 schema (the subset the document uses: $ref, type,
-/// nullable, properties, required, additionalProperties, items, enum); returns the mismatches.
+/// Checks `value` against an OpenAPI 3.1 schema (the subset the document uses: $ref, type or a
+/// list of types, oneOf, properties, required, additionalProperties, items, enum); returns the
+/// mismatches.
 pub fn schema_errors(doc: &Value, schema: &Value, value: &Value) -> Vec<String> {
     let mut errors = Vec::new();
     check(doc, schema, value, "$", &mut errors);
@@ -281,24 +287,37 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<Stri
         let name = r.trim_start_matches("#/components/schemas/");
         return check(doc, &doc["components"]["schemas"][name], v, at, errors);
     }
-    if v.is_null() {
-        if schema["nullable"] != Value::Bool(true) && schema.get("type").is_some() {
-            errors.push(format!("{at}: null where the document does not allow it"));
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fits = options.iter().filter(|o| schema_errors(doc, o, v).is_empty()).count();
+        if fits != 1 {
+            errors.push(format!("{at}: {v} fits {fits} of the oneOf schemas"));
         }
         return;
     }
-    let ok = match schema["type"].as_str() {
-        None => true,
-        Some("object") => v.is_object(),
-        Some("array") => v.is_array(),
-        Some("string") => v.is_string(),
-        Some("integer") => v.is_i64() || v.is_u64(),
-        Some("number") => v.is_number(),
-        Some("boolean") => v.is_boolean(),
-        Some(other) => panic!("type {other} not handled"),
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return check_fields(doc, schema, v, at, errors),
     };
-    if !ok {
+    let fits = |t: &str| match t {
+        "null" => v.is_null(),
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        other => panic!("type {other} not handled"),
+    };
+    if !types.iter().any(|t| fits(t)) {
         errors.push(format!("{at}: expected {}, got {v}", schema["type"]));
+        return;
+    }
+    check_fields(doc, schema, v, at, errors);
+}
+
+fn check_fields(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+    if v.is_null() {
         return;
     }
     if let Some(allowed) = schema["enum"].as_array()
