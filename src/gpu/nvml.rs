@@ -14,10 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::allocate::{self, GpuState, InstanceState};
 use super::catalog::{self, Profile};
-use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
+use super::{GpuAccess, GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::config::GpuDeviceAccess;
 use crate::error::{Error, Result};
-use crate::gpu::GpuAccess;
 use crate::locks::FileLock;
 use crate::store::GpuPick;
 

@@ -18,9 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::allocate::{self, GpuState, InstanceState};
 use super::catalog::{self, Model, Profile};
 use super::placement::{self, Layout, Placed};
-use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
+use super::{GpuAccess, GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::error::{Error, Result};
-use crate::gpu::GpuAccess;
 use crate::locks::FileLock;
 use crate::store::GpuPick;
 
