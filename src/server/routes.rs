@@ -284,7 +284,7 @@ pub(super) fn available(app: &App) -> Result<Reply, ApiError> {
 
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", summary = "Prometheus metrics",
     responses((status = 200, content_type = "application/openmetrics-text",
-        description = "Prometheus text format: sessions, GPU slices and ports in use, create latency, \
+        description = "OpenMetrics text: sessions, GPU slices and ports in use, create latency, \
 reaper runs, removals and failed actions, requests by status.", body = String)))]
 pub(super) fn metrics(app: &App) -> Result<Reply, ApiError> {
     let sessions = app.sessions.list()?;
