@@ -189,7 +189,7 @@ impl Sessions {
             || ssh::generate_key_pair(&format!("sandman-host-{}", req.user)).map(|(private, _)| private),
             |k| ssh::host_public_key(k).map(|(_, fp)| fp),
             |port| TcpListener::bind(SocketAddr::new(publish, port)).is_ok(),
-            |taken| self.gpu.pick(&req.gpu, taken),
+            |taken, ledger| self.gpu.pick(&req.gpu, taken, ledger),
         )?;
 
         let provisioned =
@@ -382,7 +382,7 @@ impl Sessions {
         let docker = self.docker().await?;
         docker.remove(row.container_id.as_deref().unwrap_or(&container_name(row))).await?;
         if let Some(uuid) = &row.gpu_uuid {
-            self.gpu.release(uuid)?;
+            self.store().with_gpu_ledger(|ledger| self.gpu.release(uuid, ledger))?;
         }
         self.store().delete_session(&row.id)?;
         Ok(())
@@ -466,7 +466,8 @@ impl Sessions {
         // Done inside the store's reservation lock, so an instance a create has just made for a
         // row it has not yet committed is never taken for unowned.
         if !dry_run {
-            report.gpu_instances = self.store().with_gpu_uuids(|owned| self.gpu.reconcile(owned))?;
+            report.gpu_instances =
+                self.store().with_gpu_ledger(|ledger| self.gpu.reconcile(&ledger.held()?, ledger))?;
         }
         drop(reap_lock);
         Ok(report)

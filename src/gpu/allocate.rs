@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::GpuRequest;
-use super::catalog::{Model, Profile};
+use super::catalog::{Model, Profile, ProfileName};
 use super::placement::{self, Layout, Placed};
 use crate::error::{Error, Result};
 use crate::store::GpuPick;
@@ -68,7 +68,7 @@ pub fn plan(
 ) -> Result<Plan> {
     match request {
         GpuRequest::Uuid(uuid) => by_uuid(gpus, uuid, taken),
-        GpuRequest::Profile(p) => by_profile(gpus, p, taken, dynamic, "mig_profile"),
+        GpuRequest::Profile(p) => by_profile(gpus, p, taken, dynamic),
         GpuRequest::Default => {
             let mig: Vec<&GpuState> = gpus.iter().filter(|g| g.mig_enabled).collect();
             if mig.is_empty() {
@@ -81,11 +81,29 @@ pub fn plan(
             }
             // "3g.20gb" is an A100-40GB name; on other models the default means its size, "3g".
             let exact = mig.iter().any(|g| g.model.is_some_and(|m| m.profile(default_profile).is_some()));
-            let request =
-                if exact { default_profile } else { default_profile.split('.').next().unwrap_or(default_profile) };
-            by_profile(gpus, request, taken, dynamic, "default_profile")
+            let request = match ProfileName::parse(default_profile) {
+                Some(name) if !exact => name.shorthand(),
+                _ => default_profile.to_string(),
+            };
+            // The client asked for nothing: a default that fits no GPU is the host's setting to fix.
+            by_profile(gpus, &request, taken, dynamic).map_err(|e| match e {
+                Error::InvalidInput { message, .. } => unusable_default(&mig, default_profile, &message),
+                other => other,
+            })
         }
     }
+}
+
+fn unusable_default(mig: &[&GpuState], default_profile: &str, why: &str) -> Error {
+    let mut models: Vec<&str> = mig.iter().map(|g| g.name.as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    Error::Unavailable(format!(
+        "the setting default_profile = {default_profile:?} fits none of the GPUs here ({}): {why}; \
+         set default_profile in the sandman configuration to a profile of these models (or a size such \
+         as 1g), or name a profile in the request",
+        models.join(", ")
+    ))
 }
 
 fn by_uuid(gpus: &[GpuState], uuid: &str, taken: &HashSet<String>) -> Result<Plan> {
@@ -122,17 +140,11 @@ fn by_uuid(gpus: &[GpuState], uuid: &str, taken: &HashSet<String>) -> Result<Pla
     ))
 }
 
-fn by_profile(
-    gpus: &[GpuState],
-    request: &str,
-    taken: &HashSet<String>,
-    dynamic: bool,
-    field: &'static str,
-) -> Result<Plan> {
+fn by_profile(gpus: &[GpuState], request: &str, taken: &HashSet<String>, dynamic: bool) -> Result<Plan> {
     let mig: Vec<(usize, &GpuState)> = gpus.iter().enumerate().filter(|(_, g)| g.mig_enabled).collect();
     if mig.is_empty() {
         return Err(Error::invalid(
-            field,
+            "mig_profile",
             format!("{request:?} asks for a MIG slice, but no GPU here has MIG enabled"),
         ));
     }
@@ -147,8 +159,8 @@ fn by_profile(
     if mig.iter().all(|(_, g)| wanted(g).is_none()) {
         let first_error = mig.iter().find_map(|(_, g)| g.model.and_then(|m| m.resolve(request).err()));
         return Err(match first_error {
-            Some(Error::InvalidInput { message, .. }) => Error::invalid(field, message),
-            _ => Error::invalid(field, format!("{request:?} is not a MIG profile of the GPUs here")),
+            Some(e @ Error::InvalidInput { .. }) => e,
+            _ => Error::invalid("mig_profile", format!("{request:?} is not a MIG profile of the GPUs here")),
         });
     }
     for (_, g) in &mig {
@@ -259,6 +271,30 @@ mod tests {
         assert!(matches!(e, Error::InvalidInput { field: "mig_instance_uuid", .. }));
         let e = plan(&gpus, &GpuRequest::Profile("5g".into()), &taken(&[]), "3g", false).unwrap_err();
         assert!(e.to_string().contains("valid: 1g.5gb"), "{e}");
+    }
+
+    #[test]
+    fn a_default_profile_that_fits_nothing_is_the_hosts_setting_not_the_clients_request() {
+        let mut a30 = gpu("GPU-a30", &[("MIG-2", "2g.12gb", 0)]);
+        a30.name = "NVIDIA A30".into();
+        a30.model = crate::gpu::catalog::model("NVIDIA A30");
+        let gpus = [a30];
+        // The A30 has no 3g: the default (meaning "3g" there) cannot be served.
+        let e = plan(&gpus, &GpuRequest::Default, &taken(&[]), "3g.20gb", false).unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+        let text = e.to_string();
+        for part in ["default_profile = \"3g.20gb\"", "NVIDIA A30", "valid: 1g.6gb", "set default_profile"] {
+            assert!(text.contains(part), "{part:?} missing: {text}");
+        }
+        assert!(!text.contains("mig_profile"), "the client sent no mig_profile: {text}");
+        // The same profile asked for by the client is the client's mistake.
+        let e = plan(&gpus, &GpuRequest::Profile("3g".into()), &taken(&[]), "3g.20gb", false).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { field: "mig_profile", .. }), "{e:?}");
+        // A default that does fit is used, by its size.
+        assert_eq!(
+            plan(&gpus, &GpuRequest::Default, &taken(&[]), "2g.10gb", false).unwrap(),
+            Plan::Existing { uuid: "MIG-2".into(), profile: Some("2g.12gb".into()) }
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! GPU backends. A backend lists devices and picks a free slice for a session; exclusivity
 //! across processes comes from the store, which calls `pick` inside its reservation
-//! transaction with the UUIDs already taken.
+//! transaction with the UUIDs already taken. What a backend keeps (the instances it created,
+//! the simulated GPUs) lives in the store's GPU tables, written through the `GpuLedger` of the
+//! transaction it is called in.
 
 pub mod allocate;
 pub mod catalog;
@@ -16,7 +18,7 @@ use serde::Serialize;
 use crate::config::{GpuBackendKind, MigMode, Settings};
 use crate::error::{Error, Result};
 use crate::runtime::GpuAccess;
-use crate::store::GpuPick;
+use crate::store::{GpuLedger, GpuPick};
 
 /// What a create asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,20 @@ pub enum GpuRequest {
     Profile(String),
     /// One exact device: a MIG instance or a whole GPU.
     Uuid(String),
+}
+
+impl GpuRequest {
+    /// The request a client's `mig_profile` / `mig_instance_uuid` (CLI: `--profile` / `--gpu`)
+    /// make. An empty string counts as absent: the original API sends `""` to mean the default.
+    pub fn from_fields(profile: Option<&str>, uuid: Option<&str>) -> Result<GpuRequest> {
+        let given = |field: Option<&str>| field.filter(|v| !v.is_empty()).map(str::to_string);
+        match (given(profile), given(uuid)) {
+            (Some(_), Some(_)) => Err(Error::invalid("mig_profile", "give mig_profile or mig_instance_uuid, not both")),
+            (Some(profile), None) => Ok(GpuRequest::Profile(profile)),
+            (None, Some(uuid)) => Ok(GpuRequest::Uuid(uuid)),
+            (None, None) => Ok(GpuRequest::Default),
+        }
+    }
 }
 
 /// One physical GPU, in the shape of the API's `GET /gpus` entries.
@@ -87,13 +103,15 @@ pub trait GpuBackend: Send + Sync {
     fn profiles(&self) -> Result<Vec<ProfileInfo>>;
 
     /// Picks (in dynamic MIG mode: creates) a slice not in `taken`; `None` for a CPU-only session.
-    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>) -> Result<Option<GpuPick>>;
+    /// Runs inside the store's reservation transaction; `ledger` is its GPU tables.
+    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>, ledger: &GpuLedger) -> Result<Option<GpuPick>>;
 
     /// A session holding `uuid` has ended; dynamic mode destroys an instance it created.
-    fn release(&self, uuid: &str) -> Result<()>;
+    fn release(&self, uuid: &str, ledger: &GpuLedger) -> Result<()>;
 
     /// Destroys instances sandman created that no session in `owned` holds; returns their UUIDs.
-    fn reconcile(&self, owned: &HashSet<String>) -> Result<Vec<String>>;
+    /// One that cannot be destroyed now is kept (and logged) for the next pass.
+    fn reconcile(&self, owned: &HashSet<String>, ledger: &GpuLedger) -> Result<Vec<String>>;
 
     /// How a container is given `uuid`.
     fn access(&self, uuid: &str) -> GpuAccess;
@@ -103,8 +121,7 @@ pub trait GpuBackend: Send + Sync {
 /// CPU-only sessions elsewhere (with a warning); the simulator is only used when named.
 pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
     let dynamic = settings.mig_mode == MigMode::Dynamic;
-    let state_dir = settings.state_dir();
-    let nvml = || nvml::NvmlBackend::open(&state_dir, &settings.default_profile, dynamic, settings.gpu_device_access);
+    let nvml = || nvml::NvmlBackend::open(&settings.db, &settings.default_profile, dynamic, settings.gpu_device_access);
     Ok(match settings.gpu_backend {
         GpuBackendKind::None => Arc::new(NoGpu),
         GpuBackendKind::Nvml => Arc::new(nvml()?),
@@ -120,7 +137,7 @@ pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
                 .gpu_sim_file
                 .as_deref()
                 .ok_or_else(|| Error::invalid("gpu_sim_file", "the sim backend needs --gpu-sim-file"))?;
-            Arc::new(sim::SimBackend::open(file, &state_dir, &settings.default_profile, dynamic)?)
+            Arc::new(sim::SimBackend::open(file, &settings.db, &settings.default_profile, dynamic)?)
         }
     })
 }
@@ -161,7 +178,7 @@ impl GpuBackend for NoGpu {
         Ok(Vec::new())
     }
 
-    fn pick(&self, request: &GpuRequest, _taken: &HashSet<String>) -> Result<Option<GpuPick>> {
+    fn pick(&self, request: &GpuRequest, _taken: &HashSet<String>, _ledger: &GpuLedger) -> Result<Option<GpuPick>> {
         match request {
             GpuRequest::Default => Ok(None),
             GpuRequest::Profile(p) => Err(Error::invalid(
@@ -175,11 +192,11 @@ impl GpuBackend for NoGpu {
         }
     }
 
-    fn release(&self, _uuid: &str) -> Result<()> {
+    fn release(&self, _uuid: &str, _ledger: &GpuLedger) -> Result<()> {
         Ok(())
     }
 
-    fn reconcile(&self, _owned: &HashSet<String>) -> Result<Vec<String>> {
+    fn reconcile(&self, _owned: &HashSet<String>, _ledger: &GpuLedger) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 
@@ -194,9 +211,29 @@ mod tests {
 
     #[test]
     fn no_gpu_gives_cpu_sessions_and_refuses_gpu_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::Store::open(&dir.path().join("s.db")).unwrap();
         let taken = HashSet::new();
-        assert_eq!(NoGpu.pick(&GpuRequest::Default, &taken).unwrap(), None);
-        let e = NoGpu.pick(&GpuRequest::Profile("3g".into()), &taken).unwrap_err();
-        assert!(e.to_string().contains("\"3g\""), "{e}");
+        store
+            .with_gpu_ledger(|ledger| {
+                assert_eq!(NoGpu.pick(&GpuRequest::Default, &taken, ledger).unwrap(), None);
+                let e = NoGpu.pick(&GpuRequest::Profile("3g".into()), &taken, ledger).unwrap_err();
+                assert!(e.to_string().contains("\"3g\""), "{e}");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn requests_from_fields_treat_empty_as_absent() {
+        let from = GpuRequest::from_fields;
+        assert_eq!(from(None, None).unwrap(), GpuRequest::Default);
+        assert_eq!(from(Some(""), Some("")).unwrap(), GpuRequest::Default, "the original API's defaults");
+        assert_eq!(from(Some("3g"), None).unwrap(), GpuRequest::Profile("3g".into()));
+        assert_eq!(from(Some("3g"), Some("")).unwrap(), GpuRequest::Profile("3g".into()));
+        assert_eq!(from(Some(""), Some("MIG-1")).unwrap(), GpuRequest::Uuid("MIG-1".into()));
+        let e = from(Some("3g"), Some("MIG-1")).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { field: "mig_profile", .. }), "{e}");
+        assert!(e.to_string().contains("not both"), "{e}");
     }
 }

@@ -1,41 +1,34 @@
 //! The real GPUs, through NVML (nvml-wrapper; raw nvml-wrapper-sys calls where the safe API
 //! has no GPU/compute-instance functions). Read-only unless `mig_mode = dynamic`, and then it
-//! only creates and destroys instances it recorded as its own. It never toggles MIG mode.
+//! only creates and destroys instances it recorded as its own (in the store's `gpu_created`
+//! table, in the same transaction as the session). It never toggles MIG mode.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Mutex;
 
 use anyhow::anyhow;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 use nvml_wrapper::error::{NvmlError, nvml_try};
 use nvml_wrapper_sys::bindings as sys;
-use serde::{Deserialize, Serialize};
 
 use super::allocate::{self, GpuState, InstanceState};
 use super::catalog::{self, Profile};
 use super::{GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::config::GpuDeviceAccess;
 use crate::error::{Error, Result};
-use crate::locks::FileLock;
 use crate::runtime::GpuAccess;
-use crate::store::GpuPick;
+use crate::store::{CreatedInstance as Created, GpuLedger, GpuPick, Store};
 
 pub struct NvmlBackend {
     nvml: Nvml,
     dynamic: bool,
     default_profile: String,
     access: GpuDeviceAccess,
-    /// Instances sandman created, so that it never destroys anyone else's.
-    ledger: PathBuf,
-}
-
-/// One instance sandman created.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Created {
-    gpu_uuid: String,
-    gpu_instance_id: u32,
-    mig_uuid: String,
+    /// The session database, which records the instances sandman created so that it never
+    /// destroys anyone else's. Its own connection, for reads outside the caller's transactions.
+    db: Mutex<Store>,
 }
 
 fn unavailable(what: &str, e: NvmlError) -> Error {
@@ -53,12 +46,7 @@ macro_rules! sym {
 
 impl NvmlBackend {
     /// Loads libnvidia-ml. Fails (Unavailable) where no NVIDIA driver is installed.
-    pub fn open(
-        state_dir: &Path,
-        default_profile: &str,
-        dynamic: bool,
-        access: GpuDeviceAccess,
-    ) -> Result<NvmlBackend> {
+    pub fn open(db: &Path, default_profile: &str, dynamic: bool, access: GpuDeviceAccess) -> Result<NvmlBackend> {
         let nvml = Nvml::init().map_err(|e| {
             Error::Unavailable(format!(
                 "cannot load NVML from libnvidia-ml.so.1 ({e}): install the NVIDIA driver, or set gpu_backend = \"none\" for CPU-only sessions"
@@ -69,13 +57,14 @@ impl NvmlBackend {
             dynamic,
             default_profile: default_profile.to_string(),
             access,
-            ledger: state_dir.join("nvml-created.json"),
+            db: Mutex::new(Store::open(db)?),
         })
     }
 
-    /// Everything NVML reports, in both shapes: for the API and for allocation.
-    fn scan(&self) -> Result<(Vec<GpuDevice>, Vec<GpuState>)> {
-        let created: HashSet<String> = self.read_ledger()?.into_iter().map(|c| c.mig_uuid).collect();
+    /// Everything NVML reports, in both shapes: for the API and for allocation. `ledger` tells
+    /// which instances sandman created.
+    fn scan(&self, ledger: &GpuLedger) -> Result<(Vec<GpuDevice>, Vec<GpuState>)> {
+        let created: HashSet<String> = ledger.created()?.into_iter().map(|c| c.mig_uuid).collect();
         let count = self.nvml.device_count().map_err(|e| unavailable("count devices", e))?;
         let (mut devices, mut states) = (Vec::new(), Vec::new());
         for index in 0..count {
@@ -182,9 +171,9 @@ impl NvmlBackend {
         None
     }
 
-    /// Creates a GPU instance of `profile` at `start` with one full-size compute instance, and
-    /// returns the new MIG device's UUID.
-    fn create(&self, gpu_uuid: &str, profile: &'static Profile, start: u32) -> Result<String> {
+    /// Creates a GPU instance of `profile` at `start` with one full-size compute instance, records
+    /// it in `ledger`, and returns the new MIG device's UUID.
+    fn create(&self, ledger: &GpuLedger, gpu_uuid: &str, profile: &'static Profile, start: u32) -> Result<String> {
         let dev = self.nvml.device_by_uuid(gpu_uuid).map_err(|e| unavailable(&format!("open GPU {gpu_uuid}"), e))?;
         let lib = self.nvml.lib();
         let gi_id = unsafe {
@@ -209,7 +198,7 @@ impl NvmlBackend {
             info.id
         };
         // The new MIG device appears under the parent; find it by its GPU instance id.
-        let (devices, _) = self.scan()?;
+        let (devices, _) = self.scan(ledger)?;
         let mig_uuid = devices
             .iter()
             .filter(|d| d.uuid == gpu_uuid)
@@ -219,8 +208,10 @@ impl NvmlBackend {
             .ok_or_else(|| {
                 Error::Internal(anyhow!("created GPU instance {gi_id} on {gpu_uuid} but no MIG device shows it"))
             })?;
-        self.update_ledger(|l| {
-            l.push(Created { gpu_uuid: gpu_uuid.to_string(), gpu_instance_id: gi_id, mig_uuid: mig_uuid.clone() })
+        ledger.record_created(&Created {
+            gpu_uuid: gpu_uuid.to_string(),
+            gpu_instance_id: gi_id,
+            mig_uuid: mig_uuid.clone(),
         })?;
         tracing::info!(gpu = gpu_uuid, gpu_instance = gi_id, mig = %mig_uuid, profile = profile.name, "MIG instance created");
         Ok(mig_uuid)
@@ -291,33 +282,9 @@ impl NvmlBackend {
         Ok(())
     }
 
-    fn read_ledger(&self) -> Result<Vec<Created>> {
-        match std::fs::read_to_string(&self.ledger) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| Error::Internal(anyhow!("{} is corrupt: {e}", self.ledger.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn update_ledger(&self, change: impl FnOnce(&mut Vec<Created>)) -> Result<()> {
-        let _lock = FileLock::acquire(&self.ledger.with_extension("lock"))?;
-        let mut ledger = self.read_ledger()?;
-        change(&mut ledger);
-        let tmp = self.ledger.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&ledger).map_err(|e| Error::Internal(e.into()))?)?;
-        std::fs::rename(&tmp, &self.ledger)?;
-        Ok(())
-    }
-
-    fn destroy_where(&self, doomed: impl Fn(&Created) -> bool) -> Result<Vec<String>> {
-        let mut destroyed = Vec::new();
-        for c in self.read_ledger()?.into_iter().filter(|c| doomed(c)) {
-            self.destroy(&c)?;
-            self.update_ledger(|l| l.retain(|x| x != &c))?;
-            destroyed.push(c.mig_uuid);
-        }
-        Ok(destroyed)
+    /// Reads the store outside any transaction of the caller's.
+    fn read<T>(&self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner()).read_gpu_ledger(f)
     }
 }
 
@@ -341,26 +308,43 @@ impl GpuBackend for NvmlBackend {
     }
 
     fn devices(&self) -> Result<Vec<GpuDevice>> {
-        Ok(self.scan()?.0)
+        Ok(self.read(|ledger| self.scan(ledger))?.0)
     }
 
     fn profiles(&self) -> Result<Vec<ProfileInfo>> {
-        let (_, states) = self.scan()?;
+        let (_, states) = self.read(|ledger| self.scan(ledger))?;
         Ok(super::catalog_profiles(states.iter().filter_map(|s| s.model)))
     }
 
-    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>) -> Result<Option<GpuPick>> {
-        let (_, states) = self.scan()?;
+    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>, ledger: &GpuLedger) -> Result<Option<GpuPick>> {
+        let (_, states) = self.scan(ledger)?;
         allocate::plan(&states, request, taken, &self.default_profile, self.dynamic)?
-            .into_pick(|gpu, profile, start| self.create(&states[gpu].uuid, profile, start))
+            .into_pick(|gpu, profile, start| self.create(ledger, &states[gpu].uuid, profile, start))
     }
 
-    fn release(&self, uuid: &str) -> Result<()> {
-        self.destroy_where(|c| c.mig_uuid == uuid).map(drop)
+    fn release(&self, uuid: &str, ledger: &GpuLedger) -> Result<()> {
+        for c in ledger.created()?.into_iter().filter(|c| c.mig_uuid == uuid) {
+            self.destroy(&c)?;
+            ledger.forget_created(&c.mig_uuid)?;
+        }
+        Ok(())
     }
 
-    fn reconcile(&self, owned: &HashSet<String>) -> Result<Vec<String>> {
-        self.destroy_where(|c| !owned.contains(&c.mig_uuid))
+    fn reconcile(&self, owned: &HashSet<String>, ledger: &GpuLedger) -> Result<Vec<String>> {
+        let mut destroyed = Vec::new();
+        for c in ledger.created()?.into_iter().filter(|c| !owned.contains(&c.mig_uuid)) {
+            // One failure must not undo (by rolling back) the record of instances already gone.
+            match self.destroy(&c) {
+                Ok(()) => {
+                    ledger.forget_created(&c.mig_uuid)?;
+                    destroyed.push(c.mig_uuid);
+                }
+                Err(e) => {
+                    tracing::warn!(mig = %c.mig_uuid, gpu = %c.gpu_uuid, error = %e, "cannot destroy a MIG instance sandman created; the next reap retries")
+                }
+            }
+        }
+        Ok(destroyed)
     }
 
     fn access(&self, uuid: &str) -> GpuAccess {

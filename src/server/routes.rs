@@ -222,14 +222,10 @@ const CREATE_FIELDS: &[&str] =
 fn create_request(body: &[u8], max_ttl: u32) -> Result<CreateRequest> {
     let fields = object(body, CREATE_FIELDS)?;
     let user = string_field(&fields, "user_id")?.ok_or_else(|| Error::invalid("user_id", "is required"))?;
-    let gpu = match (string_field(&fields, "mig_profile")?, string_field(&fields, "mig_instance_uuid")?) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid("mig_profile", "give mig_profile or mig_instance_uuid, not both"));
-        }
-        (Some(profile), None) => GpuRequest::Profile(profile),
-        (None, Some(uuid)) => GpuRequest::Uuid(uuid),
-        (None, None) => GpuRequest::Default,
-    };
+    let gpu = GpuRequest::from_fields(
+        string_field(&fields, "mig_profile")?.as_deref(),
+        string_field(&fields, "mig_instance_uuid")?.as_deref(),
+    )?;
     Ok(CreateRequest {
         user,
         ttl_minutes: ttl_field(&fields, max_ttl)?,
