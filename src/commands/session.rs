@@ -59,10 +59,8 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         None => None,
     };
     // Refuse an existing key file before anything is made.
-    if let Some(path) = &args.key_file {
-        if path.exists() {
-            return Err(Error::invalid("key file", format!("{} already exists; choose another path", path.display())));
-        }
+    if let Some(path) = args.key_file.as_ref().filter(|p| p.exists()) {
+        return Err(Error::invalid("key file", format!("{} already exists; choose another path", path.display())));
     }
     if !quiet {
         eprintln!("Creating a session for {}", args.user);

@@ -338,7 +338,7 @@ pub(crate) mod tests {
     /// by sandman itself). Missing, the test fails.
     pub(crate) fn reference() -> toml::Table {
         let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mig-geometry.toml"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         text.parse().unwrap()
     }
 

@@ -159,18 +159,86 @@ fn a_create_killed_halfway_gives_its_slice_back_after_reap() {
 }
 
 #[test]
-fn without_a_driver_nvml_is_unavailable_and_auto_means_cpu_only() {
-    // This machine has no NVIDIA driver: the real backend must say so, never pretend.
-    let env = Env::new("gpu-nodriver");
-    let out = env.run(&["--gpu-backend", "nvml", "gpu", "ls"]);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cannot load NVML from libnvidia-ml.so.1"), "{}", stderr(&out));
-    let out = env.run(&["--gpu-backend", "auto", "gpu", "ls", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("sessions get no GPU"), "auto warns: {}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"gpus": [], "count": 0}));
-    let out = env.run(&["--gpu-backend", "auto", "session", "create", "--user", "nora", "--profile", "3g"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("invalid mig_profile: \"3g\" asks for a GPU"), "{}", stderr(&out));
+fn a_default_profile_no_gpu_here_has_is_the_hosts_fault_and_names_the_setting() {
+    // The A30 has no 3g; the built-in default_profile is 3g.20gb.
+    let sim = "[[gpu]]\nmodel = \"NVIDIA A30\"\nmig = true\ninstances = [\"2g.12gb\", \"2g.12gb\"]\n";
+    let env = sim_env("gpu-default", sim, "static");
+    // "" is the original API's way of asking for the default.
+    for extra in [&[][..], &["--profile", ""][..]] {
+        let out = env.run(&[&["session", "create", "--user", "dora"][..], extra].concat());
+        assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("default_profile = \"3g.20gb\"") && err.contains("NVIDIA A30"), "{err}");
+        assert!(!err.contains("mig_profile"), "the client sent no profile: {err}");
+    }
+    let out = env.run(&["session", "create", "--user", "dora", "--profile", "3g"]);
+    assert_eq!(out.status.code(), Some(2), "the client's own profile is the client's mistake: {}", stderr(&out));
+    assert!(stderr(&out).contains("invalid mig_profile"), "{}", stderr(&out));
+    assert!(env.sessions().is_empty() && env.containers().is_empty());
+    let s = env.create("dora", &["--profile", "2g"]);
+    assert_eq!(s.json["mig_profile"], "2g.12gb");
+}
+
+/// The GPUs NVML reports on this host, asked of the driver library directly rather than through
+/// sandman: `None` where `libnvidia-ml.so.1` does not load or NVML does not initialize.
+fn nvml_device_count() -> Option<u32> {
+    type Init = unsafe extern "C" fn() -> i32;
+    type Count = unsafe extern "C" fn(*mut u32) -> i32;
+    // SAFETY: the symbols are NVML's, called with the signatures of nvml.h; 0 is NVML_SUCCESS.
+    unsafe {
+        let lib = libc::dlopen(c"libnvidia-ml.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if lib.is_null() {
+            return None;
+        }
+        let init = libc::dlsym(lib, c"nvmlInit_v2".as_ptr());
+        let count = libc::dlsym(lib, c"nvmlDeviceGetCount_v2".as_ptr());
+        let shutdown = libc::dlsym(lib, c"nvmlShutdown".as_ptr());
+        if init.is_null() || count.is_null() || shutdown.is_null() {
+            return None;
+        }
+        let init = std::mem::transmute::<*mut libc::c_void, Init>(init);
+        let count = std::mem::transmute::<*mut libc::c_void, Count>(count);
+        let shutdown = std::mem::transmute::<*mut libc::c_void, Init>(shutdown);
+        if init() != 0 {
+            return None;
+        }
+        let mut n = 0;
+        let ok = count(&mut n) == 0;
+        shutdown();
+        ok.then_some(n)
+    }
+}
+
+fn gpu_uuids(list: &Value) -> Vec<&str> {
+    list["gpus"].as_array().unwrap().iter().map(|g| g["uuid"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn nvml_and_auto_follow_what_the_driver_library_says() {
+    let env = Env::new("gpu-nvml");
+    let nvml = env.run(&["--gpu-backend", "nvml", "gpu", "ls", "--json"]);
+    let auto = env.run(&["--gpu-backend", "auto", "gpu", "ls", "--json"]);
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    let auto_list: Value = serde_json::from_slice(&auto.stdout).unwrap();
+    match nvml_device_count() {
+        Some(count) => {
+            // A GPU host: both backends are the real GPUs.
+            assert!(nvml.status.success(), "{}", stderr(&nvml));
+            let nvml_list: Value = serde_json::from_slice(&nvml.stdout).unwrap();
+            assert_eq!(nvml_list["count"], count, "{nvml_list}");
+            assert!(gpu_uuids(&nvml_list).iter().all(|u| u.starts_with("GPU-")), "{nvml_list}");
+            assert_eq!(gpu_uuids(&auto_list), gpu_uuids(&nvml_list), "auto means NVML here");
+            assert!(!stderr(&auto).contains("sessions get no GPU"), "{}", stderr(&auto));
+        }
+        None => {
+            // No usable driver: the real backend must say so, never pretend.
+            assert_eq!(nvml.status.code(), Some(5), "{}", stderr(&nvml));
+            assert!(stderr(&nvml).contains("cannot load NVML from libnvidia-ml.so.1"), "{}", stderr(&nvml));
+            assert!(stderr(&auto).contains("sessions get no GPU"), "auto warns: {}", stderr(&auto));
+            assert_eq!(auto_list, serde_json::json!({"gpus": [], "count": 0}));
+            let out = env.run(&["--gpu-backend", "auto", "session", "create", "--user", "nora", "--profile", "3g"]);
+            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+            assert!(stderr(&out).contains("invalid mig_profile: \"3g\" asks for a GPU"), "{}", stderr(&out));
+        }
+    }
 }
