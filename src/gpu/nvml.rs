@@ -61,10 +61,9 @@ impl NvmlBackend {
         })
     }
 
-    /// Everything NVML reports, in both shapes: for the API and for allocation. `ledger` tells
-    /// which instances sandman created.
-    fn scan(&self, ledger: &GpuLedger) -> Result<(Vec<GpuDevice>, Vec<GpuState>)> {
-        let created: HashSet<String> = ledger.created()?.into_iter().map(|c| c.mig_uuid).collect();
+    /// Everything NVML reports, in both shapes: for the API and for allocation. `created` are
+    /// the MIG UUIDs sandman created.
+    fn scan(&self, created: &HashSet<String>) -> Result<(Vec<GpuDevice>, Vec<GpuState>)> {
         let count = self.nvml.device_count().map_err(|e| unavailable("count devices", e))?;
         let (mut devices, mut states) = (Vec::new(), Vec::new());
         for index in 0..count {
@@ -198,7 +197,7 @@ impl NvmlBackend {
             info.id
         };
         // The new MIG device appears under the parent; find it by its GPU instance id.
-        let (devices, _) = self.scan(ledger)?;
+        let (devices, _) = self.scan(&created_uuids(ledger)?)?;
         let mig_uuid = devices
             .iter()
             .filter(|d| d.uuid == gpu_uuid)
@@ -282,10 +281,16 @@ impl NvmlBackend {
         Ok(())
     }
 
-    /// Reads the store outside any transaction of the caller's.
-    fn read<T>(&self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner()).read_gpu_ledger(f)
+    /// What NVML reports now, with the instances sandman created as its own database records
+    /// them (read outside any transaction of the caller's).
+    fn scan_now(&self) -> Result<(Vec<GpuDevice>, Vec<GpuState>)> {
+        let created = self.db.lock().unwrap_or_else(|p| p.into_inner()).read_gpu_ledger(created_uuids)?;
+        self.scan(&created)
     }
+}
+
+fn created_uuids(ledger: &GpuLedger) -> Result<HashSet<String>> {
+    Ok(ledger.created()?.into_iter().map(|c| c.mig_uuid).collect())
 }
 
 /// `NVML_COMPUTE_INSTANCE_PROFILE_*` for a full-size compute instance of `slices`.
@@ -308,16 +313,16 @@ impl GpuBackend for NvmlBackend {
     }
 
     fn devices(&self) -> Result<Vec<GpuDevice>> {
-        Ok(self.read(|ledger| self.scan(ledger))?.0)
+        Ok(self.scan_now()?.0)
     }
 
     fn profiles(&self) -> Result<Vec<ProfileInfo>> {
-        let (_, states) = self.read(|ledger| self.scan(ledger))?;
+        let (_, states) = self.scan_now()?;
         Ok(super::catalog_profiles(states.iter().filter_map(|s| s.model)))
     }
 
     fn pick(&self, request: &GpuRequest, taken: &HashSet<String>, ledger: &GpuLedger) -> Result<Option<GpuPick>> {
-        let (_, states) = self.scan(ledger)?;
+        let (_, states) = self.scan(&created_uuids(ledger)?)?;
         allocate::plan(&states, request, taken, &self.default_profile, self.dynamic)?
             .into_pick(|gpu, profile, start| self.create(ledger, &states[gpu].uuid, profile, start))
     }

@@ -68,18 +68,18 @@ impl SimBackend {
         let mut store = Store::open(db)?;
         // Read first: the write lock is only needed when the description changed.
         let unchanged = |state: Option<State>| state.is_some_and(|s| s.source == source);
-        if unchanged(store.read_gpu_ledger(|ledger| ledger.sim_state())?) {
-            return Ok(SimBackend { db: Mutex::new(store), default_profile: default_profile.to_string(), dynamic });
-        }
-        store.with_gpu_ledger(|ledger| match ledger.sim_state()? {
-            Some(state) if state.source == source => Ok(()),
-            previous => {
-                if previous.is_some() {
-                    tracing::warn!(file = %file.display(), "simulated GPUs changed; starting from the new description");
+        if !unchanged(store.read_gpu_ledger(|ledger| ledger.sim_state())?) {
+            // Looked at again under the write lock: another process may have just built it.
+            store.with_gpu_ledger(|ledger| match ledger.sim_state()? {
+                Some(state) if state.source == source => Ok(()),
+                previous => {
+                    if previous.is_some() {
+                        tracing::warn!(file = %file.display(), "simulated GPUs changed; starting from the new description");
+                    }
+                    ledger.save_sim_state(&build(&described, source, file)?)
                 }
-                ledger.save_sim_state(&build(&described, source, file)?)
-            }
-        })?;
+            })?;
+        }
         Ok(SimBackend { db: Mutex::new(store), default_profile: default_profile.to_string(), dynamic })
     }
 
