@@ -19,7 +19,19 @@ pub struct GpuState {
     /// handed out, but none are created on it.
     pub model: Option<&'static Model>,
     pub mig_enabled: bool,
+    /// The MIG devices a session can be given.
     pub instances: Vec<InstanceState>,
+    /// GPU instances that occupy slices but are not among `instances` under their profile's
+    /// name: those without a compute instance (no MIG device), and those split into several
+    /// compute instances. Placement counts them; nobody is handed them by profile.
+    pub occupied_only: Vec<Occupied>,
+}
+
+/// A GPU instance's profile and first memory slice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Occupied {
+    pub profile: String,
+    pub start: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -38,22 +50,33 @@ pub enum Plan {
     None,
     /// A device that exists and is free: a MIG instance (with its profile) or a whole GPU.
     Existing { uuid: String, profile: Option<String> },
-    /// Create an instance of `profile` on GPU `gpu` (index into the states) at `start`.
-    Create { gpu: usize, profile: &'static Profile, start: u32 },
+    /// Create an instance: the free placements, best first, each as a GPU (index into the
+    /// states), the profile the request means there, and its first memory slice.
+    Create { choices: Vec<(usize, &'static Profile, u32)> },
 }
 
 impl Plan {
-    /// The slice this plan gives a session; `create` makes the instance a `Create` asks for
-    /// (GPU index, profile, first memory slice) and returns its UUID.
+    /// The slice this plan gives a session. `create` makes the instance a `Create` choice asks
+    /// for and returns its UUID, or `None` where the driver finds the placement taken (another
+    /// process or an admin got there first): the next choice is tried.
     pub fn into_pick(
         self,
-        create: impl FnOnce(usize, &'static Profile, u32) -> Result<String>,
+        mut create: impl FnMut(usize, &'static Profile, u32) -> Result<Option<String>>,
     ) -> Result<Option<GpuPick>> {
         Ok(match self {
             Plan::None => None,
             Plan::Existing { uuid, profile } => Some(GpuPick { uuid, profile }),
-            Plan::Create { gpu, profile, start } => {
-                Some(GpuPick { uuid: create(gpu, profile, start)?, profile: Some(profile.name.to_string()) })
+            Plan::Create { choices } => {
+                let tried = choices.len();
+                for (gpu, profile, start) in choices {
+                    if let Some(uuid) = create(gpu, profile, start)? {
+                        return Ok(Some(GpuPick { uuid, profile: Some(profile.name.to_string()) }));
+                    }
+                }
+                return Err(Error::Exhausted(format!(
+                    "the driver refused all {tried} free placement(s) as taken (NVML insufficient resources): \
+                     instances were made outside sandman meanwhile; retry, or see `sandman gpu ls`"
+                )));
             }
         })
     }
@@ -179,17 +202,20 @@ fn by_profile(gpus: &[GpuState], request: &str, taken: &HashSet<String>, dynamic
             .iter()
             .filter_map(|(index, g)| {
                 let model = g.model?;
-                let placed = g
-                    .instances
-                    .iter()
-                    .filter_map(|i| Some(Placed { profile: model.profile(&i.profile)?, start: i.start }))
+                let whole = g.instances.iter().map(|i| (i.profile.as_str(), i.start));
+                let others = g.occupied_only.iter().map(|o| (o.profile.as_str(), o.start));
+                let placed = whole
+                    .chain(others)
+                    .filter_map(|(profile, start)| Some(Placed { profile: model.profile(profile)?, start }))
                     .collect();
                 Some((*index, Layout { model, placed }))
             })
             .collect();
         let layouts: Vec<Layout> = known.iter().map(|(_, l)| l.clone()).collect();
-        if let Some(choice) = placement::choose(&layouts, request) {
-            return Ok(Plan::Create { gpu: known[choice.gpu].0, profile: choice.profile, start: choice.start });
+        let choices: Vec<(usize, &'static Profile, u32)> =
+            placement::ranked(&layouts, request).into_iter().map(|c| (known[c.gpu].0, c.profile, c.start)).collect();
+        if !choices.is_empty() {
+            return Ok(Plan::Create { choices });
         }
     }
     Err(Error::Exhausted(format!(
@@ -232,6 +258,7 @@ mod tests {
                 .iter()
                 .map(|(u, p, s)| InstanceState { uuid: u.to_string(), profile: p.to_string(), start: *s })
                 .collect(),
+            occupied_only: Vec::new(),
         }
     }
 
@@ -255,7 +282,7 @@ mod tests {
         let gpus = [gpu("GPU-a", &[("MIG-3", "3g.20gb", 4)]), gpu("GPU-b", &[])];
         match plan(&gpus, &GpuRequest::Profile("1g".into()), &taken(&[]), "3g.20gb", true).unwrap() {
             // The split GPU takes the small slice, keeping GPU-b whole for a 7g.
-            Plan::Create { gpu, profile, .. } => assert_eq!((gpu, profile.name), (0, "1g.5gb")),
+            Plan::Create { choices } => assert_eq!((choices[0].0, choices[0].1.name), (0, "1g.5gb")),
             other => panic!("{other:?}"),
         }
     }

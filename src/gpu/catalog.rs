@@ -57,6 +57,21 @@ pub enum Variant {
     /// `NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2`: one compute slice with two memory slices
     /// (1g.10gb on A100-40GB).
     DoubleMemory,
+    /// Graphics and engine variants newer drivers offer (`*_GFX`, `*_NO_ME`, `*_ALL_ME`), seen
+    /// only in the geometry the driver reports.
+    Other,
+}
+
+impl Variant {
+    /// The variant an `NVML_GPU_INSTANCE_PROFILE_*` enum stands for.
+    pub fn of_nvml_enum(profile_enum: u32) -> Variant {
+        match profile_enum {
+            0..=6 => Variant::Plain,
+            7 | 8 => Variant::MediaExtensions,
+            9 => Variant::DoubleMemory,
+            _ => Variant::Other,
+        }
+    }
 }
 
 const fn pl(start: u32, size: u32) -> Placement {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{GpuBackendKind, MigMode, Settings};
+use crate::config::{GpuBackendKind, GpuDeviceAccess, MigMode, Settings};
 use crate::error::{Error, Result};
 use crate::runtime::GpuAccess;
 use crate::store::{GpuLedger, GpuPick};
@@ -102,6 +102,12 @@ pub trait GpuBackend: Send + Sync {
     /// The MIG profiles of the GPU models present.
     fn profiles(&self) -> Result<Vec<ProfileInfo>>;
 
+    /// What `doctor` should warn about: devices that could not be read, geometry that differs
+    /// from sandman's catalog.
+    fn diagnostics(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Picks (in dynamic MIG mode: creates) a slice not in `taken`; `None` for a CPU-only session.
     /// Runs inside the store's reservation transaction; `ledger` is its GPU tables.
     fn pick(&self, request: &GpuRequest, taken: &HashSet<String>, ledger: &GpuLedger) -> Result<Option<GpuPick>>;
@@ -121,6 +127,18 @@ pub trait GpuBackend: Send + Sync {
 /// CPU-only sessions elsewhere (with a warning); the simulator is only used when named.
 pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
     let dynamic = settings.mig_mode == MigMode::Dynamic;
+    let real_gpus = matches!(settings.gpu_backend, GpuBackendKind::Nvml | GpuBackendKind::Auto);
+    if real_gpus && dynamic && settings.gpu_device_access == GpuDeviceAccess::Cdi {
+        // A CDI spec is a file generated once (`nvidia-ctk cdi generate`): instances made later
+        // have no name in it, and container creation fails on them.
+        return Err(Error::invalid(
+            "gpu_device_access",
+            "\"cdi\" cannot be used with mig_mode = \"dynamic\": the CDI spec lists only the MIG devices that \
+             existed when it was generated, so instances sandman creates later have no CDI name; use \
+             gpu_device_access = \"nvidia\", or mig_mode = \"static\" and regenerate the spec \
+             (nvidia-ctk cdi generate) after changing the layout",
+        ));
+    }
     let nvml = || nvml::NvmlBackend::open(&settings.db, &settings.default_profile, dynamic, settings.gpu_device_access);
     Ok(match settings.gpu_backend {
         GpuBackendKind::None => Arc::new(NoGpu),

@@ -222,6 +222,8 @@ fn states(state: &State) -> Result<Vec<GpuState>> {
                     .iter()
                     .map(|i| InstanceState { uuid: i.uuid.clone(), profile: i.profile.clone(), start: i.start })
                     .collect(),
+                // Simulated instances always have their compute instance.
+                occupied_only: Vec::new(),
             })
         })
         .collect()
@@ -291,7 +293,7 @@ impl GpuBackend for SimBackend {
                 let uuid = made.uuid.clone();
                 g.instances.push(made);
                 tracing::info!(gpu = %g.uuid, mig = %uuid, profile = profile.name, start, "simulated MIG instance created");
-                Ok(uuid)
+                Ok(Some(uuid))
             })
         })
     }

@@ -39,12 +39,46 @@ pub(super) const SCHEMA: &str = "
 /// The `meta` key holding the description the simulated GPUs were built from.
 const SIM_SOURCE_KEY: &str = "gpu_sim_source";
 
-/// One MIG instance sandman created on a real GPU.
+/// Schema version 4: what identifies a GPU instance sandman created beyond its id, which NVML
+/// reuses from small per-profile pools and which a reboot (or a MIG manager re-applying a
+/// layout) hands to someone else's instance. Entries from version 3 keep NULLs there.
+pub(super) const SCHEMA_IDENTITY: &str = "
+    CREATE TABLE gpu_created_v4 (
+        gpu_uuid TEXT NOT NULL,
+        gpu_instance_id INTEGER NOT NULL,
+        boot_id TEXT,
+        profile_id INTEGER,
+        profile TEXT,
+        placement_start INTEGER,
+        placement_size INTEGER,
+        mig_uuid TEXT UNIQUE,
+        UNIQUE (gpu_uuid, gpu_instance_id, boot_id));
+    INSERT INTO gpu_created_v4 (gpu_uuid, gpu_instance_id, mig_uuid)
+        SELECT gpu_uuid, gpu_instance_id, mig_uuid FROM gpu_created ORDER BY rowid;
+    DROP TABLE gpu_created;
+    ALTER TABLE gpu_created_v4 RENAME TO gpu_created;";
+
+/// One GPU instance sandman created on a real GPU. Recorded as soon as the GPU instance exists
+/// (before its compute instance and MIG UUID), so nothing it made goes unrecorded.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CreatedInstance {
     pub gpu_uuid: String,
     pub gpu_instance_id: u32,
-    pub mig_uuid: String,
+    /// `None` until the compute instance exists.
+    pub mig_uuid: Option<String>,
+    /// `/proc/sys/kernel/random/boot_id` when it was created: instances do not survive a reboot,
+    /// so an entry from another boot names nothing of sandman's. `None`: recorded by a version
+    /// that did not keep it, so it can never be proven to be sandman's.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// `nvmlGpuInstanceProfileInfo_t.id` and the profile's name.
+    #[serde(default)]
+    pub profile_id: Option<u32>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// (first memory slice, size).
+    #[serde(default)]
+    pub placement: Option<(u32, u32)>,
 }
 
 /// The simulated GPUs: UUIDs, instances and who made them. (Deserialize: the old state file.)
@@ -90,27 +124,55 @@ impl<'c> GpuLedger<'c> {
 
     /// The instances sandman created on real GPUs, oldest first.
     pub fn created(&self) -> Result<Vec<CreatedInstance>> {
-        let mut stmt =
-            self.conn.prepare("SELECT gpu_uuid, gpu_instance_id, mig_uuid FROM gpu_created ORDER BY rowid")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT gpu_uuid, gpu_instance_id, mig_uuid, boot_id, profile_id, profile, placement_start, placement_size
+             FROM gpu_created ORDER BY rowid",
+        )?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(CreatedInstance { gpu_uuid: r.get(0)?, gpu_instance_id: r.get(1)?, mig_uuid: r.get(2)? })
+                let start: Option<u32> = r.get(6)?;
+                let size: Option<u32> = r.get(7)?;
+                Ok(CreatedInstance {
+                    gpu_uuid: r.get(0)?,
+                    gpu_instance_id: r.get(1)?,
+                    mig_uuid: r.get(2)?,
+                    boot_id: r.get(3)?,
+                    profile_id: r.get(4)?,
+                    profile: r.get(5)?,
+                    placement: start.zip(size),
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     pub fn record_created(&self, c: &CreatedInstance) -> Result<()> {
-        // A MIG UUID seen again (the driver reuses them after a reboot) is the new instance.
+        // The same GPU instance id in the same boot, or a MIG UUID seen again (the driver derives
+        // them from the ids), is a new instance where an old entry's was destroyed: it replaces it.
         self.conn.execute(
-            "INSERT OR REPLACE INTO gpu_created (mig_uuid, gpu_uuid, gpu_instance_id) VALUES (?1, ?2, ?3)",
-            params![c.mig_uuid, c.gpu_uuid, c.gpu_instance_id],
+            "INSERT OR REPLACE INTO gpu_created
+                (gpu_uuid, gpu_instance_id, mig_uuid, boot_id, profile_id, profile, placement_start, placement_size)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                c.gpu_uuid,
+                c.gpu_instance_id,
+                c.mig_uuid,
+                c.boot_id,
+                c.profile_id,
+                c.profile,
+                c.placement.map(|p| p.0),
+                c.placement.map(|p| p.1)
+            ],
         )?;
         Ok(())
     }
 
-    pub fn forget_created(&self, mig_uuid: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM gpu_created WHERE mig_uuid = ?1", [mig_uuid])?;
+    /// Removes the entry of `c`'s GPU instance (of `c`'s boot).
+    pub fn forget_created(&self, c: &CreatedInstance) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM gpu_created WHERE gpu_uuid = ?1 AND gpu_instance_id = ?2 AND boot_id IS ?3",
+            params![c.gpu_uuid, c.gpu_instance_id, c.boot_id],
+        )?;
         Ok(())
     }
 
@@ -247,8 +309,17 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    /// An entry as version 3 recorded it.
     fn created(n: u32) -> CreatedInstance {
-        CreatedInstance { gpu_uuid: "GPU-a".into(), gpu_instance_id: n, mig_uuid: format!("MIG-{n}") }
+        CreatedInstance {
+            gpu_uuid: "GPU-a".into(),
+            gpu_instance_id: n,
+            mig_uuid: Some(format!("MIG-{n}")),
+            boot_id: None,
+            profile_id: None,
+            profile: None,
+            placement: None,
+        }
     }
 
     fn sim_state() -> SimState {
@@ -283,7 +354,7 @@ mod tests {
             .with_gpu_ledger(|l| {
                 l.record_created(&created(1))?;
                 l.record_created(&created(2))?;
-                l.forget_created("MIG-1")?;
+                l.forget_created(&created(1))?;
                 l.save_sim_state(&sim_state())
             })
             .unwrap();
@@ -306,6 +377,44 @@ mod tests {
         // Another connection (another process) sees the committed state.
         let mut other = Store::open(&dir.path().join("s.db")).unwrap();
         assert_eq!(other.read_gpu_ledger(|l| l.sim_state()).unwrap(), Some(sim_state()));
+    }
+
+    #[test]
+    fn version_3_entries_migrate_and_identities_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sandman.db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            for step in &crate::store::SCHEMA[..3] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute("INSERT INTO gpu_created VALUES ('MIG-2', 'GPU-a', 2), ('MIG-1', 'GPU-a', 1)", []).unwrap();
+        }
+        let mut store = Store::open(&db).unwrap();
+        // Kept in their order, with no identity: they can never be proven to be sandman's.
+        assert_eq!(store.read_gpu_ledger(|l| l.created()).unwrap(), vec![created(2), created(1)]);
+        let full = CreatedInstance {
+            mig_uuid: None,
+            boot_id: Some("boot-1".into()),
+            profile_id: Some(9),
+            profile: Some("3g.20gb".into()),
+            placement: Some((4, 4)),
+            ..created(1)
+        };
+        store
+            .with_gpu_ledger(|l| {
+                l.record_created(&full)?;
+                // The MIG UUID arrives once the compute instance exists: the same GPU instance.
+                l.record_created(&CreatedInstance { mig_uuid: Some("MIG-new".into()), ..full.clone() })
+            })
+            .unwrap();
+        let entries = store.read_gpu_ledger(|l| l.created()).unwrap();
+        let with_uuid = CreatedInstance { mig_uuid: Some("MIG-new".into()), ..full.clone() };
+        assert_eq!(entries, vec![created(2), created(1), with_uuid.clone()]);
+        // Forgetting one boot's entry leaves the same GPU instance id of another boot alone.
+        store.with_gpu_ledger(|l| l.forget_created(&with_uuid)).unwrap();
+        assert_eq!(store.read_gpu_ledger(|l| l.created()).unwrap(), vec![created(2), created(1)]);
     }
 
     /// A database of schema version 2, as the release before the GPU tables left it.
@@ -356,7 +465,7 @@ mod tests {
         assert!(!state_dir.join("nvml-created.lock").exists() && !state_dir.join("locks/gpu-sim.lock").exists());
 
         // Once: a file that appears later is not imported on the next open.
-        store.with_gpu_ledger(|l| l.forget_created("MIG-1")).unwrap();
+        store.with_gpu_ledger(|l| l.forget_created(&created(1))).unwrap();
         std::fs::copy(state_dir.join("nvml-created.json.imported"), state_dir.join(NVML_LEDGER_FILE)).unwrap();
         let mut again = Store::open(&db).unwrap();
         assert_eq!(again.read_gpu_ledger(|l| l.created()).unwrap(), vec![created(2)]);

@@ -44,6 +44,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE image_accounts (image_id TEXT PRIMARY KEY, passwd BLOB NOT NULL, grp BLOB NOT NULL);",
     // version 3: the GPU backends' state, which earlier versions kept in JSON files
     gpu::SCHEMA,
+    // version 4: boot id, profile and placement of the GPU instances sandman created
+    gpu::SCHEMA_IDENTITY,
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
