@@ -203,7 +203,11 @@ async fn cdi_check(docker: Option<&Docker>, mig_uuids: &[String]) -> Check {
             );
         }
         Err(e) => {
-            return fail(CHECK, format!("cannot run nvidia-ctk: {e}"), "install nvidia-container-toolkit 1.15 or later");
+            return fail(
+                CHECK,
+                format!("cannot run nvidia-ctk: {e}"),
+                "install nvidia-container-toolkit 1.15 or later",
+            );
         }
     };
     let missing = cdi_missing(&listed, mig_uuids);

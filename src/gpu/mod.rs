@@ -90,6 +90,12 @@ pub struct ProfileInfo {
     /// Bytes.
     pub memory_size: u64,
     pub description: String,
+    /// nvidia-smi's "Profile ID" (`nvmlGpuInstanceProfileInfo_t.id`).
+    pub profile_id: u32,
+    /// How many instances of it one GPU holds at most.
+    pub max_instances: u32,
+    /// `[start, size]` on the memory-slice grid, as `nvidia-smi mig -lgipp` lists them.
+    pub placements: Vec<[u32; 2]>,
 }
 
 pub trait GpuBackend: Send + Sync {
@@ -173,6 +179,9 @@ pub fn catalog_profiles<'a>(models: impl Iterator<Item = &'a catalog::Model>) ->
                     memory_slices: p.memory_slices,
                     memory_size: p.memory_mib * 1024 * 1024,
                     description: p.description(model),
+                    profile_id: p.profile_info_id,
+                    max_instances: p.max_instances,
+                    placements: p.placements.iter().map(|pl| [pl.start, pl.size]).collect(),
                 });
             }
         }
