@@ -180,7 +180,7 @@ impl Sessions {
                 || ssh::generate_key_pair(&format!("sandman-host-{}", req.user)).map(|(private, _)| private),
                 |k| ssh::host_public_key(k).map(|(_, fp)| fp),
                 |port| TcpListener::bind(SocketAddr::new(publish, port)).is_ok(),
-                |taken| self.gpu.pick(&req.gpu, taken),
+                |taken, ledger| self.gpu.pick(&req.gpu, taken, ledger),
             )?;
 
             let provisioned =
@@ -404,7 +404,7 @@ impl Sessions {
     async fn teardown(&self, row: &SessionRow) -> Result<()> {
         self.engine().await?.remove(&container_ref(row)).await?;
         if let Some(uuid) = &row.gpu_uuid {
-            self.gpu.release(uuid)?;
+            self.store().with_gpu_ledger(|ledger| self.gpu.release(uuid, ledger))?;
         }
         self.store().delete_session(&row.id)?;
         Ok(())

@@ -71,10 +71,7 @@ impl From<&SessionRow> for SessionView {
 }
 
 fn session_states() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(State::ALL.map(State::as_str)))
-        .build()
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(State::ALL.map(State::as_str))).build()
 }
 
 /// The API's create answer, plus what a user needs to log in.

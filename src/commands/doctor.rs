@@ -128,6 +128,7 @@ async fn gpu_checks(settings: &Settings, docker: Option<&dyn Engine>, checks: &m
         return;
     }
     checks.push(pass("gpu backend", format!("{name}, mig_mode {:?}", settings.mig_mode).to_lowercase()));
+    let mut mig_uuids = Vec::new();
     match backend.devices() {
         Err(e) => checks.push(fail("gpus", e.to_string(), "check the NVIDIA driver (nvidia-smi)")),
         Ok(gpus) if gpus.is_empty() => checks.push(fail("gpus", "the driver reports no GPU", "check nvidia-smi")),
@@ -140,6 +141,7 @@ async fn gpu_checks(settings: &Settings, docker: Option<&dyn Engine>, checks: &m
                     if g.mig_enabled { "on" } else { "off" },
                     g.mig_instances.len()
                 );
+                mig_uuids.extend(g.mig_instances.iter().map(|m| m.uuid.clone()));
                 checks.push(if g.mig_enabled && g.mig_instances.is_empty() && settings.mig_mode == MigMode::Static {
                     fail("mig", detail, "create instances (nvidia-smi mig -cgi ... -C) or set mig_mode = \"dynamic\"")
                 } else {
@@ -147,6 +149,10 @@ async fn gpu_checks(settings: &Settings, docker: Option<&dyn Engine>, checks: &m
                 });
             }
         }
+    }
+    // Unreadable devices and geometry that differs from sandman's catalog: warnings, not failures.
+    for warning in backend.diagnostics().unwrap_or_default() {
+        checks.push(pass("gpu warning", warning));
     }
     if name == "sim" {
         checks.push(pass("container gpu access", "simulated: containers get NVIDIA_VISIBLE_DEVICES only"));
@@ -167,24 +173,59 @@ async fn gpu_checks(settings: &Settings, docker: Option<&dyn Engine>, checks: &m
             },
             None => fail("container gpu access", "Docker is unreachable", "start the engine"),
         },
-        GpuDeviceAccess::Cdi => {
-            let specs: Vec<String> = ["/etc/cdi", "/var/run/cdi"]
-                .iter()
-                .filter_map(|d| std::fs::read_dir(d).ok())
-                .flat_map(|d| d.flatten().map(|e| e.path().display().to_string()))
-                .filter(|p| p.ends_with(".yaml") || p.ends_with(".json"))
-                .collect();
-            if specs.is_empty() {
-                fail(
-                    "container gpu access",
-                    "no CDI specs in /etc/cdi or /var/run/cdi",
-                    "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
-                )
-            } else {
-                pass("container gpu access", format!("CDI specs: {}", specs.join(", ")))
-            }
-        }
+        GpuDeviceAccess::Cdi => cdi_check(docker, &mig_uuids).await,
     });
+}
+
+/// CDI: the engine must support it (Docker 25 and later, with the `cdi` feature enabled before
+/// 28.2) and every MIG device must have its name in the generated spec.
+async fn cdi_check(docker: Option<&dyn Engine>, mig_uuids: &[String]) -> Check {
+    const CHECK: &str = "container gpu access";
+    let version = match docker {
+        Some(d) => d.version().await.unwrap_or_default(),
+        None => return fail(CHECK, "Docker is unreachable", "start the engine"),
+    };
+    let major: u32 = version.split('.').next().and_then(|m| m.trim().parse().ok()).unwrap_or(0);
+    if major < 25 {
+        return fail(
+            CHECK,
+            format!("gpu_device_access = \"cdi\" needs Docker 25 or later; the engine is {version}"),
+            "upgrade Docker, or set gpu_device_access = \"nvidia\"",
+        );
+    }
+    let listed = match std::process::Command::new("nvidia-ctk").args(["cdi", "list"]).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => {
+            return fail(
+                CHECK,
+                format!("nvidia-ctk cdi list failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml",
+            );
+        }
+        Err(e) => {
+            return fail(
+                CHECK,
+                format!("cannot run nvidia-ctk: {e}"),
+                "install nvidia-container-toolkit 1.15 or later",
+            );
+        }
+    };
+    let missing = cdi_missing(&listed, mig_uuids);
+    if missing.is_empty() {
+        pass(CHECK, format!("Docker {version}; every MIG device has a CDI name ({} checked)", mig_uuids.len()))
+    } else {
+        fail(
+            CHECK,
+            format!("not in the CDI spec: {}", missing.join(", ")),
+            "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml (toolkit 1.15 or later names MIG devices by UUID)",
+        )
+    }
+}
+
+/// The MIG UUIDs without a `nvidia.com/gpu=<uuid>` line in `nvidia-ctk cdi list` output.
+fn cdi_missing(listed: &str, mig_uuids: &[String]) -> Vec<String> {
+    let names: std::collections::HashSet<&str> = listed.lines().map(str::trim).collect();
+    mig_uuids.iter().filter(|u| !names.contains(format!("nvidia.com/gpu={u}").as_str())).cloned().collect()
 }
 
 fn writable_dir(check: &'static str, dir: &Path, fix: &str) -> Check {
@@ -207,5 +248,19 @@ fn writable_dir(check: &'static str, dir: &Path, fix: &str) -> Check {
             pass(check, format!("{} is writable", dir.display()))
         }
         Err(e) => fail(check, format!("{} is not writable: {e}", dir.display()), fix),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdi_names_are_matched_by_mig_uuid() {
+        let listed = "INFO[0000] Found 4 CDI devices\nnvidia.com/gpu=0\nnvidia.com/gpu=0:0\n\
+                      nvidia.com/gpu=MIG-aaaa\nnvidia.com/gpu=all\n";
+        let uuids = ["MIG-aaaa".to_string(), "MIG-bbbb".to_string()];
+        assert_eq!(cdi_missing(listed, &uuids), vec!["MIG-bbbb".to_string()]);
+        assert!(cdi_missing(listed, &uuids[..1]).is_empty());
     }
 }

@@ -71,11 +71,7 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         user: args.user.clone(),
         ttl_minutes: ttl.map(i64::from),
         image: args.image.clone(),
-        gpu: match (args.profile, args.gpu) {
-            (Some(p), _) => GpuRequest::Profile(p),
-            (None, Some(u)) => GpuRequest::Uuid(u),
-            (None, None) => GpuRequest::Default,
-        },
+        gpu: GpuRequest::from_fields(args.profile.as_deref(), args.gpu.as_deref())?,
         public_key,
     };
     let report = progress(quiet);

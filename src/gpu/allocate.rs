@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::GpuRequest;
-use super::catalog::{Model, Profile};
+use super::catalog::{Model, Profile, ProfileName};
 use super::placement::{self, Layout, Placed};
 use crate::error::{Error, Result};
 use crate::store::GpuPick;
@@ -19,7 +19,19 @@ pub struct GpuState {
     /// handed out, but none are created on it.
     pub model: Option<&'static Model>,
     pub mig_enabled: bool,
+    /// The MIG devices a session can be given.
     pub instances: Vec<InstanceState>,
+    /// GPU instances that occupy slices but are not among `instances` under their profile's
+    /// name: those without a compute instance (no MIG device), and those split into several
+    /// compute instances. Placement counts them; nobody is handed them by profile.
+    pub occupied_only: Vec<Occupied>,
+}
+
+/// A GPU instance's profile and first memory slice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Occupied {
+    pub profile: String,
+    pub start: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -38,22 +50,33 @@ pub enum Plan {
     None,
     /// A device that exists and is free: a MIG instance (with its profile) or a whole GPU.
     Existing { uuid: String, profile: Option<String> },
-    /// Create an instance of `profile` on GPU `gpu` (index into the states) at `start`.
-    Create { gpu: usize, profile: &'static Profile, start: u32 },
+    /// Create an instance: the free placements, best first, each as a GPU (index into the
+    /// states), the profile the request means there, and its first memory slice.
+    Create { choices: Vec<(usize, &'static Profile, u32)> },
 }
 
 impl Plan {
-    /// The slice this plan gives a session; `create` makes the instance a `Create` asks for
-    /// (GPU index, profile, first memory slice) and returns its UUID.
+    /// The slice this plan gives a session. `create` makes the instance a `Create` choice asks
+    /// for and returns its UUID, or `None` where the driver finds the placement taken (another
+    /// process or an admin got there first): the next choice is tried.
     pub fn into_pick(
         self,
-        create: impl FnOnce(usize, &'static Profile, u32) -> Result<String>,
+        mut create: impl FnMut(usize, &'static Profile, u32) -> Result<Option<String>>,
     ) -> Result<Option<GpuPick>> {
         Ok(match self {
             Plan::None => None,
             Plan::Existing { uuid, profile } => Some(GpuPick { uuid, profile }),
-            Plan::Create { gpu, profile, start } => {
-                Some(GpuPick { uuid: create(gpu, profile, start)?, profile: Some(profile.name.to_string()) })
+            Plan::Create { choices } => {
+                let tried = choices.len();
+                for (gpu, profile, start) in choices {
+                    if let Some(uuid) = create(gpu, profile, start)? {
+                        return Ok(Some(GpuPick { uuid, profile: Some(profile.name.to_string()) }));
+                    }
+                }
+                return Err(Error::Exhausted(format!(
+                    "the driver refused all {tried} free placement(s) as taken (NVML insufficient resources): \
+                     instances were made outside sandman meanwhile; retry, or see `sandman gpu ls`"
+                )));
             }
         })
     }
@@ -68,7 +91,7 @@ pub fn plan(
 ) -> Result<Plan> {
     match request {
         GpuRequest::Uuid(uuid) => by_uuid(gpus, uuid, taken),
-        GpuRequest::Profile(p) => by_profile(gpus, p, taken, dynamic, "mig_profile"),
+        GpuRequest::Profile(p) => by_profile(gpus, p, taken, dynamic),
         GpuRequest::Default => {
             let mig: Vec<&GpuState> = gpus.iter().filter(|g| g.mig_enabled).collect();
             if mig.is_empty() {
@@ -81,11 +104,29 @@ pub fn plan(
             }
             // "3g.20gb" is an A100-40GB name; on other models the default means its size, "3g".
             let exact = mig.iter().any(|g| g.model.is_some_and(|m| m.profile(default_profile).is_some()));
-            let request =
-                if exact { default_profile } else { default_profile.split('.').next().unwrap_or(default_profile) };
-            by_profile(gpus, request, taken, dynamic, "default_profile")
+            let request = match ProfileName::parse(default_profile) {
+                Some(name) if !exact => name.shorthand(),
+                _ => default_profile.to_string(),
+            };
+            // The client asked for nothing: a default that fits no GPU is the host's setting to fix.
+            by_profile(gpus, &request, taken, dynamic).map_err(|e| match e {
+                Error::InvalidInput { message, .. } => unusable_default(&mig, default_profile, &message),
+                other => other,
+            })
         }
     }
+}
+
+fn unusable_default(mig: &[&GpuState], default_profile: &str, why: &str) -> Error {
+    let mut models: Vec<&str> = mig.iter().map(|g| g.name.as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    Error::Unavailable(format!(
+        "the setting default_profile = {default_profile:?} fits none of the GPUs here ({}): {why}; \
+         set default_profile in the sandman configuration to a profile of these models (or a size such \
+         as 1g), or name a profile in the request",
+        models.join(", ")
+    ))
 }
 
 fn by_uuid(gpus: &[GpuState], uuid: &str, taken: &HashSet<String>) -> Result<Plan> {
@@ -122,17 +163,11 @@ fn by_uuid(gpus: &[GpuState], uuid: &str, taken: &HashSet<String>) -> Result<Pla
     ))
 }
 
-fn by_profile(
-    gpus: &[GpuState],
-    request: &str,
-    taken: &HashSet<String>,
-    dynamic: bool,
-    field: &'static str,
-) -> Result<Plan> {
+fn by_profile(gpus: &[GpuState], request: &str, taken: &HashSet<String>, dynamic: bool) -> Result<Plan> {
     let mig: Vec<(usize, &GpuState)> = gpus.iter().enumerate().filter(|(_, g)| g.mig_enabled).collect();
     if mig.is_empty() {
         return Err(Error::invalid(
-            field,
+            "mig_profile",
             format!("{request:?} asks for a MIG slice, but no GPU here has MIG enabled"),
         ));
     }
@@ -147,8 +182,8 @@ fn by_profile(
     if mig.iter().all(|(_, g)| wanted(g).is_none()) {
         let first_error = mig.iter().find_map(|(_, g)| g.model.and_then(|m| m.resolve(request).err()));
         return Err(match first_error {
-            Some(Error::InvalidInput { message, .. }) => Error::invalid(field, message),
-            _ => Error::invalid(field, format!("{request:?} is not a MIG profile of the GPUs here")),
+            Some(e @ Error::InvalidInput { .. }) => e,
+            _ => Error::invalid("mig_profile", format!("{request:?} is not a MIG profile of the GPUs here")),
         });
     }
     for (_, g) in &mig {
@@ -167,17 +202,20 @@ fn by_profile(
             .iter()
             .filter_map(|(index, g)| {
                 let model = g.model?;
-                let placed = g
-                    .instances
-                    .iter()
-                    .filter_map(|i| Some(Placed { profile: model.profile(&i.profile)?, start: i.start }))
+                let whole = g.instances.iter().map(|i| (i.profile.as_str(), i.start));
+                let others = g.occupied_only.iter().map(|o| (o.profile.as_str(), o.start));
+                let placed = whole
+                    .chain(others)
+                    .filter_map(|(profile, start)| Some(Placed { profile: model.profile(profile)?, start }))
                     .collect();
                 Some((*index, Layout { model, placed }))
             })
             .collect();
         let layouts: Vec<Layout> = known.iter().map(|(_, l)| l.clone()).collect();
-        if let Some(choice) = placement::choose(&layouts, request) {
-            return Ok(Plan::Create { gpu: known[choice.gpu].0, profile: choice.profile, start: choice.start });
+        let choices: Vec<(usize, &'static Profile, u32)> =
+            placement::ranked(&layouts, request).into_iter().map(|c| (known[c.gpu].0, c.profile, c.start)).collect();
+        if !choices.is_empty() {
+            return Ok(Plan::Create { choices });
         }
     }
     Err(Error::Exhausted(format!(
@@ -220,6 +258,7 @@ mod tests {
                 .iter()
                 .map(|(u, p, s)| InstanceState { uuid: u.to_string(), profile: p.to_string(), start: *s })
                 .collect(),
+            occupied_only: Vec::new(),
         }
     }
 
@@ -243,7 +282,7 @@ mod tests {
         let gpus = [gpu("GPU-a", &[("MIG-3", "3g.20gb", 4)]), gpu("GPU-b", &[])];
         match plan(&gpus, &GpuRequest::Profile("1g".into()), &taken(&[]), "3g.20gb", true).unwrap() {
             // The split GPU takes the small slice, keeping GPU-b whole for a 7g.
-            Plan::Create { gpu, profile, .. } => assert_eq!((gpu, profile.name), (0, "1g.5gb")),
+            Plan::Create { choices } => assert_eq!((choices[0].0, choices[0].1.name), (0, "1g.5gb")),
             other => panic!("{other:?}"),
         }
     }
@@ -259,6 +298,30 @@ mod tests {
         assert!(matches!(e, Error::InvalidInput { field: "mig_instance_uuid", .. }));
         let e = plan(&gpus, &GpuRequest::Profile("5g".into()), &taken(&[]), "3g", false).unwrap_err();
         assert!(e.to_string().contains("valid: 1g.5gb"), "{e}");
+    }
+
+    #[test]
+    fn a_default_profile_that_fits_nothing_is_the_hosts_setting_not_the_clients_request() {
+        let mut a30 = gpu("GPU-a30", &[("MIG-2", "2g.12gb", 0)]);
+        a30.name = "NVIDIA A30".into();
+        a30.model = crate::gpu::catalog::model("NVIDIA A30");
+        let gpus = [a30];
+        // The A30 has no 3g: the default (meaning "3g" there) cannot be served.
+        let e = plan(&gpus, &GpuRequest::Default, &taken(&[]), "3g.20gb", false).unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+        let text = e.to_string();
+        for part in ["default_profile = \"3g.20gb\"", "NVIDIA A30", "valid: 1g.6gb", "set default_profile"] {
+            assert!(text.contains(part), "{part:?} missing: {text}");
+        }
+        assert!(!text.contains("mig_profile"), "the client sent no mig_profile: {text}");
+        // The same profile asked for by the client is the client's mistake.
+        let e = plan(&gpus, &GpuRequest::Profile("3g".into()), &taken(&[]), "3g.20gb", false).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { field: "mig_profile", .. }), "{e:?}");
+        // A default that does fit is used, by its size.
+        assert_eq!(
+            plan(&gpus, &GpuRequest::Default, &taken(&[]), "2g.10gb", false).unwrap(),
+            Plan::Existing { uuid: "MIG-2".into(), profile: Some("2g.12gb".into()) }
+        );
     }
 
     #[test]

@@ -57,6 +57,21 @@ pub enum Variant {
     /// `NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2`: one compute slice with two memory slices
     /// (1g.10gb on A100-40GB).
     DoubleMemory,
+    /// Graphics and engine variants newer drivers offer (`*_GFX`, `*_NO_ME`, `*_ALL_ME`), seen
+    /// only in the geometry the driver reports.
+    Other,
+}
+
+impl Variant {
+    /// The variant an `NVML_GPU_INSTANCE_PROFILE_*` enum stands for.
+    pub fn of_nvml_enum(profile_enum: u32) -> Variant {
+        match profile_enum {
+            0..=6 => Variant::Plain,
+            7 | 8 => Variant::MediaExtensions,
+            9 => Variant::DoubleMemory,
+            _ => Variant::Other,
+        }
+    }
 }
 
 const fn pl(start: u32, size: u32) -> Placement {
@@ -203,6 +218,51 @@ pub static MODELS: &[Model] = &[
     ),
 ];
 
+/// A MIG profile name split into its parts, the one place profile names are parsed. A full name
+/// is `<compute slices>g.<memory>gb[+<extras>]` (`3g.20gb`, `1g.5gb+me`); a shorthand is the
+/// compute size alone (`3g`), meaning the plain profile of that size on whatever model is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileName<'a> {
+    pub compute_slices: u32,
+    /// The rounded size in the name (`"20"` in `3g.20gb`); `None` for a shorthand.
+    pub memory_gb: Option<&'a str>,
+    /// What follows `+` (`me`), if anything.
+    pub extras: Option<&'a str>,
+}
+
+impl<'a> ProfileName<'a> {
+    /// `None` for text that is not shaped like a profile name. Case is ignored in the `g`/`gb`.
+    pub fn parse(text: &'a str) -> Option<ProfileName<'a>> {
+        let text = text.trim();
+        let (size, rest) = match text.split_once('.') {
+            Some((size, rest)) => (size, Some(rest)),
+            None => (text, None),
+        };
+        let compute_slices = size.strip_suffix(['g', 'G'])?.parse().ok()?;
+        let (memory_gb, extras) = match rest {
+            None => (None, None),
+            Some(rest) => {
+                let (memory, extras) = match rest.split_once('+') {
+                    Some((memory, extras)) => (memory, Some(extras)),
+                    None => (rest, None),
+                };
+                let digits = memory.strip_suffix("gb").or_else(|| memory.strip_suffix("GB"))?;
+                (Some(digits), extras)
+            }
+        };
+        Some(ProfileName { compute_slices, memory_gb, extras })
+    }
+
+    pub fn is_shorthand(&self) -> bool {
+        self.memory_gb.is_none()
+    }
+
+    /// The shorthand for this compute size: `3g` for `3g.20gb`.
+    pub fn shorthand(&self) -> String {
+        format!("{}g", self.compute_slices)
+    }
+}
+
 /// The model NVML calls `name`: its current name, an alias, or either without "NVIDIA ".
 /// Case and surrounding blanks are ignored (names come from hand-written files too).
 pub fn model(name: &str) -> Option<&'static Model> {
@@ -239,8 +299,8 @@ impl Model {
         if let Some(p) = self.profile(&request.to_ascii_lowercase()) {
             return Ok(p);
         }
-        let shorthand = request.strip_suffix(['g', 'G']).and_then(|n| n.parse::<u32>().ok());
-        if let Some(p) = shorthand.and_then(|n| self.plain_profiles().find(|p| p.compute_slices == n)) {
+        let shorthand = ProfileName::parse(request).filter(ProfileName::is_shorthand);
+        if let Some(p) = shorthand.and_then(|n| self.plain_profiles().find(|p| p.compute_slices == n.compute_slices)) {
             return Ok(p);
         }
         Err(Error::invalid(
@@ -276,13 +336,7 @@ impl Profile {
     /// "3/7 GPU, 20GB Memory", as `GET /gpus/profiles` describes a profile.
     pub fn description(&self, model: &Model) -> String {
         // The GB figure is the one in the profile's name (rounded by NVIDIA), not memory_mib.
-        let gb = self
-            .name
-            .split('.')
-            .nth(1)
-            .and_then(|rest| rest.split('+').next())
-            .and_then(|size| size.strip_suffix("gb"))
-            .unwrap_or("?");
+        let gb = ProfileName::parse(self.name).and_then(|n| n.memory_gb).unwrap_or("?");
         let mut text = format!("{}/{} GPU, {gb}GB Memory", self.compute_slices, model.compute_slices);
         if self.variant == Variant::MediaExtensions {
             text.push_str(", media extensions");
@@ -295,11 +349,11 @@ impl Profile {
 pub(crate) mod tests {
     use super::*;
 
-    /// The shared reference geometry, beside the checkout (an independent oracle, never read
+    /// The reference geometry in `tests/data/` (an independent oracle, never read
     /// by sandman itself). Missing, the test fails.
     pub(crate) fn reference() -> toml::Table {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/mig-geometry.toml"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mig-geometry.toml"));
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         text.parse().unwrap()
     }
 
@@ -417,6 +471,30 @@ pub(crate) mod tests {
         assert!(e.contains("1g, 2g, 3g, 4g, 7g"), "{e}");
         assert!(h100.resolve("5g").is_err());
         assert!(h100.resolve("").is_err());
+    }
+
+    #[test]
+    fn profile_names_parse_into_their_parts() {
+        let parse = ProfileName::parse;
+        assert_eq!(parse("3g.20gb"), Some(ProfileName { compute_slices: 3, memory_gb: Some("20"), extras: None }));
+        assert_eq!(
+            parse("1g.5gb+me"),
+            Some(ProfileName { compute_slices: 1, memory_gb: Some("5"), extras: Some("me") })
+        );
+        assert_eq!(parse(" 3G "), Some(ProfileName { compute_slices: 3, memory_gb: None, extras: None }));
+        assert_eq!(parse("3g.20gb").unwrap().shorthand(), "3g");
+        assert!(parse("7g").unwrap().is_shorthand() && !parse("7g.40gb").unwrap().is_shorthand());
+        for bad in ["", "g", "3", "3x", "three g", "3g.20", "3g.", "-1g"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+        // Every catalog name parses, and its size is its compute slices.
+        for m in MODELS {
+            for p in m.profiles {
+                let n = parse(p.name).unwrap_or_else(|| panic!("{}", p.name));
+                assert_eq!(n.compute_slices, p.compute_slices, "{}", p.name);
+                assert_eq!(n.extras == Some("me"), p.variant == Variant::MediaExtensions, "{}", p.name);
+            }
+        }
     }
 
     #[test]

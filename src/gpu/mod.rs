@@ -1,6 +1,8 @@
 //! GPU backends. A backend lists devices and picks a free slice for a session; exclusivity
 //! across processes comes from the store, which calls `pick` inside its reservation
-//! transaction with the UUIDs already taken.
+//! transaction with the UUIDs already taken. What a backend keeps (the instances it created,
+//! the simulated GPUs) lives in the store's GPU tables, written through the `GpuLedger` of the
+//! transaction it is called in.
 
 pub mod allocate;
 pub mod catalog;
@@ -13,9 +15,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::{GpuBackendKind, MigMode, Settings};
+use crate::config::{GpuBackendKind, GpuDeviceAccess, MigMode, Settings};
 use crate::error::{Error, Result};
-use crate::store::GpuPick;
+use crate::store::{GpuLedger, GpuPick};
 
 /// What a create asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +39,20 @@ pub enum GpuAccess {
     Cdi(String),
     /// No runtime support (simulated GPUs): only `NVIDIA_VISIBLE_DEVICES` is set.
     EnvOnly(String),
+}
+
+impl GpuRequest {
+    /// The request a client's `mig_profile` / `mig_instance_uuid` (CLI: `--profile` / `--gpu`)
+    /// make. An empty string counts as absent: the original API sends `""` to mean the default.
+    pub fn from_fields(profile: Option<&str>, uuid: Option<&str>) -> Result<GpuRequest> {
+        let given = |field: Option<&str>| field.filter(|v| !v.is_empty()).map(str::to_string);
+        match (given(profile), given(uuid)) {
+            (Some(_), Some(_)) => Err(Error::invalid("mig_profile", "give mig_profile or mig_instance_uuid, not both")),
+            (Some(profile), None) => Ok(GpuRequest::Profile(profile)),
+            (None, Some(uuid)) => Ok(GpuRequest::Uuid(uuid)),
+            (None, None) => Ok(GpuRequest::Default),
+        }
+    }
 }
 
 /// One physical GPU, in the shape of the API's `GET /gpus` entries.
@@ -86,6 +102,12 @@ pub struct ProfileInfo {
     /// Bytes.
     pub memory_size: u64,
     pub description: String,
+    /// nvidia-smi's "Profile ID" (`nvmlGpuInstanceProfileInfo_t.id`).
+    pub profile_id: u32,
+    /// How many instances of it one GPU holds at most.
+    pub max_instances: u32,
+    /// `[start, size]` on the memory-slice grid, as `nvidia-smi mig -lgipp` lists them.
+    pub placements: Vec<[u32; 2]>,
 }
 
 pub trait GpuBackend: Send + Sync {
@@ -98,14 +120,22 @@ pub trait GpuBackend: Send + Sync {
     /// The MIG profiles of the GPU models present.
     fn profiles(&self) -> Result<Vec<ProfileInfo>>;
 
+    /// What `doctor` should warn about: devices that could not be read, geometry that differs
+    /// from sandman's catalog.
+    fn diagnostics(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Picks (in dynamic MIG mode: creates) a slice not in `taken`; `None` for a CPU-only session.
-    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>) -> Result<Option<GpuPick>>;
+    /// Runs inside the store's reservation transaction; `ledger` is its GPU tables.
+    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>, ledger: &GpuLedger) -> Result<Option<GpuPick>>;
 
     /// A session holding `uuid` has ended; dynamic mode destroys an instance it created.
-    fn release(&self, uuid: &str) -> Result<()>;
+    fn release(&self, uuid: &str, ledger: &GpuLedger) -> Result<()>;
 
     /// Destroys instances sandman created that no session in `owned` holds; returns their UUIDs.
-    fn reconcile(&self, owned: &HashSet<String>) -> Result<Vec<String>>;
+    /// One that cannot be destroyed now is kept (and logged) for the next pass.
+    fn reconcile(&self, owned: &HashSet<String>, ledger: &GpuLedger) -> Result<Vec<String>>;
 
     /// How a container is given `uuid`.
     fn access(&self, uuid: &str) -> GpuAccess;
@@ -115,8 +145,19 @@ pub trait GpuBackend: Send + Sync {
 /// CPU-only sessions elsewhere (with a warning); the simulator is only used when named.
 pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
     let dynamic = settings.mig_mode == MigMode::Dynamic;
-    let state_dir = settings.state_dir();
-    let nvml = || nvml::NvmlBackend::open(&state_dir, &settings.default_profile, dynamic, settings.gpu_device_access);
+    let real_gpus = matches!(settings.gpu_backend, GpuBackendKind::Nvml | GpuBackendKind::Auto);
+    if real_gpus && dynamic && settings.gpu_device_access == GpuDeviceAccess::Cdi {
+        // A CDI spec is a file generated once (`nvidia-ctk cdi generate`): instances made later
+        // have no name in it, and container creation fails on them.
+        return Err(Error::invalid(
+            "gpu_device_access",
+            "\"cdi\" cannot be used with mig_mode = \"dynamic\": the CDI spec lists only the MIG devices that \
+             existed when it was generated, so instances sandman creates later have no CDI name; use \
+             gpu_device_access = \"nvidia\", or mig_mode = \"static\" and regenerate the spec \
+             (nvidia-ctk cdi generate) after changing the layout",
+        ));
+    }
+    let nvml = || nvml::NvmlBackend::open(&settings.db, &settings.default_profile, dynamic, settings.gpu_device_access);
     Ok(match settings.gpu_backend {
         GpuBackendKind::None => Arc::new(NoGpu),
         GpuBackendKind::Nvml => Arc::new(nvml()?),
@@ -132,7 +173,7 @@ pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
                 .gpu_sim_file
                 .as_deref()
                 .ok_or_else(|| Error::invalid("gpu_sim_file", "the sim backend needs --gpu-sim-file"))?;
-            Arc::new(sim::SimBackend::open(file, &state_dir, &settings.default_profile, dynamic)?)
+            Arc::new(sim::SimBackend::open(file, &settings.db, &settings.default_profile, dynamic)?)
         }
     })
 }
@@ -150,6 +191,9 @@ pub fn catalog_profiles<'a>(models: impl Iterator<Item = &'a catalog::Model>) ->
                     memory_slices: p.memory_slices,
                     memory_size: p.memory_mib * 1024 * 1024,
                     description: p.description(model),
+                    profile_id: p.profile_info_id,
+                    max_instances: p.max_instances,
+                    placements: p.placements.iter().map(|pl| [pl.start, pl.size]).collect(),
                 });
             }
         }
@@ -173,7 +217,7 @@ impl GpuBackend for NoGpu {
         Ok(Vec::new())
     }
 
-    fn pick(&self, request: &GpuRequest, _taken: &HashSet<String>) -> Result<Option<GpuPick>> {
+    fn pick(&self, request: &GpuRequest, _taken: &HashSet<String>, _ledger: &GpuLedger) -> Result<Option<GpuPick>> {
         match request {
             GpuRequest::Default => Ok(None),
             GpuRequest::Profile(p) => Err(Error::invalid(
@@ -187,11 +231,11 @@ impl GpuBackend for NoGpu {
         }
     }
 
-    fn release(&self, _uuid: &str) -> Result<()> {
+    fn release(&self, _uuid: &str, _ledger: &GpuLedger) -> Result<()> {
         Ok(())
     }
 
-    fn reconcile(&self, _owned: &HashSet<String>) -> Result<Vec<String>> {
+    fn reconcile(&self, _owned: &HashSet<String>, _ledger: &GpuLedger) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 
@@ -206,9 +250,29 @@ mod tests {
 
     #[test]
     fn no_gpu_gives_cpu_sessions_and_refuses_gpu_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::Store::open(&dir.path().join("s.db")).unwrap();
         let taken = HashSet::new();
-        assert_eq!(NoGpu.pick(&GpuRequest::Default, &taken).unwrap(), None);
-        let e = NoGpu.pick(&GpuRequest::Profile("3g".into()), &taken).unwrap_err();
-        assert!(e.to_string().contains("\"3g\""), "{e}");
+        store
+            .with_gpu_ledger(|ledger| {
+                assert_eq!(NoGpu.pick(&GpuRequest::Default, &taken, ledger).unwrap(), None);
+                let e = NoGpu.pick(&GpuRequest::Profile("3g".into()), &taken, ledger).unwrap_err();
+                assert!(e.to_string().contains("\"3g\""), "{e}");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn requests_from_fields_treat_empty_as_absent() {
+        let from = GpuRequest::from_fields;
+        assert_eq!(from(None, None).unwrap(), GpuRequest::Default);
+        assert_eq!(from(Some(""), Some("")).unwrap(), GpuRequest::Default, "the original API's defaults");
+        assert_eq!(from(Some("3g"), None).unwrap(), GpuRequest::Profile("3g".into()));
+        assert_eq!(from(Some("3g"), Some("")).unwrap(), GpuRequest::Profile("3g".into()));
+        assert_eq!(from(Some(""), Some("MIG-1")).unwrap(), GpuRequest::Uuid("MIG-1".into()));
+        let e = from(Some("3g"), Some("MIG-1")).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput { field: "mig_profile", .. }), "{e}");
+        assert!(e.to_string().contains("not both"), "{e}");
     }
 }

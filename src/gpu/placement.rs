@@ -121,9 +121,15 @@ pub fn lowest(gpus: &[Layout], request: &str) -> Option<Choice> {
 /// they break the fewest large placements: into GPUs already split, and into the corners of a
 /// GPU that large profiles cannot use anyway. Ties go to the lowest GPU, then the lowest start.
 pub fn choose(gpus: &[Layout], request: &str) -> Option<Choice> {
+    ranked(gpus, request).into_iter().next()
+}
+
+/// Every free placement for `request`, in `choose`'s order of preference: the next ones are
+/// where to try when the driver refuses the first (an instance made outside sandman meanwhile).
+pub fn ranked(gpus: &[Layout], request: &str) -> Vec<Choice> {
     let rooms: Vec<Room> = gpus.iter().map(Layout::room).collect();
     let total = rooms.iter().fold([0; 8], |acc, r| add(acc, *r));
-    let mut best: Option<(Room, Choice)> = None;
+    let mut scored: Vec<(Room, Choice)> = Vec::new();
     for (gpu, layout) in gpus.iter().enumerate() {
         let Some(profile) = resolve(layout, request) else {
             continue;
@@ -133,13 +139,12 @@ pub fn choose(gpus: &[Layout], request: &str) -> Option<Choice> {
             after.placed.push(Placed { profile, start });
             // Only this GPU's room changes.
             let score = add(sub(total, rooms[gpu]), after.room());
-            // Strictly better only, so ties keep the earlier (lower GPU, lower start) candidate.
-            if best.as_ref().is_none_or(|(b, _)| score > *b) {
-                best = Some((score, Choice { gpu, profile, start }));
-            }
+            scored.push((score, Choice { gpu, profile, start }));
         }
     }
-    best.map(|(_, c)| c)
+    // Stable: ties keep the earlier (lower GPU, lower start) candidate first.
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
+    scored.into_iter().map(|(_, c)| c).collect()
 }
 
 fn add(a: Room, b: Room) -> Room {
@@ -267,6 +272,19 @@ mod tests {
         let mut starts: Vec<u32> = host[0].placed.iter().map(|p| p.start).collect();
         starts.sort();
         assert_eq!(starts, vec![0, 4, 5, 6]);
+    }
+
+    #[test]
+    fn ranked_lists_every_free_placement_best_first() {
+        let gpus = vec![layout(&[("3g.20gb", 4)]), layout(&[("2g.10gb", 0)])];
+        let all = ranked(&gpus, "1g");
+        assert_eq!(all[0], choose(&gpus, "1g").unwrap());
+        // GPU 0 has slices 0-3 free, GPU 1 slices 2-6: nine 1g placements in all.
+        assert_eq!(all.len(), 9);
+        let mut seen: Vec<(usize, u32)> = all.iter().map(|c| (c.gpu, c.start)).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 9, "each placement once");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The simulated backend: GPUs described in a TOML file, with MIG geometry from sandman's
-//! catalog. Its state (UUIDs, instances, who made them) lives in a JSON file beside the database,
-//! shared by every sandman process on the host under a file lock, and survives restarts.
+//! catalog. Its state (UUIDs, instances, who made them) lives in the session database, so every
+//! sandman process on the host that uses that database shares it, changes it in the same
+//! transactions as the sessions, and it survives restarts.
 //!
 //! ```toml
 //! [[gpu]]
@@ -10,18 +11,18 @@
 //! ```
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Mutex;
 
-use anyhow::{Context, anyhow};
-use serde::{Deserialize, Serialize};
+use anyhow::anyhow;
+use serde::Deserialize;
 
 use super::allocate::{self, GpuState, InstanceState};
 use super::catalog::{self, Model, Profile};
 use super::placement::{self, Layout, Placed};
 use super::{GpuAccess, GpuBackend, GpuDevice, GpuRequest, MigInstance, ProfileInfo};
 use crate::error::{Error, Result};
-use crate::locks::FileLock;
-use crate::store::GpuPick;
+use crate::store::{GpuLedger, GpuPick, SimGpu as StateGpu, SimInstance as StateInstance, SimState as State, Store};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -48,97 +49,55 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    /// The description this state was built from; a changed file starts afresh.
-    source: String,
-    gpus: Vec<StateGpu>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StateGpu {
-    uuid: String,
-    model: String,
-    mig: bool,
-    instances: Vec<StateInstance>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StateInstance {
-    uuid: String,
-    profile: String,
-    start: u32,
-    gpu_instance_id: u32,
-    compute_instance_id: u32,
-    created_by_sandman: bool,
-}
-
 pub struct SimBackend {
-    state_path: PathBuf,
-    lock_path: PathBuf,
+    /// Its own connection, for reads outside any transaction of the caller's.
+    db: Mutex<Store>,
     default_profile: String,
     dynamic: bool,
 }
 
 impl SimBackend {
-    pub fn open(file: &Path, state_dir: &Path, default_profile: &str, dynamic: bool) -> Result<SimBackend> {
+    /// Reads the description `file`; the state already in the database `db` is kept while the
+    /// description is unchanged.
+    pub fn open(file: &Path, db: &Path, default_profile: &str, dynamic: bool) -> Result<SimBackend> {
         let source = std::fs::read_to_string(file)
             .map_err(|e| Error::invalid("gpu_sim_file", format!("cannot read {}: {e}", file.display())))?;
         let described: SimFile = toml::from_str(&source)
             .map_err(|e| Error::invalid("gpu_sim_file", format!("{}: {}", file.display(), e.message())))?;
-        let backend = SimBackend {
-            state_path: state_dir.join("gpu-sim-state.json"),
-            lock_path: state_dir.join("locks").join("gpu-sim.lock"),
-            default_profile: default_profile.to_string(),
-            dynamic,
-        };
-        let _lock = FileLock::acquire(&backend.lock_path)?;
-        match backend.read()? {
-            Some(state) if state.source == source => {}
-            previous => {
-                if previous.is_some() {
-                    tracing::warn!(file = %file.display(), "simulated GPUs changed; starting from the new description");
+        let mut store = Store::open(db)?;
+        // Read first: the write lock is only needed when the description changed.
+        let unchanged = |state: Option<State>| state.is_some_and(|s| s.source == source);
+        if !unchanged(store.read_gpu_ledger(|ledger| ledger.sim_state())?) {
+            // Looked at again under the write lock: another process may have just built it.
+            store.with_gpu_ledger(|ledger| match ledger.sim_state()? {
+                Some(state) if state.source == source => Ok(()),
+                previous => {
+                    if previous.is_some() {
+                        tracing::warn!(file = %file.display(), "simulated GPUs changed; starting from the new description");
+                    }
+                    ledger.save_sim_state(&build(&described, source, file)?)
                 }
-                backend.write(&build(&described, source, file)?)?;
-            }
+            })?;
         }
-        Ok(backend)
-    }
-
-    fn read(&self) -> Result<Option<State>> {
-        match std::fs::read_to_string(&self.state_path) {
-            Ok(text) => Ok(Some(
-                serde_json::from_str(&text).with_context(|| format!("{} is corrupt", self.state_path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn write(&self, state: &State) -> Result<()> {
-        let tmp = self.state_path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(state).map_err(|e| Error::Internal(e.into()))?)?;
-        std::fs::rename(&tmp, &self.state_path)?;
-        Ok(())
-    }
-
-    /// Reads, changes and writes the state under the lock.
-    fn update<T>(&self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let _lock = FileLock::acquire(&self.lock_path)?;
-        let mut state = self.read()?.ok_or_else(|| Error::Internal(anyhow!("simulated GPU state is missing")))?;
-        let out = change(&mut state)?;
-        self.write(&state)?;
-        Ok(out)
+        Ok(SimBackend { db: Mutex::new(store), default_profile: default_profile.to_string(), dynamic })
     }
 
     fn snapshot(&self) -> Result<State> {
-        let _lock = FileLock::acquire(&self.lock_path)?;
-        self.read()?.ok_or_else(|| Error::Internal(anyhow!("simulated GPU state is missing")))
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.read_gpu_ledger(state_in)
+    }
+
+    /// Reads, changes and writes the state in the caller's transaction.
+    fn update<T>(ledger: &GpuLedger, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let mut state = state_in(ledger)?;
+        let out = change(&mut state)?;
+        ledger.save_sim_state(&state)?;
+        Ok(out)
     }
 
     /// Removes sandman-made instances that `doomed` picks; returns their UUIDs.
-    fn destroy_where(&self, doomed: impl Fn(&StateInstance) -> bool) -> Result<Vec<String>> {
-        self.update(|state| {
+    fn destroy_where(ledger: &GpuLedger, doomed: impl Fn(&StateInstance) -> bool) -> Result<Vec<String>> {
+        Self::update(ledger, |state| {
             let mut gone = Vec::new();
             for g in &mut state.gpus {
                 g.instances.retain(|i| {
@@ -152,6 +111,10 @@ impl SimBackend {
             Ok(gone)
         })
     }
+}
+
+fn state_in(ledger: &GpuLedger) -> Result<State> {
+    ledger.sim_state()?.ok_or_else(|| Error::Internal(anyhow!("simulated GPU state is missing from the database")))
 }
 
 fn model_of(name: &str) -> Result<&'static Model> {
@@ -258,6 +221,8 @@ fn states(state: &State) -> Result<Vec<GpuState>> {
                     .iter()
                     .map(|i| InstanceState { uuid: i.uuid.clone(), profile: i.profile.clone(), start: i.start })
                     .collect(),
+                // Simulated instances always have their compute instance.
+                occupied_only: Vec::new(),
             })
         })
         .collect()
@@ -318,8 +283,8 @@ impl GpuBackend for SimBackend {
         Ok(super::catalog_profiles(models.into_iter()))
     }
 
-    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>) -> Result<Option<GpuPick>> {
-        self.update(|state| {
+    fn pick(&self, request: &GpuRequest, taken: &HashSet<String>, ledger: &GpuLedger) -> Result<Option<GpuPick>> {
+        Self::update(ledger, |state| {
             let plan = allocate::plan(&states(state)?, request, taken, &self.default_profile, self.dynamic)?;
             plan.into_pick(|gpu, profile, start| {
                 let g = &mut state.gpus[gpu];
@@ -327,17 +292,17 @@ impl GpuBackend for SimBackend {
                 let uuid = made.uuid.clone();
                 g.instances.push(made);
                 tracing::info!(gpu = %g.uuid, mig = %uuid, profile = profile.name, start, "simulated MIG instance created");
-                Ok(uuid)
+                Ok(Some(uuid))
             })
         })
     }
 
-    fn release(&self, uuid: &str) -> Result<()> {
-        self.destroy_where(|i| i.uuid == uuid).map(drop)
+    fn release(&self, uuid: &str, ledger: &GpuLedger) -> Result<()> {
+        Self::destroy_where(ledger, |i| i.uuid == uuid).map(drop)
     }
 
-    fn reconcile(&self, owned: &HashSet<String>) -> Result<Vec<String>> {
-        self.destroy_where(|i| !owned.contains(&i.uuid))
+    fn reconcile(&self, owned: &HashSet<String>, ledger: &GpuLedger) -> Result<Vec<String>> {
+        Self::destroy_where(ledger, |i| !owned.contains(&i.uuid))
     }
 
     fn access(&self, uuid: &str) -> GpuAccess {
@@ -352,7 +317,12 @@ mod tests {
     fn backend(dir: &Path, sim: &str, dynamic: bool) -> Result<SimBackend> {
         let file = dir.join("gpus.toml");
         std::fs::write(&file, sim).unwrap();
-        SimBackend::open(&file, dir, "3g.20gb", dynamic)
+        SimBackend::open(&file, &dir.join("sandman.db"), "3g.20gb", dynamic)
+    }
+
+    /// Runs `f` in a write transaction on the simulator's database, as the store does.
+    fn in_tx<T>(sim: &SimBackend, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
+        sim.db.lock().unwrap().with_gpu_ledger(f)
     }
 
     const TWO: &str = "[[gpu]]\nmodel = \"NVIDIA A100-SXM4-40GB\"\ninstances = [\"3g.20gb\", \"2g.10gb\", \"1g.5gb\", \"1g.5gb\"]\n\n[[gpu]]\nmodel = \"NVIDIA H200\"\nmig = false\n";
@@ -448,29 +418,44 @@ mod tests {
     fn picks_are_exclusive_and_dynamic_instances_come_and_go() {
         let dir = tempfile::tempdir().unwrap();
         let sim = backend(dir.path(), "[[gpu]]\nmodel = \"NVIDIA A100-SXM4-80GB\"\n", true).unwrap();
+        // A reservation that fails after its pick takes the new instance back with it.
+        let e = in_tx(&sim, |l| -> Result<()> {
+            sim.pick(&GpuRequest::Profile("7g".into()), &HashSet::new(), l)?;
+            Err(Error::Exhausted("no free SSH port".into()))
+        })
+        .unwrap_err();
+        assert!(matches!(e, Error::Exhausted(_)));
+        assert!(sim.devices().unwrap()[0].mig_instances.is_empty(), "rolled back with the reservation");
         let mut taken = HashSet::new();
         for _ in 0..2 {
-            let p = sim.pick(&GpuRequest::Profile("3g".into()), &taken).unwrap().unwrap();
+            let p = in_tx(&sim, |l| sim.pick(&GpuRequest::Profile("3g".into()), &taken, l)).unwrap().unwrap();
             assert_eq!(p.profile.as_deref(), Some("3g.40gb"));
             assert!(taken.insert(p.uuid));
         }
-        let e = sim.pick(&GpuRequest::Profile("1g".into()), &taken).unwrap_err();
+        let e = in_tx(&sim, |l| sim.pick(&GpuRequest::Profile("1g".into()), &taken, l)).unwrap_err();
         assert!(matches!(e, Error::Exhausted(_)), "two 3g fill an A100: {e}");
+        // Another process on the same database sees the instances made.
+        let other = backend(dir.path(), "[[gpu]]\nmodel = \"NVIDIA A100-SXM4-80GB\"\n", true).unwrap();
+        assert_eq!(other.devices().unwrap()[0].mig_instances.len(), 2);
         let first = taken.iter().next().unwrap().clone();
-        sim.release(&first).unwrap();
+        in_tx(&sim, |l| sim.release(&first, l)).unwrap();
         taken.remove(&first);
         assert_eq!(sim.devices().unwrap()[0].mig_instances.len(), 1);
-        assert_eq!(sim.reconcile(&HashSet::new()).unwrap().len(), 1, "unowned sandman instances go");
-        assert!(sim.devices().unwrap()[0].mig_instances.is_empty());
+        assert_eq!(
+            in_tx(&sim, |l| sim.reconcile(&HashSet::new(), l)).unwrap().len(),
+            1,
+            "unowned sandman instances go"
+        );
+        assert!(other.devices().unwrap()[0].mig_instances.is_empty());
     }
 
     #[test]
     fn static_instances_are_never_destroyed() {
         let dir = tempfile::tempdir().unwrap();
         let sim = backend(dir.path(), TWO, true).unwrap();
-        assert!(sim.reconcile(&HashSet::new()).unwrap().is_empty());
-        let p = sim.pick(&GpuRequest::Profile("3g".into()), &HashSet::new()).unwrap().unwrap();
-        sim.release(&p.uuid).unwrap();
+        assert!(in_tx(&sim, |l| sim.reconcile(&HashSet::new(), l)).unwrap().is_empty());
+        let p = in_tx(&sim, |l| sim.pick(&GpuRequest::Profile("3g".into()), &HashSet::new(), l)).unwrap().unwrap();
+        in_tx(&sim, |l| sim.release(&p.uuid, l)).unwrap();
         assert_eq!(sim.devices().unwrap()[0].mig_instances.len(), 4);
     }
 }

@@ -381,14 +381,7 @@ fn create_request(body: &[u8], max_ttl: u32) -> Result<CreateRequest> {
     let b: CreateSessionRequest = decode(body)?;
     let user = b.user_id.ok_or_else(|| Error::invalid("user_id", "is required"))?;
     let given = |v: Option<String>| v.filter(|s| !s.is_empty());
-    let gpu = match (given(b.mig_profile), given(b.mig_instance_uuid)) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid("mig_profile", "give mig_profile or mig_instance_uuid, not both"));
-        }
-        (Some(profile), None) => GpuRequest::Profile(profile),
-        (None, Some(uuid)) => GpuRequest::Uuid(uuid),
-        (None, None) => GpuRequest::Default,
-    };
+    let gpu = GpuRequest::from_fields(b.mig_profile.as_deref(), b.mig_instance_uuid.as_deref())?;
     let ttl_minutes = match b.ttl_minutes {
         Some(n) => Some(whole_minutes(&n, max_ttl)?).filter(|t| *t > 0),
         None => None,

@@ -152,8 +152,10 @@ impl Sessions {
         // Done inside the store's reservation lock, so an instance a create has just made for a
         // row it has not yet committed is never taken for unowned.
         if !dry_run {
-            let reconciled =
-                self.store().with_gpu_uuids(|owned| self.gpu.reconcile(&owned.union(&still_in_use).cloned().collect()));
+            let reconciled = self.store().with_gpu_ledger(|ledger| {
+                let owned = ledger.held()?.union(&still_in_use).cloned().collect();
+                self.gpu.reconcile(&owned, ledger)
+            });
             match reconciled {
                 Ok(destroyed) => report.gpu_instances = destroyed,
                 Err(error) => {
@@ -207,7 +209,7 @@ impl Sessions {
                 }
                 if let Some(uuid) = &row.gpu_uuid {
                     // A failed release leaves an unowned instance, which the end of a pass destroys.
-                    self.gpu.release(uuid)?;
+                    self.store().with_gpu_ledger(|ledger| self.gpu.release(uuid, ledger))?;
                 }
                 Ok(true)
             }

@@ -319,7 +319,7 @@ async fn reap_removes_vanished_abandoned_and_orphaned() {
     };
     lab.sessions
         .store()
-        .reserve(&reservation, || Ok("key".into()), |_| Ok("fp".into()), |_| true, |_| Ok(None))
+        .reserve(&reservation, || Ok("key".into()), |_| Ok("fp".into()), |_| true, |_, _| Ok(None))
         .unwrap();
     let stray = lab.engine.add_container(
         "sandman-stray",

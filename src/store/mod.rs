@@ -1,6 +1,11 @@
 //! SQLite state shared by every sandman process on the host. Each reservation (user, uid, port,
 //! GPU slice, session row) happens in one IMMEDIATE transaction, so concurrent processes never
-//! hand out the same thing twice; UNIQUE constraints back that up.
+//! hand out the same thing twice; UNIQUE constraints back that up. The GPU backends' own state
+//! lives here too (`gpu.rs`), written inside those same transactions.
+
+mod gpu;
+
+pub use gpu::{CreatedInstance, GpuLedger, SimGpu, SimInstance, SimState};
 
 use std::collections::HashSet;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -37,7 +42,14 @@ const SCHEMA: &[&str] = &[
         host_key_fingerprint TEXT NOT NULL);",
     // version 2: an image's own passwd and group files, read once per image id
     "CREATE TABLE image_accounts (image_id TEXT PRIMARY KEY, passwd BLOB NOT NULL, grp BLOB NOT NULL);",
+    // version 3: the GPU backends' state, which earlier versions kept in JSON files
+    gpu::SCHEMA,
+    // version 4: boot id, profile and placement of the GPU instances sandman created
+    gpu::SCHEMA_IDENTITY,
 ];
+
+/// The first schema version with the GPU tables: migrating to it imports the old JSON files.
+const GPU_TABLES_VERSION: usize = 3;
 
 /// A session's state. Its names are stored, printed and served: `as_str` and `FromStr` are
 /// the one place they are spelled.
@@ -129,13 +141,12 @@ pub struct Version(i64, u64);
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
-        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
         // The database holds the users' SSH host keys: owner only.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -146,11 +157,12 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         let mut store = Store { conn };
-        store.migrate()?;
+        store.migrate(dir)?;
         Ok(store)
     }
 
-    fn migrate(&mut self) -> Result<()> {
+    /// Brings the schema up to date; `state_dir` holds the files older versions kept state in.
+    fn migrate(&mut self, state_dir: &Path) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
@@ -163,6 +175,7 @@ impl Store {
         for step in &SCHEMA[version..] {
             tx.execute_batch(step)?;
         }
+        let imported = if version < GPU_TABLES_VERSION { gpu::import_files(&tx, state_dir)? } else { Vec::new() };
         tx.pragma_update(None, "user_version", SCHEMA.len() as i64)?;
         // An id unique to this database, so its containers can be told from those of another.
         tx.execute(
@@ -170,6 +183,7 @@ impl Store {
             [uuid::Uuid::new_v4().simple().to_string()[..12].to_string()],
         )?;
         tx.commit()?;
+        gpu::retire_imported(state_dir, &imported);
         Ok(())
     }
 
@@ -179,14 +193,14 @@ impl Store {
 
     /// Reserves everything a new session needs, or nothing. `new_host_key` is called only for a
     /// user seen for the first time; `port_free` checks a candidate port on the host; `pick_gpu`
-    /// gets the GPU UUIDs already taken.
+    /// gets the GPU UUIDs already taken and the GPU tables, in this transaction.
     pub fn reserve(
         &mut self,
         r: &Reservation,
         new_host_key: impl FnOnce() -> Result<String>,
         host_key_fingerprint: impl FnOnce(&str) -> Result<String>,
         port_free: impl Fn(u16) -> bool,
-        pick_gpu: impl FnOnce(&HashSet<String>) -> Result<Option<GpuPick>>,
+        pick_gpu: impl FnOnce(&HashSet<String>, &GpuLedger) -> Result<Option<GpuPick>>,
     ) -> Result<(SessionRow, UserRow)> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: Option<String> =
@@ -225,8 +239,8 @@ impl Store {
             ))
         })?;
 
-        let taken: HashSet<String> = collect(&tx, "SELECT gpu_uuid FROM sessions WHERE gpu_uuid IS NOT NULL")?;
-        let gpu = pick_gpu(&taken)?;
+        let ledger = GpuLedger::new(&tx);
+        let gpu = pick_gpu(&ledger.held()?, &ledger)?;
 
         let row = SessionRow {
             id: r.id.to_string(),
@@ -267,13 +281,19 @@ impl Store {
         Ok((row, user))
     }
 
-    /// Runs `f` with the GPU UUIDs sessions hold, while no reservation can run.
-    pub fn with_gpu_uuids<T>(&mut self, f: impl FnOnce(&HashSet<String>) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the GPU tables in a write transaction, so no reservation runs meanwhile;
+    /// what `f` writes is committed only if it succeeds.
+    pub fn with_gpu_ledger<T>(&mut self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let owned: HashSet<String> = collect(&tx, "SELECT gpu_uuid FROM sessions WHERE gpu_uuid IS NOT NULL")?;
-        let out = f(&owned)?;
+        let out = f(&GpuLedger::new(&tx))?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Reads the GPU tables as of one moment (a read transaction: it never waits for writers).
+    pub fn read_gpu_ledger<T>(&mut self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        f(&GpuLedger::new(&tx))
     }
 
     /// The passwd and group files of an image, if read before.
@@ -427,7 +447,7 @@ mod tests {
             || Ok(format!("key-of-{user}")),
             |k| Ok(format!("fp({k})")),
             port_free,
-            |_| Ok(None),
+            |_, _| Ok(None),
         )
     }
 
@@ -453,7 +473,7 @@ mod tests {
                 || panic!("no new key for a known user"),
                 |k| Ok(k.into()),
                 |_| true,
-                |_| Ok(None),
+                |_, _| Ok(None),
             )
             .unwrap();
         assert_eq!((again.uid, again.host_key.as_str()), (20000, "key-of-alice"));
@@ -471,7 +491,7 @@ mod tests {
                 || Ok("k".into()),
                 |k| Ok(k.into()),
                 |_| true,
-                |_| Err(Error::Exhausted("no slice".into())),
+                |_, _| Err(Error::Exhausted("no slice".into())),
             )
             .unwrap_err();
         assert!(matches!(e, Error::Exhausted(_)));

@@ -159,18 +159,195 @@ fn a_create_killed_halfway_gives_its_slice_back_after_reap() {
 }
 
 #[test]
-fn without_a_driver_nvml_is_unavailable_and_auto_means_cpu_only() {
-    // This machine has no NVIDIA driver: the real backend must say so, never pretend.
-    let env = Env::new("gpu-nodriver");
-    let out = env.run(&["--gpu-backend", "nvml", "gpu", "ls"]);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cannot load NVML from libnvidia-ml.so.1"), "{}", stderr(&out));
-    let out = env.run(&["--gpu-backend", "auto", "gpu", "ls", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("sessions get no GPU"), "auto warns: {}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"gpus": [], "count": 0}));
-    let out = env.run(&["--gpu-backend", "auto", "session", "create", "--user", "nora", "--profile", "3g"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("invalid mig_profile: \"3g\" asks for a GPU"), "{}", stderr(&out));
+fn a_default_profile_no_gpu_here_has_is_the_hosts_fault_and_names_the_setting() {
+    // The A30 has no 3g; the built-in default_profile is 3g.20gb.
+    let sim = "[[gpu]]\nmodel = \"NVIDIA A30\"\nmig = true\ninstances = [\"2g.12gb\", \"2g.12gb\"]\n";
+    let env = sim_env("gpu-default", sim, "static");
+    // "" is the original API's way of asking for the default.
+    for extra in [&[][..], &["--profile", ""][..]] {
+        let out = env.run(&[&["session", "create", "--user", "dora"][..], extra].concat());
+        assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("default_profile = \"3g.20gb\"") && err.contains("NVIDIA A30"), "{err}");
+        assert!(!err.contains("mig_profile"), "the client sent no profile: {err}");
+    }
+    let out = env.run(&["session", "create", "--user", "dora", "--profile", "3g"]);
+    assert_eq!(out.status.code(), Some(2), "the client's own profile is the client's mistake: {}", stderr(&out));
+    assert!(stderr(&out).contains("invalid mig_profile"), "{}", stderr(&out));
+    assert!(env.sessions().is_empty() && env.containers().is_empty());
+    let s = env.create("dora", &["--profile", "2g"]);
+    assert_eq!(s.json["mig_profile"], "2g.12gb");
+}
+
+/// The GPUs NVML reports on this host, asked of the driver library directly rather than through
+/// sandman: `None` where `libnvidia-ml.so.1` does not load or NVML does not initialize.
+fn nvml_device_count() -> Option<u32> {
+    type Init = unsafe extern "C" fn() -> i32;
+    type Count = unsafe extern "C" fn(*mut u32) -> i32;
+    // SAFETY: the symbols are NVML's, called with the signatures of nvml.h; 0 is NVML_SUCCESS.
+    unsafe {
+        let lib = libc::dlopen(c"libnvidia-ml.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if lib.is_null() {
+            return None;
+        }
+        let init = libc::dlsym(lib, c"nvmlInit_v2".as_ptr());
+        let count = libc::dlsym(lib, c"nvmlDeviceGetCount_v2".as_ptr());
+        let shutdown = libc::dlsym(lib, c"nvmlShutdown".as_ptr());
+        if init.is_null() || count.is_null() || shutdown.is_null() {
+            return None;
+        }
+        let init = std::mem::transmute::<*mut libc::c_void, Init>(init);
+        let count = std::mem::transmute::<*mut libc::c_void, Count>(count);
+        let shutdown = std::mem::transmute::<*mut libc::c_void, Init>(shutdown);
+        if init() != 0 {
+            return None;
+        }
+        let mut n = 0;
+        let ok = count(&mut n) == 0;
+        shutdown();
+        ok.then_some(n)
+    }
+}
+
+fn gpu_uuids(list: &Value) -> Vec<&str> {
+    list["gpus"].as_array().unwrap().iter().map(|g| g["uuid"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn nvml_and_auto_follow_what_the_driver_library_says() {
+    let env = Env::new("gpu-nvml");
+    let nvml = env.run(&["--gpu-backend", "nvml", "gpu", "ls", "--json"]);
+    let auto = env.run(&["--gpu-backend", "auto", "gpu", "ls", "--json"]);
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    let auto_list: Value = serde_json::from_slice(&auto.stdout).unwrap();
+    match nvml_device_count() {
+        Some(count) => {
+            // A GPU host: both backends are the real GPUs.
+            assert!(nvml.status.success(), "{}", stderr(&nvml));
+            let nvml_list: Value = serde_json::from_slice(&nvml.stdout).unwrap();
+            assert_eq!(nvml_list["count"], count, "{nvml_list}");
+            assert!(gpu_uuids(&nvml_list).iter().all(|u| u.starts_with("GPU-")), "{nvml_list}");
+            assert_eq!(gpu_uuids(&auto_list), gpu_uuids(&nvml_list), "auto means NVML here");
+            assert!(!stderr(&auto).contains("sessions get no GPU"), "{}", stderr(&auto));
+        }
+        None => {
+            // No usable driver: the real backend must say so, never pretend.
+            assert_eq!(nvml.status.code(), Some(5), "{}", stderr(&nvml));
+            assert!(stderr(&nvml).contains("cannot load NVML from libnvidia-ml.so.1"), "{}", stderr(&nvml));
+            assert!(stderr(&auto).contains("sessions get no GPU"), "auto warns: {}", stderr(&auto));
+            assert_eq!(auto_list, serde_json::json!({"gpus": [], "count": 0}));
+            let out = env.run(&["--gpu-backend", "auto", "session", "create", "--user", "nora", "--profile", "3g"]);
+            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+            assert!(stderr(&out).contains("invalid mig_profile: \"3g\" asks for a GPU"), "{}", stderr(&out));
+        }
+    }
+}
+
+/// `scripts/device-check.sh` run over captured `nvidia-smi` output (tests/data/device-check, in
+/// the formats NVIDIA documents) with stub `nvidia-smi`, `sandman`, `docker` and `id` first in
+/// PATH: it must pass when the views agree and name each difference when they do not.
+#[test]
+fn device_check_compares_sandman_with_nvidia_smi() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("tests/data/device-check");
+    let dir = tempfile::tempdir().unwrap();
+    let stubs = dir.path().join("bin");
+    let overrides = dir.path().join("overrides");
+    std::fs::create_dir_all(&stubs).unwrap();
+    std::fs::create_dir_all(&overrides).unwrap();
+    // Each stub prints a sample, or its replacement from the overrides directory.
+    let pick = r#"out() { if [ -e "$DC_OVERRIDES/$1" ]; then cat "$DC_OVERRIDES/$1"; else cat "$DC_DATA/$1"; fi; }"#;
+    let stub = |name: &str, body: &str| {
+        let path = stubs.join(name);
+        std::fs::write(&path, format!("#!/usr/bin/env bash\n{pick}\n{body}\n")).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).unwrap();
+    };
+    stub(
+        "nvidia-smi",
+        r#"case "$*" in
+  "mig -lgip") out lgip.txt ;; "mig -lgipp") out lgipp.txt ;;
+  "mig -lgi") out lgi.txt ;; "mig -lci") out lci.txt ;; "-L") out L.txt ;;
+  --query-gpu*) echo "NVIDIA A100-SXM4-40GB, 550.54.15, Enabled" ;;
+  *) echo "unexpected nvidia-smi $*" >&2; exit 9 ;;
+esac"#,
+    );
+    stub(
+        "sandman",
+        r#"case "$*" in
+  *"gpu ls --json"*) out sandman-gpus.json ;;
+  *"gpu profiles --json"*) out sandman-profiles.json ;;
+  *"session create"*"--gpu MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df"*)
+    echo '{"id": "s-1", "container_id": "c-1", "gpu_uuid": "MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df"}' ;;
+  *"session rm s-1 --yes"*) ;;
+  *--version*) echo "sandman 0.0.0-stub" ;;
+  *) echo "unexpected sandman $*" >&2; exit 9 ;;
+esac"#,
+    );
+    stub(
+        "docker",
+        r#"[ "$*" = "exec c-1 nvidia-smi -L" ] && out container-L.txt || { echo "unexpected docker $*" >&2; exit 9; }"#,
+    );
+    stub("id", r#"echo "${DC_UID:-0}""#);
+    let run = |uid: &str| {
+        let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap());
+        let out = Command::new("bash")
+            .arg(root.join("scripts/device-check.sh"))
+            .args(["--sandman", "sandman"])
+            .env("PATH", path)
+            .env("DC_DATA", &data)
+            .env("DC_OVERRIDES", &overrides)
+            .env("DC_UID", uid)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out))
+    };
+
+    let (code, out, err) = run("0");
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    for line in [
+        "ok    profiles (name, id, instances): 7 line(s) match",
+        "ok    placements (profile id, start:size): 25 line(s) match",
+        "ok    compute instances (gpu, gi, ci, name): 2 line(s) match",
+        "ok    GPU instances with a compute instance (gpu, gi, name, start:size): 2 line(s) match",
+        "0 9 1g.5gb 2:1",
+        "ok    session container sees exactly MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df",
+        "all checks passed",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+
+    // sandman places 3g.20gb wrongly, misses a compute instance, and the container sees two devices.
+    let read =
+        |file: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(data.join(file)).unwrap()).unwrap() };
+    let mut profiles = read("sandman-profiles.json");
+    let three_g = profiles["profiles"].as_array_mut().unwrap().iter_mut().find(|p| p["name"] == "3g.20gb").unwrap();
+    three_g["placements"][1] = serde_json::json!([2, 4]);
+    std::fs::write(overrides.join("sandman-profiles.json"), profiles.to_string()).unwrap();
+    let mut gpus: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("sandman-gpus.json")).unwrap()).unwrap();
+    gpus["gpus"][0]["mig_instances"].as_array_mut().unwrap().pop();
+    std::fs::write(overrides.join("sandman-gpus.json"), gpus.to_string()).unwrap();
+    std::fs::copy(data.join("L.txt"), overrides.join("container-L.txt")).unwrap();
+    let (code, out, err) = run("0");
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    for line in [
+        "FAIL  placements (profile id, start:size) differs",
+        "< 9 4:4",
+        "> 9 2:4",
+        "FAIL  compute instances (gpu, gi, ci, name) differs",
+        "< 0 2 0 3g.20gb",
+        "FAIL  session container given MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df sees",
+        "ok    profiles (name, id, instances)",
+        "FAIL  GPU instances with a compute instance (gpu, gi, name, start:size) differs",
+        "< 0 2 3g.20gb 4:4",
+        "4 check(s) failed",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+
+    let (code, _, err) = run("1000");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("run as root"), "{err}");
 }
