@@ -58,29 +58,34 @@ impl TaskPool {
         };
 
         for _ in 0..MIN_THREADS {
-            pool.add_thread(None)
+            // Threads are started again on demand if these cannot be.
+            let _ = pool.add_thread(None);
         }
 
         pool
     }
 
     /// Executes a function in a thread.
-    /// If no thread is available, spawns a new one.
-    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+    /// If no thread is available, spawns a new one. When no thread can be started (a limit on
+    /// threads or memory), the function is dropped without running and the error returned.
+    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) -> std::io::Result<()> {
+        let mut queue = self.sharing.todo.lock().unwrap_or_else(|p| p.into_inner());
 
         if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
+            self.add_thread(Some(code))
         } else {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
+            Ok(())
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) -> std::io::Result<()> {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        // sandman patch: a failed thread start is returned instead of panicking in the accept
+        // thread (which stopped the server for good while the process lived on).
+        let spawned = thread::Builder::new().name("tiny-http-conn".into()).spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -90,7 +95,7 @@ impl TaskPool {
 
             loop {
                 let mut task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
+                    let mut todo = sharing.todo.lock().unwrap_or_else(|p| p.into_inner());
 
                     let task;
                     loop {
@@ -102,13 +107,16 @@ impl TaskPool {
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
+                                todo = sharing
+                                    .condvar
+                                    .wait(todo)
+                                    .unwrap_or_else(|p| p.into_inner());
                                 true
                             } else {
                                 let (new_lock, waitres) = sharing
                                     .condvar
                                     .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
+                                    .unwrap_or_else(|p| p.into_inner());
                                 todo = new_lock;
                                 !waitres.timed_out()
                             };
@@ -124,6 +132,7 @@ impl TaskPool {
                 task();
             }
         });
+        spawned.map(|_| ())
     }
 }
 
