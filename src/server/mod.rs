@@ -18,6 +18,7 @@ pub mod routes;
 
 use std::borrow::Cow;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,8 @@ const MAX_EXTRA_THREADS: usize = 64;
 const MAX_CONNECTIONS: usize = 1024;
 /// The request line and headers together; beyond this, 431 and the connection is closed.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Connections the kernel queues before they are accepted.
+const LISTEN_BACKLOG: libc::c_int = 1024;
 
 /// What every handler shares.
 pub struct App {
@@ -116,6 +119,11 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
     let s = &sessions.settings;
     let addr = SocketAddr::new(s.api_bind, s.api_port);
     let listener = TcpListener::bind(addr).map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
+    // The standard library listens with a backlog of 128: a burst of connections beyond it has
+    // its handshakes dropped and retried a second later. A longer queue (the kernel caps it at
+    // net.core.somaxconn) keeps a burst, and connections beyond MAX_CONNECTIONS, waiting instead.
+    // SAFETY: listen(2) on the descriptor the listener owns; calling it again only resizes the queue.
+    unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
     let addr = listener.local_addr()?;
     let deadline = Duration::from_secs(s.api_body_timeout_secs);
     let limits = tiny_http::Limits::default()
