@@ -47,6 +47,10 @@ const MAX_CONNECTIONS: usize = 1024;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Connections the kernel queues before they are accepted.
 const LISTEN_BACKLOG: libc::c_int = 1024;
+/// `accept` failing this long without a success (e.g. out of descriptors, longer than any
+/// connection's deadlines) means serve can no longer take connections: it exits non-zero, so
+/// that a supervisor restarts it.
+const ACCEPT_FAILURE_LIMIT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
 pub struct App {
@@ -132,7 +136,8 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
         .with_head_timeout(deadline)
         .with_body_timeout(deadline)
         .with_write_timeout(Some(deadline))
-        .with_max_connections(MAX_CONNECTIONS);
+        .with_max_connections(MAX_CONNECTIONS)
+        .with_accept_failure_limit(ACCEPT_FAILURE_LIMIT);
     let http = Arc::new(
         tiny_http::Server::from_listener_with_limits(listener, None, limits)
             .map_err(|e| Error::Unavailable(format!("cannot serve on {addr}: {e}")))?,

@@ -298,6 +298,43 @@ fn slowloris(port: u16) -> String {
     )
 }
 
+/// With no descriptor left for a new connection, `accept` fails until serve gives up and exits
+/// non-zero (what `Restart=on-failure` needs), instead of living on without answering.
+#[test]
+fn serve_exits_non_zero_once_it_can_no_longer_accept() {
+    let env = Env::new("hostile-accept");
+    let (tokens, _) = token_file(&env);
+    let serve = Serve::start_with(&env, &tokens, &[("SANDMAN_GPU_BACKEND", "none")]);
+    let pid = serve.pid();
+    // The lowest free descriptor number becomes the limit: the next one cannot be made.
+    let open: std::collections::HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    let lowest_free = (0..).find(|n| !open.contains(n)).unwrap() as libc::rlim_t;
+    let lim = libc::rlimit { rlim_cur: lowest_free, rlim_max: lowest_free };
+    // SAFETY: prlimit(2) on our own child, with a local struct.
+    assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) }, 0);
+    let started = Instant::now();
+    // Queued by the kernel; serve cannot take it.
+    let _waiting = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
+    while !exited(pid) {
+        assert!(started.elapsed() < Duration::from_secs(60), "serve still runs 60 s after accept began to fail");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let waited = started.elapsed();
+    let (status, log) = serve.terminate();
+    assert!(!status.success(), "serve exited with {status}:\n{log}");
+    assert!(log.contains("the listener failed"), "{log}");
+    assert!(waited >= Duration::from_secs(25), "gave up after {waited:?}: shorter failures must be retried");
+}
+
+/// Whether our child `pid` has ended (a zombie until it is waited for).
+fn exited(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.is_empty() || status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
