@@ -304,13 +304,29 @@ fn slowloris(port: u16) -> String {
 fn serve_exits_non_zero_once_it_can_no_longer_accept() {
     let env = Env::new("hostile-accept");
     let (tokens, _) = token_file(&env);
-    let serve = Serve::start_with(&env, &tokens, &[("SANDMAN_GPU_BACKEND", "none")]);
+    // The reaper's pass at start opens descriptors for a moment; no other pass comes meanwhile.
+    let serve =
+        Serve::start_with(&env, &tokens, &[("SANDMAN_GPU_BACKEND", "none"), ("SANDMAN_REAP_INTERVAL_SECS", "3600")]);
     let pid = serve.pid();
-    // The lowest free descriptor number becomes the limit: the next one cannot be made.
-    let open: std::collections::HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
-        .collect();
+    let fd_numbers = || -> std::collections::HashSet<usize> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+            .collect()
+    };
+    // Once serve is quiet (the same descriptors for a second), none is closed by itself, so the
+    // lowest free number becomes the limit: no new descriptor can be made.
+    let mut open = fd_numbers();
+    let quiet = Instant::now();
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let now = fd_numbers();
+        if now == open {
+            break;
+        }
+        assert!(quiet.elapsed() < Duration::from_secs(30), "serve's descriptors keep changing");
+        open = now;
+    }
     let lowest_free = (0..).find(|n| !open.contains(n)).unwrap() as libc::rlim_t;
     let lim = libc::rlimit { rlim_cur: lowest_free, rlim_max: lowest_free };
     // SAFETY: prlimit(2) on our own child, with a local struct.
@@ -319,7 +335,11 @@ fn serve_exits_non_zero_once_it_can_no_longer_accept() {
     // Queued by the kernel; serve cannot take it.
     let _waiting = TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
     while !exited(pid) {
-        assert!(started.elapsed() < Duration::from_secs(60), "serve still runs 60 s after accept began to fail");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "serve still runs 60 s after accept began to fail:\n{}",
+            serve.log_text()
+        );
         thread::sleep(Duration::from_millis(100));
     }
     let waited = started.elapsed();
