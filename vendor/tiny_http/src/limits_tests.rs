@@ -213,3 +213,19 @@ fn a_kept_alive_connection_serves_requests_in_turn() {
     assert!(got.find("ok 2").unwrap() < got.rfind("ok 0").unwrap(), "{}", got);
     all_closed(&server);
 }
+
+#[test]
+fn a_burst_of_long_connections_is_served_at_once() {
+    // Connections that stay open hold their thread; each new one must still get a thread of its
+    // own at once, however fast they come.
+    let (server, port) = serve(Limits::default().with_idle_timeout(Duration::from_secs(5)));
+    thread::sleep(Duration::from_millis(100));
+    let held: Vec<TcpStream> = (0..64).map(|_| connect(port)).collect();
+    let started = Instant::now();
+    let mut last = connect(port);
+    last.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert!(answer(&mut last).starts_with("HTTP/1.1 200 "));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    drop(held);
+    let _ = server;
+}

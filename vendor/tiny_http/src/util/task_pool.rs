@@ -71,12 +71,16 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) -> std::io::Result<()> {
         let mut queue = self.sharing.todo.lock().unwrap_or_else(|p| p.into_inner());
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code))
-        } else {
+        // sandman patch: a queued task needs an idle thread of its own. The release queued a task
+        // whenever any thread was idle, so in a burst two tasks could be queued for one idle
+        // thread (which has not taken the first yet): the second then waited until some task
+        // ended, for a connection task up to that connection's whole life.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) > queue.len() {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
             Ok(())
+        } else {
+            self.add_thread(Some(code))
         }
     }
 
