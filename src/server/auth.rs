@@ -1,8 +1,8 @@
 //! Bearer tokens: read from the token file (created with one random token on first start),
 //! compared in constant time.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -46,18 +46,17 @@ impl Tokens {
     }
 
     fn load(path: &Path) -> Result<Tokens> {
-        let mode = std::fs::metadata(path).map_err(|e| unusable(path, e))?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(Error::invalid(
-                "token file",
-                format!(
-                    "{} can be read or changed by other users (mode {:o}): run chmod 600 {0}",
-                    path.display(),
-                    mode & 0o777
-                ),
-            ));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| unusable(path, e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        Tokens::load_as(path, unsafe { libc::geteuid() })
+    }
+
+    fn load_as(path: &Path, serving_uid: u32) -> Result<Tokens> {
+        // The checks and the read concern the same open file, even if the path is replaced.
+        let mut file = std::fs::File::open(path).map_err(|e| unusable(path, e))?;
+        let meta = file.metadata().map_err(|e| unusable(path, e))?;
+        check_private(path, meta.uid(), serving_uid, meta.permissions().mode())?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|e| unusable(path, e))?;
         Tokens::parse(&text).map_err(|why| Error::invalid("token file", format!("{}: {why}", path.display())))
     }
 
@@ -97,6 +96,32 @@ impl Tokens {
         let matched = self.0.iter().fold(subtle::Choice::from(0), |hit, t| hit | t.as_slice().ct_eq(token));
         if bool::from(matched) { Ok(()) } else { Err("invalid bearer token") }
     }
+}
+
+/// A token file must belong to the serving user or root (another owner could change the tokens,
+/// or its mode, at any time) and be neither readable nor writable by anyone else.
+fn check_private(path: &Path, owner: u32, serving_uid: u32, mode: u32) -> Result<()> {
+    if owner != serving_uid && owner != 0 {
+        return Err(Error::invalid(
+            "token file",
+            format!(
+                "{} belongs to uid {owner}, neither the user serving the API (uid {serving_uid}) nor root, \
+                 so that user could change the tokens: run chown {serving_uid} {0}",
+                path.display()
+            ),
+        ));
+    }
+    if mode & 0o077 != 0 {
+        return Err(Error::invalid(
+            "token file",
+            format!(
+                "{} can be read or changed by other users (mode {:o}): run chmod 600 {0}",
+                path.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes a new token file (mode 0600) holding one random 256-bit token; None if it exists.
@@ -170,5 +195,40 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Tokens::open_or_create(&path).err().unwrap().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn a_token_file_of_another_user_or_open_to_others_is_refused() {
+        let path = Path::new("/etc/sandman/api-tokens");
+        assert!(check_private(path, 1000, 1000, 0o100600).is_ok());
+        assert!(check_private(path, 0, 1000, 0o100400).is_ok(), "root's file, readable by the serving user");
+        let e = check_private(path, 1001, 1000, 0o100600).unwrap_err().to_string();
+        assert!(e.contains("belongs to uid 1001") && e.contains("run chown 1000 /etc/sandman/api-tokens"), "{e}");
+        let e = check_private(path, 2000, 0, 0o100600).unwrap_err().to_string();
+        assert!(e.contains("run chown 0 "), "{e}");
+        for mode in [0o100620, 0o100602, 0o100640, 0o100604] {
+            let e = check_private(path, 1000, 1000, mode).unwrap_err().to_string();
+            assert!(e.contains(&format!("mode {:o}", mode & 0o777)) && e.contains("chmod 600"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_existing_private_file_of_another_owner_is_refused_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-tokens");
+        std::fs::write(&path, format!("{A}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Tokens::open_or_create(&path).is_ok());
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        // Root's own files are accepted from anyone, so root gives this one away first.
+        let (owner, serving) = if me == 0 {
+            std::os::unix::fs::chown(&path, Some(12345), None).unwrap();
+            (12345, 0)
+        } else {
+            (me, me + 1)
+        };
+        let e = Tokens::load_as(&path, serving).err().unwrap().to_string();
+        assert!(e.contains(&format!("belongs to uid {owner}")) && e.contains("chown"), "{e}");
     }
 }

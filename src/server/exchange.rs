@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use tiny_http::{Request, StatusCode};
 
 use super::App;
-use super::conn::Conn;
 use super::errors::ApiError;
 use crate::error::ErrorKind as Kind;
 
@@ -28,8 +27,6 @@ const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 pub struct Exchange {
     rq: Request,
     app: Arc<App>,
-    /// The connection's socket, looked up on first need (`None` inside: not found).
-    conn: Option<Option<Conn>>,
     /// Whether all of the body has been read (or there was none on the wire).
     body_done: bool,
     /// Whether reading the body began (a `100 Continue` went out, if one was expected).
@@ -39,7 +36,7 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(rq: Request, app: Arc<App>) -> Exchange {
         let body_done = !body_on_wire(&rq);
-        Exchange { rq, app, conn: None, body_done, body_started: false }
+        Exchange { rq, app, body_done, body_started: false }
     }
 
     pub fn method(&self) -> &str {
@@ -56,19 +53,9 @@ impl Exchange {
         header(&self.rq, name)
     }
 
-    fn conn(&mut self) -> Option<&Conn> {
-        if self.conn.is_none() {
-            let found = self.rq.remote_addr().and_then(|peer| self.app.sockets.find(*peer, self.app.port));
-            if found.is_none() {
-                tracing::warn!("cannot find the socket of a request; no timeouts for it");
-            }
-            self.conn = Some(found);
-        }
-        self.conn.as_ref().and_then(Option::as_ref)
-    }
-
     /// The whole body, at most `api_max_body_bytes` (413 beyond), arriving within
-    /// `api_body_timeout_secs` (408 after).
+    /// `api_body_timeout_secs` of the end of the head (408 after): tiny_http holds reads to that
+    /// deadline and fails them with `TimedOut` once it has passed.
     pub fn read_body(&mut self) -> Result<Vec<u8>, ApiError> {
         let s = &self.app.sessions.settings;
         let (limit, timeout) = (s.api_max_body_bytes, Duration::from_secs(s.api_body_timeout_secs));
@@ -79,19 +66,10 @@ impl Exchange {
         if self.rq.body_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let on_wire = !self.body_done;
         self.body_started = true;
-        let deadline = Instant::now() + timeout;
         let mut body = Vec::with_capacity(self.rq.body_length().unwrap_or(0).min(limit));
         let mut buf = [0u8; 8192];
         loop {
-            if on_wire && let Some(conn) = self.conn() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(timed_out(timeout));
-                }
-                conn.set_read_timeout(left);
-            }
             match self.rq.as_reader().read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) if body.len() + n > limit => return Err(too_large()),
@@ -106,10 +84,6 @@ impl Exchange {
             }
         }
         self.body_done = true;
-        if on_wire && let Some(conn) = self.conn() {
-            // From now on the timeout is the connection's idle limit.
-            conn.set_read_timeout(timeout);
-        }
         Ok(body)
     }
 
@@ -125,7 +99,7 @@ impl Exchange {
             self.abandon_body();
         }
         // Only an answer that may not fit the socket buffers can make a write wait.
-        let bounded = reply.is_large() && self.conn().map(|c| c.set_write_timeout(HAND_OVER_AFTER)).is_some();
+        let bounded = reply.is_large() && self.rq.set_write_timeout(Some(HAND_OVER_AFTER)).is_ok();
         let head = head(status, &reply, &origin_headers).into_bytes();
         let body = if self.rq.method() == &tiny_http::Method::Head { Body::Owned(Vec::new()) } else { reply.body };
         let mut out = Outgoing { head, body, sent: 0, until: Instant::now() + ANSWER_DEADLINE };
@@ -141,9 +115,11 @@ impl Exchange {
                     }
                 });
             }
-            // Without a write timeout a short write cannot happen; finish here all the same.
+            // A small answer fits the socket buffers, so this is rare; the connection's write
+            // timeout (`api_body_timeout_secs`) still bounds each wait.
             Ok(false) => {
-                let _ = out.write(&mut w, Some(Duration::MAX));
+                let patience = Duration::from_secs(app.sessions.settings.api_body_timeout_secs);
+                let _ = out.write(&mut w, Some(patience));
             }
             Err(e) => tracing::debug!(error = %e, "the client did not take the answer"),
         }
@@ -239,10 +215,10 @@ impl Exchange {
     /// after the answer, and what of the body already arrived is read and dropped, so that it
     /// is not taken for a next request. After the shutdown these reads never wait.
     fn abandon_body(&mut self) {
-        match self.conn() {
-            Some(conn) => conn.shutdown_read(),
-            // Without the socket there is nothing better: tiny_http drains the body on drop.
-            None => return,
+        if let Err(e) = self.rq.close_read() {
+            // Then tiny_http drains the body on drop, within the body deadline.
+            tracing::debug!(error = %e, "cannot close the reading side of a connection");
+            return;
         }
         // A client waiting for `100 Continue` has sent nothing; reading would invite the body.
         if self.body_started || self.header("Expect").is_none() {

@@ -1,15 +1,15 @@
 //! `sandman serve`: the HTTP API of docs/api.md on tiny_http, a thin layer over the same session
 //! service the CLI uses, plus the reaper loop.
 //!
-//! Threads: tiny_http reads each connection's request headers on a thread of its own, so a client
-//! that stalls while sending headers never reaches us. `api_workers` threads take complete
-//! requests and answer them, calling the async service through the runtime's handle. A request
-//! whose body is still on the wire, and an answer the client does not take at once, are handed
-//! to a short-lived thread of their own, so a slow client cannot hold a worker; those reads and
-//! writes have deadlines (`api_body_timeout_secs`). The reaper is a task on the async runtime.
+//! Threads: tiny_http reads each connection's request headers on a thread of its own, at most
+//! `MAX_CONNECTIONS` at once, so a client that stalls while sending headers never reaches us;
+//! idleness, the head, the body and writes all have deadlines (`api_body_timeout_secs`), and the
+//! head a size limit. `api_workers` threads take complete requests and answer them, calling the
+//! async service through the runtime's handle. A request whose body is still on the wire, and an
+//! answer the client does not take at once, are handed to a short-lived thread of their own, so
+//! a slow client cannot hold a worker. The reaper is a task on the async runtime.
 
 pub mod auth;
-mod conn;
 pub mod cors;
 mod errors;
 mod exchange;
@@ -17,7 +17,9 @@ pub mod metrics;
 mod openapi;
 pub mod routes;
 
+use std::borrow::Cow;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,18 @@ use metrics::Metrics;
 /// Requests whose body is still arriving, and answers a client is slow to take, get a thread
 /// each; beyond this many at once, a worker does that work itself (still within the deadlines).
 const MAX_EXTRA_THREADS: usize = 64;
+/// Connections served at once, each with a thread of tiny_http; beyond this, new connections
+/// wait in the listen backlog. Each deadline is `api_body_timeout_secs`, so an idle or stalled
+/// client holds its place that long at most.
+const MAX_CONNECTIONS: usize = 1024;
+/// The request line and headers together; beyond this, 431 and the connection is closed.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Connections the kernel queues before they are accepted.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+/// `accept` failing this long without a success (e.g. out of descriptors, longer than any
+/// connection's deadlines) means serve can no longer take connections: it exits non-zero, so
+/// that a supervisor restarts it.
+const ACCEPT_FAILURE_LIMIT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
 pub struct App {
@@ -46,9 +60,6 @@ pub struct App {
     tokens: Tokens,
     cors: Cors,
     metrics: Metrics,
-    /// The port we listen on, to recognise our connections' sockets.
-    port: u16,
-    sockets: conn::Sockets,
     /// GET /openapi.json, made once.
     openapi: Arc<[u8]>,
     /// The serialized session list and the store version it was read at.
@@ -74,8 +85,8 @@ impl App {
         let status = ex.respond(reply, cors);
         self.metrics.request(status);
         tracing::info!(
-            %method,
-            %path,
+            method = %escape_controls(&method),
+            path = %escape_controls(&path),
             status,
             ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
             "request"
@@ -113,9 +124,23 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
     let s = &sessions.settings;
     let addr = SocketAddr::new(s.api_bind, s.api_port);
     let listener = TcpListener::bind(addr).map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
+    // The standard library listens with a backlog of 128: a burst of connections beyond it has
+    // its handshakes dropped and retried a second later. A longer queue (the kernel caps it at
+    // net.core.somaxconn) keeps a burst, and connections beyond MAX_CONNECTIONS, waiting instead.
+    // SAFETY: listen(2) on the descriptor the listener owns; calling it again only resizes the queue.
+    unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
     let addr = listener.local_addr()?;
+    let deadline = Duration::from_secs(s.api_body_timeout_secs);
+    let limits = tiny_http::Limits::default()
+        .with_max_head_bytes(MAX_HEAD_BYTES)
+        .with_idle_timeout(deadline)
+        .with_head_timeout(deadline)
+        .with_body_timeout(deadline)
+        .with_write_timeout(Some(deadline))
+        .with_max_connections(MAX_CONNECTIONS)
+        .with_accept_failure_limit(ACCEPT_FAILURE_LIMIT);
     let http = Arc::new(
-        tiny_http::Server::from_listener(listener, None)
+        tiny_http::Server::from_listener_with_limits(listener, None, limits)
             .map_err(|e| Error::Unavailable(format!("cannot serve on {addr}: {e}")))?,
     );
     let workers = s.api_workers;
@@ -125,8 +150,6 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
         runtime: tokio::runtime::Handle::current(),
         tokens,
         metrics: Metrics::default(),
-        port: addr.port(),
-        sockets: conn::Sockets::default(),
         openapi: openapi::document(s.max_ttl_minutes).into(),
         list_cache: Mutex::new(None),
         extra_threads: AtomicUsize::new(0),
@@ -135,8 +158,9 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
 
     let (stop_reaper, stopped) = watch::channel(false);
     let reaper = tokio::spawn(reaper(app.clone(), stopped));
-    // A worker that finds the server broken (tiny_http stops accepting after an accept error)
-    // says so here; the process then exits with an error so that a supervisor restarts it.
+    // A worker that finds the server broken (tiny_http stops accepting when `accept` fails for
+    // longer than its limit, or its accept thread dies) says so here; the process then exits
+    // with an error so that a supervisor restarts it.
     let (fatal, mut fatal_rx) = mpsc::unbounded_channel::<String>();
     let threads: Vec<_> = (0..workers)
         .map(|i| {
@@ -209,6 +233,23 @@ fn guarded(app: &Arc<App>, rq: tiny_http::Request) {
     }
 }
 
+/// A client's text for the log: control characters (a terminal escape, a line break that would
+/// forge a log line) are written as escapes such as `\u{1b}` and `\n`.
+fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
 fn try_take(count: &AtomicUsize, max: usize) -> bool {
     count.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
 }
@@ -243,8 +284,8 @@ async fn reaper(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// tiny_http stops accepting for good when `accept` fails, e.g. when out of file descriptors:
-/// use the hard limit rather than the usual soft 1024.
+/// tiny_http stops accepting when `accept` keeps failing, e.g. when out of file descriptors:
+/// use the hard limit rather than the usual soft 1024 (each connection holds one).
 fn raise_open_files_limit() {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain system calls on a local struct.
@@ -253,5 +294,16 @@ fn raise_open_files_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_for_the_log() {
+        assert!(matches!(escape_controls("/sessions/abc"), Cow::Borrowed("/sessions/abc")));
+        assert_eq!(escape_controls("/a\x1b[31mred\nINFO forged\r\x7f"), "/a\\u{1b}[31mred\\nINFO forged\\r\\u{7f}");
     }
 }

@@ -9,5 +9,6 @@ mod concurrency;
 mod crash;
 mod errors;
 mod gpu;
+mod hostile;
 mod login;
 mod reap;

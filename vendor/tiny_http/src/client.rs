@@ -2,15 +2,18 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::{HTTPVersion, Header, Method};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::Request;
+use crate::util::SocketControl;
+use crate::{Limits, Request};
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -34,13 +37,25 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // the read deadlines and socket options of this connection
+    control: Arc<SocketControl>,
+
+    limits: Limits,
 }
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
+    /// No request began before the idle limit, or the client closed the connection: it is
+    /// closed without an answer.
+    Idle,
     WrongRequestLine,
     WrongHeader(HTTPVersion),
+    /// The request line and headers together are longer than `Limits::max_head_bytes`.
+    HeadTooLarge,
+    /// A well-formed request line of an HTTP version other than 0.9, 1.0 or 1.1.
+    UnsupportedVersion,
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
@@ -48,9 +63,11 @@ enum ReadError {
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
+    pub(crate) fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        control: Arc<SocketControl>,
+        limits: Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,6 +82,8 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            control,
+            limits,
         }
     }
 
@@ -73,26 +92,49 @@ impl ClientConnection {
         self.secure
     }
 
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    /// Reads one byte of the request head.
+    fn read_byte(&mut self) -> IoResult<Option<u8>> {
+        let mut byte = [0u8];
+        loop {
+            match self.next_header_source.read(&mut byte) {
+                Ok(0) => return Ok(None),
+                Ok(_) => return Ok(Some(byte[0])),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the rest of a line of the request head (after `first`, if given) up to `CRLF`,
+    /// taking its bytes from `budget`.
+    fn read_line(&mut self, first: Option<u8>, budget: &mut usize) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
+        let mut next = first;
 
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+            let byte = match next.take() {
+                Some(b) => b,
+                None => match self.read_byte() {
+                    Ok(Some(b)) => b,
+                    Ok(None) => {
+                        return Err(ReadError::ReadIoError(IoError::new(
+                            ErrorKind::ConnectionAborted,
+                            "Unexpected EOF",
+                        )))
+                    }
+                    Err(e) => return Err(ReadError::ReadIoError(e)),
+                },
             };
+            // sandman patch: the head is bounded, so a line without end cannot grow memory.
+            if *budget == 0 {
+                return Err(ReadError::HeadTooLarge);
+            }
+            *budget -= 1;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| ReadError::WrongRequestLine);
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -101,40 +143,53 @@ impl ClientConnection {
         }
     }
 
+    /// Reads a request line and its headers: the first byte within the idle limit, the rest
+    /// within the head deadline, all of it within the size limit.
+    fn read_head(&mut self) -> Result<(Method, String, HTTPVersion, Vec<Header>), ReadError> {
+        // The previous request's body is done with: the deadlines set from here on are ours.
+        self.next_header_source
+            .wait_turn()
+            .map_err(|_| ReadError::Idle)?;
+        self.control
+            .set_read_deadline(Some(Instant::now() + self.limits.idle_timeout));
+        let first = match self.read_byte() {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(ReadError::Idle),
+            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(ReadError::Idle),
+            Err(e) => return Err(ReadError::ReadIoError(e)),
+        };
+        self.control
+            .set_read_deadline(Some(Instant::now() + self.limits.head_timeout));
+        let mut budget = self.limits.max_head_bytes;
+
+        let line = self.read_line(Some(first), &mut budget)?;
+        let (method, path, version) = parse_request_line(line.as_str().trim())?;
+        // Answered before the headers are read: nothing of such a request can be served.
+        if version > (1, 1) {
+            return Err(ReadError::UnsupportedVersion);
+        }
+
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line(None, &mut budget)?;
+            if line.is_empty() {
+                break;
+            }
+            headers.push(match FromStr::from_str(line.as_str().trim()) {
+                Ok(h) => h,
+                _ => return Err(ReadError::WrongHeader(version)),
+            });
+        }
+        // The body, small or large, read here or by the application, has its own deadline.
+        self.control
+            .set_read_deadline(Some(Instant::now() + self.limits.body_timeout));
+        Ok((method, path, version, headers))
+    }
+
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
-                }
-
-                headers
-            };
-
-            (method, path, version, headers)
-        };
+        let (method, path, version, headers) = self.read_head()?;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -159,13 +214,28 @@ impl ClientConnection {
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                    ReadError::ExpectationFailed(version.clone())
                 }
+                request::RequestCreationError::BadRequest => ReadError::WrongHeader(version.clone()),
             }
         })?;
 
         // return the request
-        Ok(request)
+        Ok(request.with_control(self.control.clone()))
+    }
+
+    /// Answers `status` with an empty body and `Connection: close`; the caller then ends the
+    /// connection, since where a next request would start is unknown.
+    fn refuse(&mut self, status: u16) {
+        let mut writer = self.sink.next().unwrap();
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            status,
+            crate::StatusCode(status).default_reason_phrase()
+        );
+        if writer.write_all(head.as_bytes()).is_ok() {
+            let _ = writer.flush();
+        }
     }
 }
 
@@ -175,108 +245,82 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
             return None;
         }
 
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+        let rq = match self.read() {
+            Ok(rq) => rq,
+            Err(ReadError::Idle) => return None,
+            Err(ReadError::WrongRequestLine) => {
+                self.refuse(400);
+                return None;
             }
+            Err(ReadError::WrongHeader(_)) => {
+                self.refuse(400);
+                return None;
+            }
+            Err(ReadError::HeadTooLarge) => {
+                self.refuse(431);
+                return None;
+            }
+            // sandman patch: answered and closed. The release answered 505 on a second writer
+            // while the request still held the first, so the thread waited on itself for ever
+            // and the socket stayed in CLOSE-WAIT.
+            Err(ReadError::UnsupportedVersion) => {
+                self.refuse(505);
+                return None;
+            }
+            Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                // request timeout: the head or a small body did not arrive in time
+                self.refuse(408);
+                return None;
+            }
+            Err(ReadError::ExpectationFailed(_)) => {
+                self.refuse(417);
+                return None; // TODO: should be recoverable, but needs handling in case of body
+            }
+            Err(ReadError::ReadIoError(_)) => return None,
+        };
 
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
+        // updating the status of the connection
+        let connection_header = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Connection"))
+            .map(|h| h.value.as_str());
 
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
+        let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
 
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
+        match lowercase {
+            Some(ref val) if val.contains("close") => self.no_more_requests = true,
+            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
+            Some(ref val)
+                if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
+            {
+                self.no_more_requests = true
+            }
+            None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
+            _ => (),
+        };
 
-            // returning the request
-            return Some(rq);
-        }
+        // returning the request
+        Some(rq)
     }
 }
 
-/// Parses a "HTTP/1.1" string.
+/// Parses a "HTTP/1.1" string: `HTTP/` and a digit, a dot and a digit.
 fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
-    };
-
-    Ok(HTTPVersion(major, minor))
+    match version.as_bytes() {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Ok(HTTPVersion(major - b'0', minor - b'0'))
+        }
+        _ => Err(ReadError::WrongRequestLine),
+    }
 }
 
 /// Parses the request line of the request.

@@ -2,9 +2,11 @@
 
 #[cfg(unix)]
 use std::os::unix::net as unix_net;
+use std::io::{Read, Write};
 use std::{
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     path::PathBuf,
+    time::Duration,
 };
 
 /// Unified listener. Either a [`TcpListener`] or [`std::os::unix::net::UnixListener`]
@@ -77,9 +79,71 @@ impl std::io::Write for Connection {
         }
     }
 }
+// Reads and writes through a shared reference, as `&TcpStream` allows: the two halves of a
+// connection then share one descriptor instead of a duplicate each.
+impl std::io::Read for &Connection {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match *self {
+            Connection::Tcp(s) => {
+                let mut s: &TcpStream = s;
+                s.read(buf)
+            }
+            #[cfg(unix)]
+            Connection::Unix(s) => {
+                let mut s: &unix_net::UnixStream = s;
+                s.read(buf)
+            }
+        }
+    }
+}
+impl std::io::Write for &Connection {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match *self {
+            Connection::Tcp(s) => {
+                let mut s: &TcpStream = s;
+                s.write(buf)
+            }
+            #[cfg(unix)]
+            Connection::Unix(s) => {
+                let mut s: &unix_net::UnixStream = s;
+                s.write(buf)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match *self {
+            Connection::Tcp(s) => {
+                let mut s: &TcpStream = s;
+                s.flush()
+            }
+            #[cfg(unix)]
+            Connection::Unix(s) => {
+                let mut s: &unix_net::UnixStream = s;
+                s.flush()
+            }
+        }
+    }
+}
 impl Connection {
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(timeout),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_write_timeout(timeout),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+    pub(crate) fn peer_addr(&self) -> std::io::Result<Option<SocketAddr>> {
         match self {
             Self::Tcp(s) => s.peer_addr().map(Some),
             #[cfg(unix)]

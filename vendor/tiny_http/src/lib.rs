@@ -104,7 +104,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use client::ClientConnection;
 use connection::Connection;
@@ -125,6 +125,9 @@ mod ssl;
 mod test;
 mod util;
 
+#[cfg(test)]
+mod limits_tests;
+
 /// The main class of this library.
 ///
 /// Destroying this object will immediately close the listening socket and the reading
@@ -140,6 +143,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // the connections being served
+    slots: Arc<util::ConnectionSlots>,
 }
 
 enum Message {
@@ -177,6 +183,85 @@ pub struct ServerConfig {
 
     /// If `Some`, then the server will use SSL to encode the communications.
     pub ssl: Option<SslConfig>,
+}
+
+/// What one client may take of the server: sizes, deadlines and the number of connections
+/// served at once. `Limits::default()` is safe for a server open to untrusted clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The request line and headers together, in bytes; a longer head is answered
+    /// `431 Request Header Fields Too Large` and the connection closed. Default 16 KiB.
+    pub max_head_bytes: usize,
+    /// How long a connection may wait for the first byte of a request (a new connection, or a
+    /// kept-alive one after an answer) before it is closed without an answer. Default 30 s.
+    pub idle_timeout: Duration,
+    /// From its first byte, the whole request head must arrive within this, else `408 Request
+    /// Timeout` and the connection is closed. Default 10 s.
+    pub head_timeout: Duration,
+    /// From the end of the head, the whole body must arrive within this. A body the server
+    /// reads itself (up to 1 KiB) is answered 408 and the connection closed; reads of a larger
+    /// body by the application fail with `ErrorKind::TimedOut`. Default 60 s.
+    pub body_timeout: Duration,
+    /// Set on every accepted socket: a write that blocks longer fails. `None`: no limit.
+    /// Default 30 s.
+    pub write_timeout: Option<Duration>,
+    /// Connections served at once (each has a thread); beyond this, new connections wait in
+    /// the listen backlog until one ends. Default 512.
+    pub max_connections: usize,
+    /// `accept` failing without a success for this long (e.g. out of file descriptors) stops
+    /// the server: `recv` then returns the error. Shorter failures are retried. Default 30 s.
+    pub accept_failure_limit: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head_bytes: 16 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            write_timeout: Some(Duration::from_secs(30)),
+            max_connections: 512,
+            accept_failure_limit: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    pub fn with_max_head_bytes(mut self, bytes: usize) -> Limits {
+        self.max_head_bytes = bytes;
+        self
+    }
+
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Limits {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    pub fn with_head_timeout(mut self, timeout: Duration) -> Limits {
+        self.head_timeout = timeout;
+        self
+    }
+
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Limits {
+        self.body_timeout = timeout;
+        self
+    }
+
+    pub fn with_write_timeout(mut self, timeout: Option<Duration>) -> Limits {
+        self.write_timeout = timeout;
+        self
+    }
+
+    pub fn with_max_connections(mut self, connections: usize) -> Limits {
+        self.max_connections = connections;
+        self
+    }
+
+    pub fn with_accept_failure_limit(mut self, limit: Duration) -> Limits {
+        self.accept_failure_limit = limit;
+        self
+    }
 }
 
 /// Configuration of the server for SSL.
@@ -243,6 +328,16 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// Builds a new server using the specified listener, with the given limits on what each
+    /// client may take.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -283,76 +378,121 @@ impl Server {
         // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
 
+        let slots = util::ConnectionSlots::new(limits.max_connections);
+        let inside_slots = slots.clone();
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
+        thread::Builder::new()
+            .name("tiny-http-accept".into())
+            .spawn(move || {
+                // However this thread ends other than by closing (a panic included), `recv`
+                // returns an error, so that the application learns that nothing more comes.
+                let mut guard = AcceptThreadGuard {
+                    messages: inside_messages.clone(),
+                    close: inside_close_trigger.clone(),
+                    reported: false,
                 };
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
+                // a tasks pool is used to dispatch the connections into threads
+                let tasks_pool = util::TaskPool::new();
+                let mut failing_since: Option<Instant> = None;
+                let mut backoff = ACCEPT_BACKOFF_MIN;
+
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    // Beyond `max_connections`, new connections wait in the listen backlog.
+                    let mut slot = match inside_slots.take(Duration::from_millis(200)) {
+                        Some(slot) => slot,
+                        None => continue,
+                    };
+                    let (sock, _) = match server.accept() {
+                        Ok(accepted) => {
+                            failing_since = None;
+                            backoff = ACCEPT_BACKOFF_MIN;
+                            accepted
+                        }
+                        // The client left before it was accepted.
+                        Err(e) if matches!(
+                            e.kind(),
+                            IoErrorKind::ConnectionAborted | IoErrorKind::Interrupted
+                        ) => continue,
+                        Err(e) => {
+                            let since = *failing_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= limits.accept_failure_limit {
+                                log::error!("Error accepting new client, giving up: {}", e);
+                                guard.reported = true;
+                                inside_messages.push(e.into());
+                                break;
+                            }
+                            // e.g. out of descriptors until some connections end
+                            log::warn!("Error accepting new client: {}", e);
+                            drop(slot);
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                            continue;
+                        }
+                    };
+                    slot.serve();
+                    // Every socket gets timeouts at once: no read or write waits for ever.
+                    let _ = sock.set_write_timeout(limits.write_timeout);
+                    let _ = sock.set_read_timeout(Some(limits.idle_timeout));
+
+                    let client = match ssl {
+                        None => {
+                            let sock = Arc::new(sock);
+                            let control = Arc::new(util::SocketControl::new(Some(sock.clone())));
+                            let (read_closable, write_closable) =
+                                util::RefinedTcpStream::new(sock, control.clone());
+                            ClientConnection::new(write_closable, read_closable, control, limits)
+                        }
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // A handle on the socket under the TLS stream, for its deadlines.
+                            let socket = sock.try_clone().ok().map(Arc::new);
+                            let control = Arc::new(util::SocketControl::new(socket));
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match ssl.accept(sock) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            };
+                            let (read_closable, write_closable) =
+                                util::RefinedTcpStream::new(sock, control.clone());
+                            ClientConnection::new(write_closable, read_closable, control, limits)
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+
+                    let messages = inside_messages.clone();
+                    let mut task = Some((client, slot));
+                    let spawned = tasks_pool.spawn(Box::new(move || {
+                        if let Some((client, _slot)) = task.take() {
+                            // One request of a connection at a time: the next head is read
+                            // once this one is answered, so a client cannot queue requests
+                            // without bound. (Also needed for HTTPS, to avoid a deadlock.)
+                            let (sender, receiver) = mpsc::channel();
+                            for rq in client {
+                                messages.push(rq.with_notify_sender(sender.clone()).into());
+                                if receiver.recv().is_err() {
+                                    break;
                                 }
                             }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        }
+                    }));
+                    // The connection (and its slot) went down with the task: it is closed.
+                    if let Err(e) = spawned {
+                        log::error!("Cannot start a thread for a new client: {}", e);
                     }
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
+                log::debug!("Terminating accept thread");
+            })?;
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            slots,
         })
     }
 
@@ -372,8 +512,7 @@ impl Server {
 
     /// Returns the number of clients currently connected to the server.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.slots.serving()
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -408,6 +547,29 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// The first wait after `accept` fails, doubled after each failure up to `ACCEPT_BACKOFF_MAX`.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Reports the end of the accept thread to `recv`, unless the server is closing or the end was
+/// reported already.
+struct AcceptThreadGuard {
+    messages: Arc<MessagesQueue<Message>>,
+    close: Arc<AtomicBool>,
+    reported: bool,
+}
+
+impl Drop for AcceptThreadGuard {
+    fn drop(&mut self) {
+        if !self.reported && !self.close.load(Relaxed) {
+            self.messages.push(Message::Error(IoError::new(
+                IoErrorKind::Other,
+                "the thread accepting connections stopped",
+            )));
+        }
     }
 }
 

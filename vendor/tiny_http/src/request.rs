@@ -6,8 +6,10 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::util::{EqualReader, FusedReader, SocketControl};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -74,6 +76,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // The connection's socket options and read deadline; None for a `TestRequest`.
+    control: Option<Arc<SocketControl>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -96,7 +101,8 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        // The connection may be gone already; nobody is waiting then.
+        self.sender.send(()).ok();
     }
 }
 
@@ -108,6 +114,10 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// The headers contradict each other or cannot be read (e.g. two different
+    /// `Content-Length` values): where the body ends is unknown.
+    BadRequest,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -152,10 +162,7 @@ where
         // header must be ignored (RFC2616 #4.4)
         None
     } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        content_length(&headers)?
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -238,10 +245,58 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        control: None,
     })
 }
 
+/// The body length the `Content-Length` headers give. sandman patch: every such header must
+/// hold the same digits (a list of equal values is allowed, RFC 9110 section 8.6). The release
+/// took the first header and read a value it could not parse as "no body", so a client and a
+/// proxy in front could disagree on where the next request starts.
+fn content_length(headers: &[Header]) -> Result<Option<usize>, RequestCreationError> {
+    let mut length = None;
+    for header in headers.iter().filter(|h| h.field.equiv("Content-Length")) {
+        for value in header.value.as_str().split(',').map(str::trim) {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RequestCreationError::BadRequest);
+            }
+            let value: usize = value.parse().map_err(|_| RequestCreationError::BadRequest)?;
+            if length.map_or(false, |l| l != value) {
+                return Err(RequestCreationError::BadRequest);
+            }
+            length = Some(value);
+        }
+    }
+    Ok(length)
+}
+
 impl Request {
+    pub(crate) fn with_control(mut self, control: Arc<SocketControl>) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Sets the write timeout of the connection's socket: a write of this answer (and of later
+    /// answers on the connection) that blocks longer fails with `WouldBlock` or `TimedOut`.
+    /// The server sets `Limits::write_timeout` on every connection it accepts.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<(), IoError> {
+        match &self.control {
+            Some(control) => control.set_write_timeout(timeout),
+            None => Err(IoError::new(ErrorKind::Other, "this request has no socket")),
+        }
+    }
+
+    /// Shuts the reading side of the connection: reads of the body return what has already
+    /// arrived, then end of stream, instead of waiting. For a body the application will not
+    /// read: it is not waited for when the request is dropped, and the connection closes after
+    /// the answer instead of taking the rest of the body for the next request.
+    pub fn close_read(&self) -> Result<(), IoError> {
+        match &self.control {
+            Some(control) => control.shutdown(std::net::Shutdown::Read),
+            None => Err(IoError::new(ErrorKind::Other, "this request has no socket")),
+        }
+    }
+
     /// Returns true if the request was made through HTTPS.
     #[inline]
     pub fn secure(&self) -> bool {
@@ -308,6 +363,11 @@ impl Request {
         response: Response<R>,
     ) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
+
+        // The stream is the application's now: the body deadline no longer applies to it.
+        if let Some(control) = &self.control {
+            control.set_read_deadline(None);
+        }
 
         response
             .raw_print(
@@ -435,7 +495,7 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            sender.send(()).ok();
         }
         res
     }
@@ -491,7 +551,7 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                sender.send(()).ok();
             }
         }
     }

@@ -5,6 +5,7 @@ pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::{SequentialWriter, SequentialWriterBuilder};
+pub(crate) use self::socket_control::{ConnectionSlots, Slot, SocketControl};
 pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
@@ -15,6 +16,7 @@ mod fused_reader;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
+mod socket_control;
 mod task_pool;
 
 /// Parses a the value of a header.
