@@ -10,4 +10,5 @@ mod crash;
 mod errors;
 mod gpu;
 mod login;
+mod package;
 mod reap;
