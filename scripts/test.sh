@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: installs what they need (OpenSSH clients, debootstrap, jq, Python's venv),
-# checks the Docker engine, builds the workspace image when it is missing, runs the suite with
-# nextest, then fuzzes the HTTP API from its OpenAPI document (scripts/fuzz-api.sh).
+# Runs every test: installs what they need (OpenSSH clients, debootstrap, jq, Python's venv,
+# docker-compose and binutils for the package tests), checks the Docker engine, builds the
+# workspace image and its offline base when either is missing, runs the suite with nextest,
+# after fuzzing the HTTP API from its OpenAPI document (scripts/fuzz-api.sh).
 # The end-to-end tests need the real engine and fail (never skip) without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(d
 command -v docker >/dev/null || missing+=(docker.io)
 command -v jq >/dev/null || missing+=(jq)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+command -v objdump >/dev/null && command -v strip >/dev/null || missing+=(binutils)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     as_root apt-get update -qq
@@ -28,8 +31,10 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 cargo build --locked
-if ! docker image inspect gpu-workspace >/dev/null 2>&1; then
-    echo "building the workspace image (offline: debootstrap from this host's apt mirror)"
+# The package and serve-image tests start from the offline base, the other tests from the image.
+base="sandman-base:$(. /etc/os-release && echo "$VERSION_CODENAME")"
+if ! docker image inspect gpu-workspace "$base" >/dev/null 2>&1; then
+    echo "building the workspace image and $base (offline: debootstrap from this host's apt mirror)"
     as_root "${CARGO_TARGET_DIR:-target}/debug/sandman" image build --offline
 fi
 

@@ -91,7 +91,7 @@ fn assert_spec_shape(spec: &Value, got: &Value, nullable: &[&str], at: &str) {
 }
 
 /// A private key from a create answer, saved for ssh (mode 0600).
-fn session_from(env: &Env, answer: &Value) -> Session {
+pub(crate) fn session_from(env: &Env, answer: &Value) -> Session {
     let key = env.path(&format!("{}.key", answer["ssh_user"].as_str().unwrap()));
     std::fs::write(&key, answer["ssh_private_key"].as_str().unwrap()).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();

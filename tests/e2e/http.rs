@@ -108,7 +108,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// Whether something on `port` answers GET /healthz with 200 (never panics: the port may
 /// belong to someone else).
-fn healthy(port: u16) -> bool {
+pub fn healthy(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

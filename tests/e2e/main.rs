@@ -11,4 +11,5 @@ mod errors;
 mod gpu;
 mod hostile;
 mod login;
+mod package;
 mod reap;
