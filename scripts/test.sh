@@ -1,24 +1,20 @@
 #!/usr/bin/env bash
-# Runs every test: installs what they need (OpenSSH clients, debootstrap, jq, Python's venv),
-# checks the Docker engine, builds the workspace image when it is missing, runs the suite with
-# nextest, then fuzzes the HTTP API from its OpenAPI document (scripts/fuzz-api.sh).
+# Runs every test: installs what they need (OpenSSH clients, rsync, tmux, git, debootstrap, jq,
+# Python's venv, ansible-core into target/ansible-venv), checks the Docker engine, builds the
+# workspace image when it is missing or out of date, fuzzes the HTTP API from its OpenAPI
+# document (scripts/fuzz-api.sh), then runs the suite with nextest.
 # The end-to-end tests need the real engine and fail (never skip) without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+ANSIBLE_CORE_VERSION=2.19.14
 
-missing=()
-command -v ssh >/dev/null && command -v scp >/dev/null && command -v sftp >/dev/null || missing+=(openssh-client)
-command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
-command -v docker >/dev/null || missing+=(docker.io)
-command -v jq >/dev/null || missing+=(jq)
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-if ((${#missing[@]})); then
-    echo "installing: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source scripts/lib.sh
+
+# The clients the end-to-end tests drive (OpenSSH, rsync, tmux, git), debootstrap for the
+# image, Python's venv for schemathesis and ansible-core.
+install_missing ssh:openssh-client scp:openssh-client sftp:openssh-client debootstrap:debootstrap \
+    docker:docker.io jq:jq rsync:rsync tmux:tmux git:git venv:python3-venv
 
 if ! docker info >/dev/null 2>&1; then
     echo "the Docker engine is not answering; trying to start it"
@@ -28,10 +24,9 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 cargo build --locked
-if ! docker image inspect gpu-workspace >/dev/null 2>&1; then
-    echo "building the workspace image (offline: debootstrap from this host's apt mirror)"
-    as_root "${CARGO_TARGET_DIR:-target}/debug/sandman" image build --offline
-fi
+ensure_workspace_image "$(target_dir)/debug/sandman"
+# Ansible for the end-to-end client tests (tests/e2e/clients.rs), which fail without it.
+venv_with "$(target_dir)/ansible-venv" ansible-core "$ANSIBLE_CORE_VERSION"
 
 # The API fuzzing first, so that the suite's own summary closes the output.
 status=0

@@ -5,9 +5,11 @@ mod http;
 
 mod api;
 mod cli;
+mod clients;
 mod concurrency;
 mod crash;
 mod errors;
 mod gpu;
+mod image;
 mod login;
 mod reap;
