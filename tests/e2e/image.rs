@@ -46,7 +46,7 @@ fn the_workspace_image_has_the_toolset_and_no_setuid_or_setgid_file() {
                  jq file ip update-ca-certificates";
     let probe = format!(
         "for t in {tools}; do command -v $t >/dev/null || echo missing $t; done; \
-         python3 -c 'import venv, ensurepip, pip' || echo missing venv; locale -a | grep -qix c.utf-\\?8 || echo missing C.UTF-8; \
+         python3 -c 'import venv, ensurepip, pip' || echo missing venv; locale -a | grep -qiE '^c[.]utf-?8$' || echo missing C.UTF-8; \
          echo LANG=$LANG"
     );
     let out = docker(&["run", "--rm", "--user", "65534:65534", "--entrypoint", "sh", "gpu-workspace", "-c", &probe]);
