@@ -54,12 +54,12 @@ pub struct BuildInputs {
     pub packages: Vec<String>,
     /// One PEM certificate each, in the order given.
     pub ca_certs: Vec<String>,
-    /// The base image, or `None` for the Dockerfile's default; offline: the debootstrap suite.
     pub base: BaseSource,
     pub flavor: Flavor,
 }
 
 pub enum BaseSource {
+    /// `--base-image`, or `None` for the Dockerfile's default (a CUDA base from a registry).
     Image(Option<String>),
     /// debootstrap of this host's release (its codename).
     Offline(String),
