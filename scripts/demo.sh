@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job, end to end: build sandman, build the workspace image, start a session for the
-# user `demo`, prove the login works, and print the ssh command. Run as root on a Docker host.
+# The main job, end to end: install what a fresh Debian host lacks, build sandman, build the
+# workspace image (again when its definition changed), start a session for the user `demo`,
+# prove the login works, and print the ssh command. Run as root on a Docker host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
