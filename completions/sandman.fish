@@ -276,6 +276,10 @@ complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_se
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l base-image -d 'Base image (ignored with --offline)' -r
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l tag -d 'Name of the image to build' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l flavor -d 'full: sshd and the research toolset; minimal: sshd only' -r -f -a "full\t'sshd and the research toolset'
+minimal\t'sshd only'"
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l packages -d 'More Debian packages, separated by spaces or commas (repeatable)' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l ca-cert -d 'A site CA certificate (PEM) to add to the image\'s trust store (repeatable)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -288,9 +292,10 @@ none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l offline -d 'Make the base with debootstrap from this host\'s apt sources, then build on it'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l rebuild-base -d 'Rebuild the offline base even if it exists'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l print-digest -d 'Print the digest of these build inputs (the image\'s sandman.image.digest label) and build nothing'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s q -l quiet -d 'Only errors on stderr; no progress'
-complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -s V -l version -d 'Print version'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job, end to end: build sandman, build the workspace image, start a session for the
-# user `demo`, prove the login works, and print the ssh command. Run as root on a Docker host.
+# The main job, end to end: install what a fresh Debian host lacks, build sandman, build the
+# workspace image (again when its definition changed), start a session for the user `demo`,
+# prove the login works, and print the ssh command. Run as root on a Docker host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,14 +9,17 @@ user=${SANDMAN_DEMO_USER:-demo}
 dir=${SANDMAN_DEMO_DIR:-$PWD/.demo}
 key="$dir/$user.key"
 
+source scripts/lib.sh
+# What a fresh Debian host with Docker lacks: debootstrap for the image, the ssh client for the
+# login check, python3 to read sandman's JSON.
+install_missing debootstrap:debootstrap ssh:openssh-client python3:python3
+
 cargo build --release --locked
-bin=$PWD/target/release/sandman
+bin=$(target_dir)/release/sandman
 install -d -m 0700 "$dir"
 
-if ! docker image inspect gpu-workspace >/dev/null 2>&1; then
-    # --offline needs no registry: the base is debootstrapped from this host's apt mirror.
-    "$bin" image build --offline
-fi
+# --offline needs no registry: the base is debootstrapped from this host's apt mirror.
+ensure_workspace_image "$bin"
 
 # One session per user: end an earlier demo session first (its workspace is kept).
 old=$("$bin" session list --json | python3 -c "import json,sys; print(' '.join(s['id'] for s in json.load(sys.stdin) if s['user_id']=='$user'))")

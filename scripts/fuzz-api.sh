@@ -14,15 +14,10 @@ cd "$(dirname "$0")/.."
 
 ST_VERSION=4.32.5
 MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-50}"
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+source scripts/lib.sh
+target=$(target_dir)
 venv="$target/fuzz-venv"
-
-if ! "$venv/bin/st" --version 2>/dev/null | grep -qF "$ST_VERSION"; then
-    echo "installing schemathesis $ST_VERSION into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
-fi
+venv_with "$venv" schemathesis "$ST_VERSION"
 
 cargo build --locked --quiet
 bin="$target/debug/sandman"

@@ -1,27 +1,22 @@
 #!/usr/bin/env bash
-# Runs every test: installs what they need (OpenSSH clients, debootstrap, jq, Python's venv,
-# docker-compose and binutils for the package tests), checks the Docker engine, builds the
-# workspace image and its offline base when either is missing, runs the suite with nextest,
-# after fuzzing the HTTP API from its OpenAPI document (scripts/fuzz-api.sh).
+# Runs every test: installs what they need (OpenSSH clients, rsync, tmux, git, debootstrap, jq,
+# Python's venv, ansible-core into target/ansible-venv, docker-compose and binutils for the
+# package tests), checks the Docker engine, builds the workspace image when it is missing or out
+# of date (and its offline base when missing), fuzzes the HTTP API from its OpenAPI document
+# (scripts/fuzz-api.sh), then runs the suite with nextest.
 # The end-to-end tests need the real engine and fail (never skip) without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+ANSIBLE_CORE_VERSION=2.19.14
 
-missing=()
-command -v ssh >/dev/null && command -v scp >/dev/null && command -v sftp >/dev/null || missing+=(openssh-client)
-command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
-command -v docker >/dev/null || missing+=(docker.io)
-command -v jq >/dev/null || missing+=(jq)
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-command -v docker-compose >/dev/null || missing+=(docker-compose)
-command -v objdump >/dev/null && command -v strip >/dev/null || missing+=(binutils)
-if ((${#missing[@]})); then
-    echo "installing: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source scripts/lib.sh
+
+# The clients the end-to-end tests drive (OpenSSH, rsync, tmux, git), debootstrap for the
+# image, Python's venv for schemathesis and ansible-core.
+install_missing ssh:openssh-client scp:openssh-client sftp:openssh-client debootstrap:debootstrap \
+    docker:docker.io jq:jq rsync:rsync tmux:tmux git:git venv:python3-venv \
+    docker-compose:docker-compose objdump:binutils strip:binutils
 
 if ! docker info >/dev/null 2>&1; then
     echo "the Docker engine is not answering; trying to start it"
@@ -31,12 +26,15 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 cargo build --locked
-# The package and serve-image tests start from the offline base, the other tests from the image.
+ensure_workspace_image "$(target_dir)/debug/sandman"
+# The package and serve-image tests start from the minimal offline base, sandman-base:<release>.
 base="sandman-base:$(. /etc/os-release && echo "$VERSION_CODENAME")"
-if ! docker image inspect gpu-workspace "$base" >/dev/null 2>&1; then
-    echo "building the workspace image and $base (offline: debootstrap from this host's apt mirror)"
-    as_root "${CARGO_TARGET_DIR:-target}/debug/sandman" image build --offline
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+    echo "building $base (the minimal flavor's offline base)"
+    as_root "$(target_dir)/debug/sandman" image build --offline --flavor minimal --tag gpu-workspace-minimal
 fi
+# Ansible for the end-to-end client tests (tests/e2e/clients.rs), which fail without it.
+venv_with "$(target_dir)/ansible-venv" ansible-core "$ANSIBLE_CORE_VERSION"
 
 # The API fuzzing first, so that the suite's own summary closes the output.
 status=0

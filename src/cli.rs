@@ -238,7 +238,14 @@ pub enum ImageCommand {
     #[command(after_help = "Examples:
   sandman image build                                   # FROM a CUDA base (needs a registry)
   sandman image build --base-image nvidia/cuda:12.6.3-base-ubuntu24.04
-  sandman image build --offline                         # debootstrap a Debian base from this host's apt mirror")]
+  sandman image build --offline                         # debootstrap a Debian base from this host's apt mirror
+  sandman image build --offline --packages \"r-base-core octave\" --ca-cert /etc/ssl/site-ca.pem
+  sandman image build --offline --flavor minimal --tag gpu-workspace-minimal
+  sandman image build --offline --print-digest          # what the image's sandman.image.digest label should be
+
+The full flavor installs python3 with pip and venv, git, curl, wget, rsync, tmux, screen, vim,
+nano, htop, build-essential, locales, jq and more (images/toolset.txt). Setuid and setgid bits
+are removed from every file in the image.")]
     Build {
         /// Make the base with debootstrap from this host's apt sources, then build on it
         #[arg(long)]
@@ -252,7 +259,27 @@ pub enum ImageCommand {
         /// Rebuild the offline base even if it exists
         #[arg(long)]
         rebuild_base: bool,
+        /// full: sshd and the research toolset; minimal: sshd only
+        #[arg(long, value_enum, default_value_t = ImageFlavor::Full)]
+        flavor: ImageFlavor,
+        /// More Debian packages, separated by spaces or commas (repeatable)
+        #[arg(long, value_name = "NAMES")]
+        packages: Vec<String>,
+        /// A site CA certificate (PEM) to add to the image's trust store (repeatable)
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Vec<PathBuf>,
+        /// Print the digest of these build inputs (the image's sandman.image.digest label) and build nothing
+        #[arg(long)]
+        print_digest: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ImageFlavor {
+    /// sshd and the research toolset
+    Full,
+    /// sshd only
+    Minimal,
 }
 
 #[derive(Debug, Subcommand)]

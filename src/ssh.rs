@@ -59,8 +59,11 @@ pub fn host_public_key(private_openssh: &str) -> Result<(String, String)> {
 /// sshd as the unprivileged user: key-only, no PAM (it cannot work under no-new-privileges),
 /// keys and config owned by root so the user cannot change who may log in.
 pub fn sshd_config(user: &str, gpu: Option<&str>) -> String {
-    // sshd does not pass the container's environment to logins; name the GPU for them here.
-    let env = gpu.map(|g| format!("SetEnv NVIDIA_VISIBLE_DEVICES={g} SANDMAN_GPU={g}\n")).unwrap_or_default();
+    // sshd does not pass the container's environment to logins: set the locale (so non-ASCII
+    // text is typed and shown intact) and name the GPU for them here, on one line because sshd
+    // keeps only the first SetEnv directive.
+    let gpu = gpu.map(|g| format!(" NVIDIA_VISIBLE_DEVICES={g} SANDMAN_GPU={g}")).unwrap_or_default();
+    let env = format!("SetEnv LANG=C.UTF-8{gpu}\n");
     format!(
         "# Written by sandman for this session.
 Port {CONTAINER_SSH_PORT}
@@ -156,8 +159,13 @@ mod tests {
     #[test]
     fn sshd_config_is_key_only_for_one_user() {
         let c = sshd_config("alice", None);
-        assert!(!c.contains("SetEnv"));
-        assert!(sshd_config("bob", Some("MIG-1")).contains("SetEnv NVIDIA_VISIBLE_DEVICES=MIG-1 SANDMAN_GPU=MIG-1\n"));
+        assert!(c.contains("\nSetEnv LANG=C.UTF-8\n"), "{c}");
+        let with_gpu = sshd_config("bob", Some("MIG-1"));
+        assert!(
+            with_gpu.contains("\nSetEnv LANG=C.UTF-8 NVIDIA_VISIBLE_DEVICES=MIG-1 SANDMAN_GPU=MIG-1\n"),
+            "{with_gpu}"
+        );
+        assert_eq!(with_gpu.matches("SetEnv").count(), 1, "sshd reads only the first SetEnv");
         assert!(c.contains("AllowUsers alice\n"));
         assert!(c.contains("PasswordAuthentication no\n") && c.contains("UsePAM no\n"));
     }

@@ -1,17 +1,33 @@
 //! Per-user persistent homes: `<workspace_root>/<user>`, owned by the user's uid, mode 0700,
 //! seeded once. sandman never deletes or rewrites anything inside one.
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 const BASHRC: &str = r#"# ~/.bashrc: created once by sandman; yours to change.
+case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) PATH="$HOME/.local/bin:$PATH" ;; esac
 [ -z "$PS1" ] && return
 export PS1='\u@sandman:\w\$ '
-[ -d "$HOME/.local/bin" ] && PATH="$HOME/.local/bin:$PATH"
 alias ll='ls -alF'
 "#;
+
+/// ssh logins with a terminal run a login shell, which reads this and not `~/.bashrc`.
+const PROFILE: &str = r#"# ~/.profile: created by sandman; yours to change. Login shells read it.
+case ":$PATH:" in *":$HOME/.local/bin:"*) ;; *) PATH="$HOME/.local/bin:$PATH" ;; esac
+export PATH
+if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then
+    . "$HOME/.bashrc"
+fi
+"#;
+
+/// bash reads the first of these that exists at login; with any of them the user has chosen.
+const LOGIN_FILES: [&str; 3] = [".bash_profile", ".bash_login", ".profile"];
 
 /// Makes sure the workspace exists with the right owner and mode; seeds it when new.
 /// Returns its path.
@@ -37,9 +53,18 @@ pub fn ensure(root: &Path, user: &str, uid: u32) -> Result<PathBuf> {
             dir.display()
         )));
     }
+    // Everything inside the home is written relative to this descriptor, without following
+    // links: the user controls the home's contents and may have planted symlinks to host files.
+    let home = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&dir)
+        .map_err(|e| unwritable(e, &dir))?;
     if created {
-        seed(&dir, uid).map_err(|e| unwritable(e, &dir))?;
+        seed(&home, uid).map_err(|e| unwritable(e, &dir))?;
     }
+    // Homes made before sandman seeded ~/.profile get one, unless the user has a login file.
+    seed_login_profile(&home, uid).map_err(|e| unwritable(e, &dir))?;
     if meta.uid() != uid || meta.gid() != uid {
         std::os::unix::fs::lchown(&dir, Some(uid), Some(uid)).map_err(|e| unwritable(e, &dir))?;
     }
@@ -49,16 +74,62 @@ pub fn ensure(root: &Path, user: &str, uid: u32) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn seed(dir: &Path, uid: u32) -> std::io::Result<()> {
-    let bashrc = dir.join(".bashrc");
-    std::fs::write(&bashrc, BASHRC)?;
-    std::os::unix::fs::lchown(&bashrc, Some(uid), Some(uid))?;
+fn seed(home: &File, uid: u32) -> std::io::Result<()> {
+    create_new_file_at(home, ".bashrc", BASHRC, uid)?;
     for sub in ["projects", "data"] {
-        let p = dir.join(sub);
-        std::fs::DirBuilder::new().mode(0o755).create(&p)?;
-        std::os::unix::fs::lchown(&p, Some(uid), Some(uid))?;
+        let name = CString::new(sub)?;
+        // mkdirat never follows a final symlink; it fails if anything has the name.
+        if unsafe { libc::mkdirat(home.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if unsafe { libc::fchownat(home.as_raw_fd(), name.as_ptr(), uid, uid, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
+}
+
+fn seed_login_profile(home: &File, uid: u32) -> std::io::Result<()> {
+    for name in LOGIN_FILES {
+        if exists_at(home, name)? {
+            return Ok(());
+        }
+    }
+    create_new_file_at(home, ".profile", PROFILE, uid)?;
+    Ok(())
+}
+
+/// Whether anything, a dangling symlink included, has this name in the directory.
+fn exists_at(dir: &File, name: &str) -> std::io::Result<bool> {
+    let name = CString::new(name)?;
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    if unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), stat.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(false) } else { Err(e) }
+}
+
+/// Creates `name` in the directory, owned by `uid`, only when nothing has that name: O_EXCL
+/// with O_NOFOLLOW fails on an existing file and on any symlink, dangling or not, so a
+/// user's file is never overwritten and no link is followed. Returns whether it was created.
+fn create_new_file_at(dir: &File, name: &str, contents: &str, uid: u32) -> std::io::Result<bool> {
+    let cname = CString::new(name)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(false) } else { Err(e) };
+    }
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let written =
+        file.write_all(contents.as_bytes()).and_then(|()| std::os::unix::fs::fchown(&file, Some(uid), Some(uid)));
+    if let Err(e) = written {
+        // Leave no half-written file behind.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), cname.as_ptr(), 0) };
+        return Err(e);
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -75,6 +146,82 @@ mod tests {
         std::fs::write(dir.join(".bashrc"), "mine").unwrap();
         ensure(root.path(), "alice", me).unwrap();
         assert_eq!(std::fs::read_to_string(dir.join(".bashrc")).unwrap(), "mine", "never re-seeded");
+    }
+
+    #[test]
+    fn new_homes_get_a_login_profile_that_reads_bashrc() {
+        let root = tempfile::tempdir().unwrap();
+        let me = unsafe { libc::getuid() };
+        let dir = ensure(root.path(), "carol", me).unwrap();
+        let profile = std::fs::symlink_metadata(dir.join(".profile")).unwrap();
+        assert!(profile.is_file() && profile.uid() == me && profile.mode() & 0o777 == 0o644);
+        let text = std::fs::read_to_string(dir.join(".profile")).unwrap();
+        assert!(text.contains(". \"$HOME/.bashrc\"") && text.contains("$HOME/.local/bin:$PATH"), "{text}");
+        let bashrc = std::fs::read_to_string(dir.join(".bashrc")).unwrap();
+        assert!(bashrc.find(".local/bin").unwrap() < bashrc.find("return").unwrap(), "PATH also for ssh commands");
+    }
+
+    /// Homes from before ~/.profile was seeded: symlinks the user planted are never followed,
+    /// and the user's own login files are never replaced.
+    #[test]
+    fn existing_homes_get_a_missing_profile_without_following_links() {
+        let root = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let me = unsafe { libc::getuid() };
+        let host_file = host.path().join("passwd-like");
+        std::fs::write(&host_file, "host data\n").unwrap();
+        let planted = |user: &str| {
+            let home = root.path().join(user);
+            std::fs::DirBuilder::new().mode(0o700).create(&home).unwrap();
+            home
+        };
+
+        // ~/.profile -> a host file: the link stays, the host file is untouched.
+        let dan = planted("dan");
+        std::os::unix::fs::symlink(&host_file, dan.join(".profile")).unwrap();
+        ensure(root.path(), "dan", me).unwrap();
+        assert!(std::fs::symlink_metadata(dan.join(".profile")).unwrap().file_type().is_symlink());
+
+        // A dangling ~/.profile: its target is not created.
+        let eve = planted("eve");
+        let absent = host.path().join("created-through-a-link");
+        std::os::unix::fs::symlink(&absent, eve.join(".profile")).unwrap();
+        ensure(root.path(), "eve", me).unwrap();
+        assert!(!absent.exists(), "wrote through a dangling link");
+
+        // ~/.bashrc -> a host file and no ~/.profile: the profile is made, the host file is untouched.
+        let fay = planted("fay");
+        std::os::unix::fs::symlink(&host_file, fay.join(".bashrc")).unwrap();
+        ensure(root.path(), "fay", me).unwrap();
+        assert_eq!(std::fs::read_to_string(fay.join(".profile")).unwrap(), PROFILE);
+        assert!(std::fs::symlink_metadata(fay.join(".profile")).unwrap().is_file());
+
+        // A user's own ~/.bash_profile or ~/.profile is left as it is, and no ~/.profile is added.
+        let gus = planted("gus");
+        std::fs::write(gus.join(".bash_profile"), "mine\n").unwrap();
+        ensure(root.path(), "gus", me).unwrap();
+        assert!(!gus.join(".profile").exists());
+        assert_eq!(std::fs::read_to_string(gus.join(".bash_profile")).unwrap(), "mine\n");
+        let hal = planted("hal");
+        std::fs::write(hal.join(".profile"), "mine\n").unwrap();
+        ensure(root.path(), "hal", me).unwrap();
+        assert_eq!(std::fs::read_to_string(hal.join(".profile")).unwrap(), "mine\n");
+
+        assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "host data\n");
+        let host_entries: Vec<_> = std::fs::read_dir(host.path()).unwrap().collect();
+        assert_eq!(host_entries.len(), 1, "nothing new on the host side");
+        for user in ["dan", "eve", "gus", "hal"] {
+            assert!(!root.path().join(user).join(".bashrc").exists(), "only new homes get a .bashrc: {user}");
+        }
+    }
+
+    #[test]
+    fn a_home_that_is_a_symlink_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("ivy")).unwrap();
+        assert!(ensure(root.path(), "ivy", unsafe { libc::getuid() }).is_err());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -157,16 +157,26 @@ impl Env {
     }
 }
 
+/// The OpenSSH client options every test uses: keys only, the host key must be the reported one.
+fn client_options(known_hosts: &Path) -> Vec<String> {
+    ["BatchMode=yes", "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "ConnectTimeout=10", "LogLevel=ERROR"]
+        .into_iter()
+        .map(str::to_string)
+        .chain([format!("UserKnownHostsFile={}", known_hosts.display())])
+        .flat_map(|o| ["-o".to_string(), o])
+        .collect()
+}
+
 pub fn ssh_base(program: &str, key: &Path, known_hosts: &Path) -> Command {
     let mut c = Command::new(program);
-    c.arg("-i")
-        .arg(key)
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"])
-        .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .stdin(Stdio::null());
+    c.arg("-i").arg(key).args(client_options(known_hosts)).stdin(Stdio::null());
     c
+}
+
+/// The same client as one command line, for tools that take an ssh command as text
+/// (`rsync -e`, `GIT_SSH_COMMAND`, a terminal in tmux). Test paths hold no spaces.
+pub fn ssh_command_line(key: &Path, known_hosts: &Path) -> String {
+    format!("ssh -i {} {}", key.display(), client_options(known_hosts).join(" "))
 }
 
 pub fn ssh_command(s: &Session, known_hosts: &Path) -> Command {

@@ -5,11 +5,13 @@ mod http;
 
 mod api;
 mod cli;
+mod clients;
 mod concurrency;
 mod crash;
 mod errors;
 mod gpu;
 mod hostile;
+mod image;
 mod login;
 mod package;
 mod reap;
