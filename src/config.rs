@@ -55,8 +55,8 @@ pub struct Settings {
     pub api_workers: usize,
     /// `sandman serve`: largest request body accepted (413 above).
     pub api_max_body_bytes: usize,
-    /// `sandman serve`: time a client has to send a request body, and idle time allowed on a
-    /// connection once its body was read.
+    /// `sandman serve`: the deadline for a request's head and for its body, the idle limit of a
+    /// connection between requests, and the write timeout of an answer.
     pub api_body_timeout_secs: u64,
     /// `sandman serve`: origins allowed by CORS; `*` reflects any origin.
     pub cors_origins: Vec<String>,

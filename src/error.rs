@@ -134,21 +134,56 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A failed operation on the host's files or processes; `what` names it and its path. A full
+    /// disk, a read-only file system or missing permissions are the host's state, not a bug:
+    /// those are `Unavailable`, with the fix.
+    pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
+        let fix = match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Some("the file system is full: free space, then try again"),
+            Some(libc::EROFS) => Some("the file system is read-only: remount it read-write"),
+            Some(libc::EACCES | libc::EPERM) => Some("permission denied: run sandman as root (sudo)"),
+            _ => None,
+        };
+        match fix {
+            Some(fix) => Error::Unavailable(format!("cannot {what}: {fix} ({e})")),
+            None => Error::Internal(anyhow::Error::new(e).context(format!("cannot {what}"))),
+        }
+    }
+}
+
+/// `.io_context(|| "write /path")` on I/O results: `Error::io` with the operation's name.
+pub trait IoContext<T> {
+    fn io_context<D: std::fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io_context<D: std::fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Internal(anyhow::Error::new(e).context("session database"))
     }
 }
 
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error::Internal(e.into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_io_failures_are_classified() {
+        let full = Error::io("write /db", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(full.kind(), ErrorKind::Unavailable);
+        assert!(full.to_string().contains("write /db") && full.to_string().contains("full"), "{full}");
+        let denied = Error::io("open /db", std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(denied.kind(), ErrorKind::Unavailable);
+        let other = Error::io("read /x", std::io::Error::other("boom"));
+        assert_eq!(other.kind(), ErrorKind::Internal);
+        assert!(format!("{other:#}").contains("read /x"));
+    }
 
     #[test]
     fn every_kind_has_its_own_code_and_an_error_status() {

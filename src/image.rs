@@ -7,7 +7,7 @@ use anyhow::{Context, anyhow};
 use ssh_key::sha2::{Digest, Sha256};
 
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 
 pub const DOCKERFILE: &str = include_str!("../images/Dockerfile.gpu-workspace");
@@ -256,6 +256,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The build context: the Dockerfile and the folder of site CAs (empty when there are none).
 fn build_context(ca_certs: &[String]) -> Result<Vec<u8>> {
+    context_archive(ca_certs).io_context(|| "assemble the image build context")
+}
+
+fn context_archive(ca_certs: &[String]) -> std::io::Result<Vec<u8>> {
     let mut context = tar::Builder::new(Vec::new());
     let mut append = |path: &str, mode: u32, data: &[u8], kind: tar::EntryType| -> std::io::Result<()> {
         let mut header = tar::Header::new_gnu();
@@ -271,7 +275,7 @@ fn build_context(ca_certs: &[String]) -> Result<Vec<u8>> {
         // update-ca-certificates takes only `.crt` files, one certificate each.
         append(&format!("{CA_DIR}/site-{:02}.crt", i + 1), 0o644, pem.as_bytes(), tar::EntryType::Regular)?;
     }
-    Ok(context.into_inner()?)
+    context.into_inner()
 }
 
 async fn build_dockerfile(
@@ -356,7 +360,8 @@ async fn build_offline_base(
                         name.ends_with(".deb") || name.contains("_dists_")
                     };
                     if drop {
-                        std::fs::remove_file(e.path())?;
+                        let path = e.path();
+                        std::fs::remove_file(&path).io_context(|| format!("remove {}", path.display()))?;
                     }
                 }
             }
@@ -371,7 +376,7 @@ async fn build_offline_base(
             .context("cannot run tar")?;
         let stdout = tar.stdout.take().context("tar has no stdout")?;
         engine.import_image(Box::new(stdout), tag).await?;
-        let status = tar.wait().await?;
+        let status = tar.wait().await.io_context(|| "wait for tar")?;
         if !status.success() {
             return Err(Error::Internal(anyhow!("tar of the base tree failed ({status})")));
         }

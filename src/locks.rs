@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 
 pub struct FileLock {
     file: File,
@@ -43,7 +43,11 @@ impl FileLock {
 
 fn open(path: &Path) -> Result<File> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .io_context(|| format!("create the lock directory {}", dir.display()))?;
     }
     Ok(OpenOptions::new()
         .create(true)

@@ -76,16 +76,63 @@ pub fn ttl_minutes(ttl: i64, max: u32) -> Result<u32> {
 
 /// A Docker image reference: a conservative subset of `[registry/]name[:tag][@digest]`.
 pub fn image_reference(image: &str) -> Result<()> {
-    let ok = !image.is_empty()
-        && image.len() <= 255
-        && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
-        && image.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && !image.contains("..")
-        && !image.contains("//");
-    if !ok {
-        return Err(Error::invalid("image", format!("{image:?} is not a valid image reference")));
+    if image.len() <= 255 && is_image_reference(image) {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::invalid(
+        "image",
+        format!("{image:?} is not a valid image reference (lower-case name[:tag][@digest], as Docker spells them)"),
+    ))
+}
+
+/// Docker's reference grammar: `[domain[:port]/]path[:tag][@digest]`, where the path's
+/// components are lower-case (the engine refuses `H` with an error of its own).
+fn is_image_reference(image: &str) -> bool {
+    let (rest, digest) = image.split_once('@').map_or((image, None), |(r, d)| (r, Some(d)));
+    let digest_ok = digest.is_none_or(|d| {
+        d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty()
+                && alg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && hex.len() >= 3
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        })
+    });
+    // A ':' after the last '/' starts the tag; one before it belongs to a registry's port.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].find(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        (1..=128).contains(&t.len())
+            && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    });
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let is_domain = |p: &str| parts.len() > 1 && (p.contains('.') || p.contains(':') || p == "localhost");
+    if is_domain(parts[0]) {
+        let domain = parts.remove(0);
+        let (host, port) = domain.split_once(':').map_or((domain, None), |(h, p)| (h, Some(p)));
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !host_ok || port.is_some_and(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit())) {
+            return false;
+        }
+    }
+    let component_ok = |c: &str| {
+        let bytes = c.as_bytes();
+        !c.is_empty()
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b))
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && !c.contains("..")
+    };
+    digest_ok && tag_ok && !parts.is_empty() && parts.iter().all(|c| component_ok(c))
 }
 
 #[cfg(test)]
@@ -127,10 +174,13 @@ mod tests {
 
     #[test]
     fn images() {
-        for good in ["gpu-workspace", "registry.local:5000/lab/ws:1.2", "ws@sha256:abc"] {
+        for good in
+            ["gpu-workspace", "registry.local:5000/lab/ws:1.2", "ws@sha256:abc", "ws:V1_x", "Reg.Example/a/b", "a/b_c"]
+        {
             assert!(image_reference(good).is_ok(), "{good}");
         }
-        for bad in ["", "-x", "a b", "a;b", "../x", "a//b", "Ünï"] {
+        for bad in ["", "-x", "a b", "a;b", "../x", "a//b", "Ünï", "H", "Lab/ws", "ws:", "ws:-x", "a-", "ws@sha256:xyz"]
+        {
             assert!(image_reference(bad).is_err(), "{bad}");
         }
     }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::cli::Cli;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     clap_complete::generate(shell, &mut Cli::command(), "sandman", &mut std::io::stdout());
@@ -25,7 +25,7 @@ pub fn man(dir: &Path) -> Result<()> {
 fn write_pages(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
     let page = cmd.clone().name(name.to_string());
     let mut out = Vec::new();
-    clap_mangen::Man::new(page).render(&mut out)?;
+    clap_mangen::Man::new(page).render(&mut out).io_context(|| format!("render the man page {name}"))?;
     let path = dir.join(format!("{name}.1"));
     std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {

@@ -1,12 +1,11 @@
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
-use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use super::{print_json, progress, relative};
 use crate::cli::{CreateArgs, SessionCommand};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::gpu::GpuRequest;
 use crate::sessions::{CreateRequest, Sessions};
 use crate::store::SessionRow;
@@ -107,31 +106,30 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
     if args.json {
         return print_json(&view);
     }
-    let mut out = std::io::stdout().lock();
     let s = &created.session;
-    writeln!(out, "Session {} for {} is ready.", s.id, created.ssh_user)?;
-    writeln!(out, "  expires    {} ({})", view.expires_at, relative(s.expires_at))?;
-    writeln!(out, "  host key   {}", s.host_key_fingerprint)?;
-    writeln!(out, "  known_hosts line: {}", view.known_hosts)?;
+    println!("Session {} for {} is ready.", s.id, created.ssh_user);
+    println!("  expires    {} ({})", view.expires_at, relative(s.expires_at));
+    println!("  host key   {}", s.host_key_fingerprint);
+    println!("  known_hosts line: {}", view.known_hosts);
     if let Some(key) = &view.ssh_private_key {
-        writeln!(out, "\nPrivate key (shown once, never stored): save it as {key_path} with mode 0600:\n")?;
-        write!(out, "{key}")?;
-        writeln!(out, "\nThen log in with:")?;
+        println!("\nPrivate key (shown once, never stored): save it as {key_path} with mode 0600:\n");
+        print!("{key}");
+        println!("\nThen log in with:");
     } else {
-        writeln!(out, "\nLog in with:")?;
+        println!("\nLog in with:");
     }
-    writeln!(out, "  {}", view.ssh_command)?;
+    println!("  {}", view.ssh_command);
     Ok(())
 }
 
 fn write_private_key(path: &std::path::Path, key: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("cannot write the private key to {}", path.display()))?;
-    f.write_all(key.as_bytes())?;
+        .and_then(|mut f| f.write_all(key.as_bytes()))
+        .io_context(|| format!("write the private key to {}", path.display()))?;
     Ok(())
 }
 
@@ -207,7 +205,6 @@ fn print_table(rows: &[SessionRow]) {
 
 fn print_details(r: &SessionRow) -> Result<()> {
     let v = SessionView::from(r);
-    let mut out = std::io::stdout().lock();
     for (k, val) in [
         ("id", v.id),
         ("user", v.user_id),
@@ -223,7 +220,7 @@ fn print_details(r: &SessionRow) -> Result<()> {
         ("created", v.created_at),
         ("expires", format!("{} ({})", v.expires_at, relative(r.expires_at))),
     ] {
-        writeln!(out, "{k:<13} {val}")?;
+        println!("{k:<13} {val}");
     }
     Ok(())
 }

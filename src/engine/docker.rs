@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::{ContainerSpec, Engine, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer, TarStream};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::gpu::GpuAccess;
 use crate::progress::Progress;
 
@@ -145,6 +145,9 @@ impl Engine for Docker {
                     device_ids: Some(vec![name.clone()]),
                     ..Default::default()
                 }]);
+                // Where the NVIDIA runtime is the engine's default, an image's own
+                // NVIDIA_VISIBLE_DEVICES (CUDA images say `all`) would add every GPU beside the CDI one.
+                env.push("NVIDIA_VISIBLE_DEVICES=void".into());
             }
             Some(GpuAccess::EnvOnly(uuid)) => env.push(format!("NVIDIA_VISIBLE_DEVICES={uuid}")),
             None => env.push("NVIDIA_VISIBLE_DEVICES=void".into()),
@@ -210,45 +213,14 @@ impl Engine for Docker {
             .context("container archive is unreadable")?
             .ok_or_else(|| anyhow!("{path} is missing from container {id}"))?;
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut out)?;
+        std::io::Read::read_to_end(&mut entry, &mut out)
+            .io_context(|| format!("read {path} from container {id}'s archive"))?;
         Ok(out)
     }
 
     /// Places files into a container (as a tar archive at `/`), with owner and mode.
     async fn write_files(&self, id: &str, files: &[FileSpec]) -> Result<()> {
-        let mut builder = tar::Builder::new(Vec::new());
-        let now = chrono::Utc::now().timestamp() as u64;
-        let mut dirs_done = std::collections::HashSet::new();
-        for f in files {
-            // Parent directories first, root-owned and world-readable.
-            let mut parent = std::path::Path::new(&f.path).parent();
-            let mut parents = Vec::new();
-            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-                parents.push(p.to_path_buf());
-                parent = p.parent();
-            }
-            for dir in parents.into_iter().rev() {
-                if dirs_done.insert(dir.clone()) && dir.as_os_str() != "etc" {
-                    let mut h = tar::Header::new_gnu();
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(0o755);
-                    h.set_uid(0);
-                    h.set_gid(0);
-                    h.set_mtime(now);
-                    h.set_size(0);
-                    builder.append_data(&mut h, &dir, std::io::empty())?;
-                }
-            }
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(f.mode);
-            h.set_uid(u64::from(f.uid));
-            h.set_gid(u64::from(f.uid));
-            h.set_mtime(now);
-            h.set_size(f.contents.len() as u64);
-            builder.append_data(&mut h, &f.path, f.contents.as_slice())?;
-        }
-        let archive = builder.into_inner()?;
+        let archive = files_archive(files).io_context(|| format!("assemble the files for container {id}"))?;
         let options = UploadToContainerOptionsBuilder::new().path("/").build();
         self.client
             .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
@@ -396,4 +368,41 @@ mod tests {
         let e = map_err(BollardError::RequestTimeoutError, "list containers");
         assert!(matches!(&e, Error::Unavailable(m) if m.contains("systemctl start docker")), "{e}");
     }
+}
+
+/// The tar archive `write_files` uploads: each file with its root-owned parent directories.
+fn files_archive(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let now = chrono::Utc::now().timestamp() as u64;
+    let mut dirs_done = std::collections::HashSet::new();
+    for f in files {
+        // Parent directories first, root-owned and world-readable.
+        let mut parent = std::path::Path::new(&f.path).parent();
+        let mut parents = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            parents.push(p.to_path_buf());
+            parent = p.parent();
+        }
+        for dir in parents.into_iter().rev() {
+            if dirs_done.insert(dir.clone()) && dir.as_os_str() != "etc" {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(now);
+                h.set_size(0);
+                builder.append_data(&mut h, &dir, std::io::empty())?;
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(f.mode);
+        h.set_uid(u64::from(f.uid));
+        h.set_gid(u64::from(f.uid));
+        h.set_mtime(now);
+        h.set_size(f.contents.len() as u64);
+        builder.append_data(&mut h, &f.path, f.contents.as_slice())?;
+    }
+    builder.into_inner()
 }

@@ -113,7 +113,7 @@ impl Metrics {
             Ok(r) => {
                 self.reaper_runs.inc();
                 self.reaper_removed.inc_by(r.total() as u64);
-                self.reaper_failed_actions.inc_by(failed_actions(r));
+                self.reaper_failed_actions.inc_by(r.failed.len() as u64);
             }
             Err(()) => {
                 self.reaper_errors.inc();
@@ -156,10 +156,6 @@ impl Metrics {
 }
 
 /// How many of a pass's removals and releases failed.
-fn failed_actions(report: &ReapReport) -> u64 {
-    report.failed.len() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

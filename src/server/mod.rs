@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::sessions::Sessions;
 use crate::store::Version;
 
@@ -129,7 +129,7 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
     // net.core.somaxconn) keeps a burst, and connections beyond MAX_CONNECTIONS, waiting instead.
     // SAFETY: listen(2) on the descriptor the listener owns; calling it again only resizes the queue.
     unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr().io_context(|| "read the listening address")?;
     let deadline = Duration::from_secs(s.api_body_timeout_secs);
     let limits = tiny_http::Limits::default()
         .with_max_head_bytes(MAX_HEAD_BYTES)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 const SCHEMA: &[&str] = &[
     // version 1
@@ -149,7 +149,8 @@ impl Store {
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
         // The database holds the users' SSH host keys: owner only.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .io_context(|| format!("restrict the database {} to its owner", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // In WAL mode NORMAL cannot corrupt the database; a power cut may lose the last commits,
