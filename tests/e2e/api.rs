@@ -651,7 +651,12 @@ fn the_reaper_loop_reconciles_at_start_and_reaps_expired_sessions() {
     let list = serve.get("/sessions").json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["user_id"], "al");
-    assert_eq!(env.containers().len(), 1);
+    // The row goes first (so that a concurrent extend wins), the container right after it.
+    let start = Instant::now();
+    while env.containers().len() != 1 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the expired session's container stayed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let m = serve.get("/metrics").text();
     let removed: u64 =
         m.lines().find_map(|l| l.strip_prefix("sandman_reaper_removed_total ")).unwrap().parse().unwrap();
