@@ -584,6 +584,12 @@ mod tests {
             self.store.read_gpu_ledger(|l| l.created()).unwrap()
         }
 
+        /// Picks `request` and returns the MIG device listed for it.
+        fn pick_listed(&mut self, request: &str) -> MigInstance {
+            let uuid = self.pick(request).unwrap();
+            self.instances().into_iter().find(|m| m.uuid == uuid).expect("listed")
+        }
+
         fn instances(&self) -> Vec<MigInstance> {
             self.backend.devices().unwrap().into_iter().flat_map(|d| d.mig_instances).collect()
         }
@@ -594,9 +600,8 @@ mod tests {
         let mut h = a100_host(true);
         // Another process takes the upper half (sandman's first choice for a 3g) meanwhile.
         h.fake.race_next_create(0, "3g.20gb", 4);
-        let uuid = h.pick("3g").unwrap();
+        let mine = h.pick_listed("3g");
         assert_eq!(h.fake.refused(), 1, "the first placement was refused with error 23");
-        let mine = h.instances().into_iter().find(|m| m.uuid == uuid).unwrap();
         assert_eq!((mine.profile.as_str(), mine.placement_start, mine.created_by_sandman), ("3g.20gb", 0, true));
 
         // Every placement taken by the time sandman asks: a conflict (409 / exit 3), not 503.
@@ -731,14 +736,13 @@ mod tests {
         // Not in the catalog: the H200 NVL has the H200's profiles (mig-notes §7).
         fake.add_gpu("NVIDIA H200 NVL", "NVIDIA H200", true);
         let mut h = host(&fake, true);
-        let uuid = h.pick("3g").unwrap();
-        let mine = h.instances().into_iter().find(|m| m.uuid == uuid).unwrap();
+        let mine = h.pick_listed("3g");
         assert_eq!((mine.profile.as_str(), mine.memory_slices), ("3g.71gb", 4));
         // The default "3g.20gb" means 3g here.
         let backend = &h.backend;
         let picked = h
             .store
-            .with_gpu_ledger(|l| backend.pick(&GpuRequest::Default, &HashSet::from([uuid.clone()]), l))
+            .with_gpu_ledger(|l| backend.pick(&GpuRequest::Default, &HashSet::from([mine.uuid.clone()]), l))
             .unwrap()
             .unwrap();
         assert_eq!(picked.profile.as_deref(), Some("3g.71gb"));
@@ -752,8 +756,7 @@ mod tests {
         // A driver that reports H100 NVL geometry under the H100 80GB name.
         fake.add_gpu("NVIDIA H100 80GB HBM3", "NVIDIA H100 NVL", true);
         let mut h = host(&fake, true);
-        let uuid = h.pick("3g").unwrap();
-        let mine = h.instances().into_iter().find(|m| m.uuid == uuid).unwrap();
+        let mine = h.pick_listed("3g");
         assert_eq!(mine.profile, "3g.47gb", "the driver's profile, never the catalog's size");
         let warnings = h.backend.diagnostics().unwrap();
         assert!(warnings.iter().any(|w| w.contains("3g.47gb") && w.contains("catalog lacks")), "{warnings:?}");

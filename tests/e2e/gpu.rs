@@ -243,6 +243,12 @@ fn nvml_and_auto_follow_what_the_driver_library_says() {
     }
 }
 
+fn assert_lines(out: &str, expected: &[&str]) {
+    for line in expected {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+}
+
 /// `scripts/device-check.sh` run over captured `nvidia-smi` output (tests/data/device-check, in
 /// the formats NVIDIA documents) with stub `nvidia-smi`, `sandman`, `docker` and `id` first in
 /// PATH: it must pass when the views agree and name each difference when they do not.
@@ -306,7 +312,7 @@ esac"#,
 
     let (code, out, err) = run("0");
     assert_eq!(code, Some(0), "{out}\n{err}");
-    for line in [
+    let expected = [
         "ok    profiles (name, id, instances): 7 line(s) match",
         "ok    placements (profile id, start:size): 25 line(s) match",
         "ok    compute instances (gpu, gi, ci, name): 2 line(s) match",
@@ -314,9 +320,8 @@ esac"#,
         "0 9 1g.5gb 2:1",
         "ok    session container sees exactly MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df",
         "all checks passed",
-    ] {
-        assert!(out.contains(line), "{line:?} missing:\n{out}");
-    }
+    ];
+    assert_lines(&out, &expected);
 
     // sandman places 3g.20gb wrongly, misses a compute instance, and the container sees two devices.
     let read =
@@ -325,14 +330,13 @@ esac"#,
     let three_g = profiles["profiles"].as_array_mut().unwrap().iter_mut().find(|p| p["name"] == "3g.20gb").unwrap();
     three_g["placements"][1] = serde_json::json!([2, 4]);
     std::fs::write(overrides.join("sandman-profiles.json"), profiles.to_string()).unwrap();
-    let mut gpus: Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("sandman-gpus.json")).unwrap()).unwrap();
+    let mut gpus = read("sandman-gpus.json");
     gpus["gpus"][0]["mig_instances"].as_array_mut().unwrap().pop();
     std::fs::write(overrides.join("sandman-gpus.json"), gpus.to_string()).unwrap();
     std::fs::copy(data.join("L.txt"), overrides.join("container-L.txt")).unwrap();
     let (code, out, err) = run("0");
     assert_eq!(code, Some(1), "{out}\n{err}");
-    for line in [
+    let expected = [
         "FAIL  placements (profile id, start:size) differs",
         "< 9 4:4",
         "> 9 2:4",
@@ -343,9 +347,8 @@ esac"#,
         "FAIL  GPU instances with a compute instance (gpu, gi, name, start:size) differs",
         "< 0 2 3g.20gb 4:4",
         "4 check(s) failed",
-    ] {
-        assert!(out.contains(line), "{line:?} missing:\n{out}");
-    }
+    ];
+    assert_lines(&out, &expected);
 
     let (code, _, err) = run("1000");
     assert_eq!(code, Some(2));
