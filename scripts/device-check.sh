@@ -165,7 +165,8 @@ check_create_destroy() {
             made+=("$id")
             read -r gi start size < <(sm gpu ls --json | jq -r --arg u "$(jq -r .gpu_uuid <<<"$created")" \
                 '.gpus[].mig_instances[] | select(.uuid == $u) | "\(.gpu_instance_id) \(.placement_start) \(.memory_slices)"')
-            if smi mig -lgi | parse_lgi | grep -qx "[0-9]* ${gi:-x} $name ${start:-x}:${size:-x}"; then
+            if smi mig -lgi | parse_lgi | awk -v gi="${gi:-x}" -v name="$name" -v at="${start:-x}:${size:-x}" \
+                '$2 == gi && $3 == name && $4 == at { found = 1 } END { exit !found }'; then
                 ok "created $name at $start:$size (GPU instance $gi)"
             else
                 bad "created $name: sandman reports GPU instance ${gi:-?} at ${start:-?}:${size:-?}, nvidia-smi -lgi does not"

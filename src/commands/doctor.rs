@@ -159,22 +159,30 @@ async fn gpu_checks(settings: &Settings, docker: Option<&dyn Engine>, checks: &m
         return;
     }
     checks.push(match settings.gpu_device_access {
-        GpuDeviceAccess::Nvidia => match docker.map(|d| d.runtimes()) {
-            Some(f) => match f.await {
-                Ok(r) if r.iter().any(|n| n == "nvidia") => {
-                    pass("container gpu access", "the engine has the nvidia runtime")
-                }
-                Ok(r) => fail(
-                    "container gpu access",
-                    format!("the engine has no nvidia runtime (runtimes: {})", r.join(", ")),
-                    "install nvidia-container-toolkit and run nvidia-ctk runtime configure --runtime=docker",
-                ),
-                Err(e) => fail("container gpu access", e.to_string(), "check the Docker engine"),
-            },
-            None => fail("container gpu access", "Docker is unreachable", "start the engine"),
-        },
+        GpuDeviceAccess::Nvidia => nvidia_driver_check(docker).await,
         GpuDeviceAccess::Cdi => cdi_check(docker, &mig_uuids).await,
     });
+}
+
+/// `--gpus`: Docker registers its `nvidia` device driver only when it finds the toolkit's hook
+/// (`nvidia-container-runtime-hook`) on its PATH at start; the `nvidia` runtime is not needed.
+async fn nvidia_driver_check(docker: Option<&Docker>) -> Check {
+    const CHECK: &str = "container gpu access";
+    const HOOK: &str = "nvidia-container-runtime-hook";
+    let Some(docker) = docker else { return fail(CHECK, "Docker is unreachable", "start the engine") };
+    let runtimes = docker.runtimes().await.map(|r| r.join(", ")).unwrap_or_default();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    match std::env::split_paths(&path).map(|dir| dir.join(HOOK)).find(|p| p.is_file()) {
+        Some(hook) => pass(
+            CHECK,
+            format!("{} present: Docker gives --gpus devices through it (runtimes: {runtimes})", hook.display()),
+        ),
+        None => fail(
+            CHECK,
+            format!("{HOOK} is not on PATH, so Docker has no nvidia device driver (runtimes: {runtimes})"),
+            "install nvidia-container-toolkit, run nvidia-ctk runtime configure --runtime=docker, restart Docker",
+        ),
+    }
 }
 
 /// CDI: the engine must support it (Docker 25 and later, with the `cdi` feature enabled before

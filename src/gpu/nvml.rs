@@ -51,7 +51,7 @@ struct Scan {
 /// A GPU instance and its compute instances, as NVML lists them.
 struct LiveGi {
     info: GiInfo,
-    profile: Option<&'static Profile>,
+    profile: &'static Profile,
     cis: Vec<(CiInfo, Option<MigDevice>)>,
 }
 
@@ -146,15 +146,18 @@ impl NvmlBackend {
             instances: Vec::new(),
             occupied_only: Vec::new(),
         };
+        // Read with MIG mode off too, so `gpu profiles` shows what the GPU could be split into.
+        let geometry = geometry::read(api, index, &name);
+        state.model = geometry.model;
+        scan.models.extend(geometry.model);
         if mig_enabled {
-            let geometry = geometry::read(api, index, &name);
             scan.warnings.extend(geometry.warnings);
-            state.model = geometry.model;
-            if let Some(model) = geometry.model {
-                scan.models.push(model);
-            }
             let handles = self.mig_devices(index, &name, &uuid, &mut scan.warnings);
-            match self.gpu_instances(index, state.model, &handles) {
+            let gis = match state.model {
+                Some(model) => self.gpu_instances(index, model, &handles),
+                None => Err(Code::NOT_SUPPORTED),
+            };
+            match gis {
                 Ok(gis) => {
                     for gi in gis {
                         describe(&gi, &uuid, created, &mut instances, &mut state);
@@ -246,11 +249,11 @@ impl NvmlBackend {
     fn gpu_instances(
         &self,
         index: u32,
-        model: Option<&'static Model>,
+        model: &'static Model,
         handles: &HashMap<(u32, u32), MigDevice>,
     ) -> std::result::Result<Vec<LiveGi>, Code> {
         let mut out = Vec::new();
-        for profile in model.map(|m| m.profiles).unwrap_or_default() {
+        for profile in model.profiles {
             let gis = self.api.gpu_instances(index, profile.profile_info_id, profile.max_instances)?;
             for info in gis {
                 let cis = self
@@ -258,7 +261,7 @@ impl NvmlBackend {
                     .into_iter()
                     .map(|ci| (ci, handles.get(&(info.id, ci.id)).cloned()))
                     .collect();
-                out.push(LiveGi { info, profile: Some(profile), cis });
+                out.push(LiveGi { info, profile, cis });
             }
         }
         out.sort_by_key(|gi| (gi.info.placement.start, gi.info.id));
@@ -449,9 +452,9 @@ impl NvmlBackend {
 /// spans it, each compute instance as its own device (`1c.3g.20gb`) when it is split, none when
 /// it has no compute instance. Placement always counts it.
 fn describe(gi: &LiveGi, gpu_uuid: &str, created: &HashSet<String>, out: &mut Vec<MigInstance>, state: &mut GpuState) {
-    let name = gi.profile.map(|p| p.name.to_string()).unwrap_or_else(|| format!("profile-{}", gi.info.profile_id));
+    let name = gi.profile.name.to_string();
     let start = gi.info.placement.start;
-    let gi_slices = gi.profile.map(|p| p.compute_slices).unwrap_or(0);
+    let gi_slices = gi.profile.compute_slices;
     let whole = matches!(gi.cis.as_slice(), [(ci, _)] if ci.size == gi_slices);
     if !whole {
         state.occupied_only.push(Occupied { profile: name.clone(), start });
@@ -462,7 +465,7 @@ fn describe(gi: &LiveGi, gpu_uuid: &str, created: &HashSet<String>, out: &mut Ve
         out.push(MigInstance {
             uuid: device.uuid.clone(),
             profile: profile.clone(),
-            memory: device.memory_total.or(gi.profile.map(|p| p.memory_mib * 1024 * 1024)).unwrap_or(0),
+            memory: device.memory_total.unwrap_or(gi.profile.memory_mib * 1024 * 1024),
             compute_slices: ci.size,
             memory_slices: gi.info.placement.size,
             parent_gpu: gpu_uuid.to_string(),
@@ -580,6 +583,12 @@ mod tests {
             self.store.read_gpu_ledger(|l| l.created()).unwrap()
         }
 
+        /// Picks `request` and returns the MIG device listed for it.
+        fn pick_listed(&mut self, request: &str) -> MigInstance {
+            let uuid = self.pick(request).unwrap();
+            self.instances().into_iter().find(|m| m.uuid == uuid).expect("listed")
+        }
+
         fn instances(&self) -> Vec<MigInstance> {
             self.backend.devices().unwrap().into_iter().flat_map(|d| d.mig_instances).collect()
         }
@@ -590,9 +599,8 @@ mod tests {
         let mut h = a100_host(true);
         // Another process takes the upper half (sandman's first choice for a 3g) meanwhile.
         h.fake.race_next_create(0, "3g.20gb", 4);
-        let uuid = h.pick("3g").unwrap();
+        let mine = h.pick_listed("3g");
         assert_eq!(h.fake.refused(), 1, "the first placement was refused with error 23");
-        let mine = h.instances().into_iter().find(|m| m.uuid == uuid).unwrap();
         assert_eq!((mine.profile.as_str(), mine.placement_start, mine.created_by_sandman), ("3g.20gb", 0, true));
 
         // Every placement taken by the time sandman asks: a conflict (409 / exit 3), not 503.
@@ -727,14 +735,13 @@ mod tests {
         // Not in the catalog: the H200 NVL has the H200's profiles (mig-notes §7).
         fake.add_gpu("NVIDIA H200 NVL", "NVIDIA H200", true);
         let mut h = host(&fake, true);
-        let uuid = h.pick("3g").unwrap();
-        let mine = h.instances().into_iter().find(|m| m.uuid == uuid).unwrap();
+        let mine = h.pick_listed("3g");
         assert_eq!((mine.profile.as_str(), mine.memory_slices), ("3g.71gb", 4));
         // The default "3g.20gb" means 3g here.
         let backend = &h.backend;
         let picked = h
             .store
-            .with_gpu_ledger(|l| backend.pick(&GpuRequest::Default, &HashSet::from([uuid.clone()]), l))
+            .with_gpu_ledger(|l| backend.pick(&GpuRequest::Default, &HashSet::from([mine.uuid.clone()]), l))
             .unwrap()
             .unwrap();
         assert_eq!(picked.profile.as_deref(), Some("3g.71gb"));
@@ -748,8 +755,7 @@ mod tests {
         // A driver that reports H100 NVL geometry under the H100 80GB name.
         fake.add_gpu("NVIDIA H100 80GB HBM3", "NVIDIA H100 NVL", true);
         let mut h = host(&fake, true);
-        let uuid = h.pick("3g").unwrap();
-        let mine = h.instances().into_iter().find(|m| m.uuid == uuid).unwrap();
+        let mine = h.pick_listed("3g");
         assert_eq!(mine.profile, "3g.47gb", "the driver's profile, never the catalog's size");
         let warnings = h.backend.diagnostics().unwrap();
         assert!(warnings.iter().any(|w| w.contains("3g.47gb") && w.contains("catalog lacks")), "{warnings:?}");
@@ -764,6 +770,31 @@ mod tests {
         assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
         assert!(e.to_string().contains("no permission"), "{e}");
         assert!(h.ledger().is_empty());
+    }
+
+    #[test]
+    fn a_failed_compute_instance_leaves_no_gpu_instance_behind() {
+        let mut h = a100_host(true);
+        h.fake.fail_next_compute_instance(Code(999));
+        let e = h.pick("2g").unwrap_err();
+        assert!(e.to_string().contains("create the compute instance"), "{e}");
+        assert!(h.fake.layout(0).is_empty(), "the GPU instance was destroyed again");
+        assert!(h.ledger().is_empty());
+        // And the next create works.
+        h.pick("2g").unwrap();
+        assert_eq!(h.ledger().len(), 1);
+    }
+
+    #[test]
+    fn profiles_of_gpus_with_mig_off_are_listed_from_the_driver() {
+        let fake = FakeNvml::new();
+        fake.add_gpu("NVIDIA H20", "NVIDIA H100 80GB HBM3", false);
+        let h = host(&fake, false);
+        let profiles = h.backend.profiles().unwrap();
+        let three_g = profiles.iter().find(|p| p.name == "3g.40gb").expect("3g.40gb");
+        assert_eq!((three_g.profile_id, three_g.max_instances), (9, 2));
+        assert_eq!(three_g.placements, vec![[0, 4], [4, 4]]);
+        assert!(h.backend.diagnostics().unwrap().is_empty(), "MIG off: nothing to warn about");
     }
 
     #[test]

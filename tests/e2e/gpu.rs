@@ -243,6 +243,12 @@ fn nvml_and_auto_follow_what_the_driver_library_says() {
     }
 }
 
+fn assert_lines(out: &str, expected: &[&str]) {
+    for line in expected {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+}
+
 /// `scripts/device-check.sh` run over captured `nvidia-smi` output (tests/data/device-check, in
 /// the formats NVIDIA documents) with stub `nvidia-smi`, `sandman`, `docker` and `id` first in
 /// PATH: it must pass when the views agree and name each difference when they do not.
@@ -256,7 +262,10 @@ fn device_check_compares_sandman_with_nvidia_smi() {
     std::fs::create_dir_all(&stubs).unwrap();
     std::fs::create_dir_all(&overrides).unwrap();
     // Each stub prints a sample, or its replacement from the overrides directory.
-    let pick = r#"out() { if [ -e "$DC_OVERRIDES/$1" ]; then cat "$DC_OVERRIDES/$1"; else cat "$DC_DATA/$1"; fi; }"#;
+    // While an instance is made (the file `made`), `made-<file>` replaces `<file>`.
+    let pick = r#"out() {
+  f=$1; [ -e "$DC_OVERRIDES/made" ] && [ -e "$DC_OVERRIDES/made-$f" ] && f=made-$f
+  if [ -e "$DC_OVERRIDES/$f" ]; then cat "$DC_OVERRIDES/$f"; else cat "$DC_DATA/$f"; fi; }"#;
     let stub = |name: &str, body: &str| {
         let path = stubs.join(name);
         std::fs::write(&path, format!("#!/usr/bin/env bash\n{pick}\n{body}\n")).unwrap();
@@ -281,6 +290,11 @@ esac"#,
   *"session create"*"--gpu MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df"*)
     echo '{"id": "s-1", "container_id": "c-1", "gpu_uuid": "MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df"}' ;;
   *"session rm s-1 --yes"*) ;;
+  *"session create"*"--profile 7g.40gb"*)
+    [ -e "$DC_OVERRIDES/made" ] && { echo "no free 7g.40gb MIG device" >&2; exit 3; }
+    touch "$DC_OVERRIDES/made"
+    echo '{"id": "s-7", "container_id": "c-7", "gpu_uuid": "MIG-77777777-0000-5000-0000-000000000000"}' ;;
+  *"session rm s-7 --yes"*) rm "$DC_OVERRIDES/made" ;;
   *--version*) echo "sandman 0.0.0-stub" ;;
   *) echo "unexpected sandman $*" >&2; exit 9 ;;
 esac"#,
@@ -290,11 +304,12 @@ esac"#,
         r#"[ "$*" = "exec c-1 nvidia-smi -L" ] && out container-L.txt || { echo "unexpected docker $*" >&2; exit 9; }"#,
     );
     stub("id", r#"echo "${DC_UID:-0}""#);
-    let run = |uid: &str| {
+    let run_with = |uid: &str, args: &[&str]| {
         let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap());
         let out = Command::new("bash")
             .arg(root.join("scripts/device-check.sh"))
             .args(["--sandman", "sandman"])
+            .args(args)
             .env("PATH", path)
             .env("DC_DATA", &data)
             .env("DC_OVERRIDES", &overrides)
@@ -303,10 +318,11 @@ esac"#,
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out))
     };
+    let run = |uid: &str| run_with(uid, &[]);
 
     let (code, out, err) = run("0");
     assert_eq!(code, Some(0), "{out}\n{err}");
-    for line in [
+    let expected = [
         "ok    profiles (name, id, instances): 7 line(s) match",
         "ok    placements (profile id, start:size): 25 line(s) match",
         "ok    compute instances (gpu, gi, ci, name): 2 line(s) match",
@@ -314,9 +330,8 @@ esac"#,
         "0 9 1g.5gb 2:1",
         "ok    session container sees exactly MIG-b05c0034-4d0e-5d3c-a25c-e6795d1779df",
         "all checks passed",
-    ] {
-        assert!(out.contains(line), "{line:?} missing:\n{out}");
-    }
+    ];
+    assert_lines(&out, &expected);
 
     // sandman places 3g.20gb wrongly, misses a compute instance, and the container sees two devices.
     let read =
@@ -325,14 +340,13 @@ esac"#,
     let three_g = profiles["profiles"].as_array_mut().unwrap().iter_mut().find(|p| p["name"] == "3g.20gb").unwrap();
     three_g["placements"][1] = serde_json::json!([2, 4]);
     std::fs::write(overrides.join("sandman-profiles.json"), profiles.to_string()).unwrap();
-    let mut gpus: Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("sandman-gpus.json")).unwrap()).unwrap();
+    let mut gpus = read("sandman-gpus.json");
     gpus["gpus"][0]["mig_instances"].as_array_mut().unwrap().pop();
     std::fs::write(overrides.join("sandman-gpus.json"), gpus.to_string()).unwrap();
     std::fs::copy(data.join("L.txt"), overrides.join("container-L.txt")).unwrap();
     let (code, out, err) = run("0");
     assert_eq!(code, Some(1), "{out}\n{err}");
-    for line in [
+    let expected = [
         "FAIL  placements (profile id, start:size) differs",
         "< 9 4:4",
         "> 9 2:4",
@@ -343,11 +357,49 @@ esac"#,
         "FAIL  GPU instances with a compute instance (gpu, gi, name, start:size) differs",
         "< 0 2 3g.20gb 4:4",
         "4 check(s) failed",
-    ] {
-        assert!(out.contains(line), "{line:?} missing:\n{out}");
-    }
+    ];
+    assert_lines(&out, &expected);
 
     let (code, _, err) = run("1000");
     assert_eq!(code, Some(2));
     assert!(err.contains("run as root"), "{err}");
+
+    // --create-destroy on an idle GPU offering only 7g.40gb: created where sandman says, full
+    // after one, gone after the session's removal.
+    for file in std::fs::read_dir(&overrides).unwrap() {
+        std::fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    let lgip = std::fs::read_to_string(data.join("lgip.txt")).unwrap();
+    let header: Vec<&str> = lgip.lines().take(5).collect();
+    let seven_g: Vec<&str> = lgip.lines().skip_while(|l| !l.contains("MIG 7g.40gb")).collect();
+    std::fs::write(overrides.join("lgip.txt"), [header, seven_g].concat().join("\n")).unwrap();
+    std::fs::write(overrides.join("lgipp.txt"), "GPU  0 Profile ID  0 Placement : {0}:8\n").unwrap();
+    std::fs::write(overrides.join("lgi.txt"), "No GPU instances found: Not Found\n").unwrap();
+    std::fs::write(overrides.join("lci.txt"), "No compute instances found: Not Found\n").unwrap();
+    let lgi = std::fs::read_to_string(data.join("lgi.txt")).unwrap();
+    let made_lgi = lgi.lines().take(6).chain(["|   0  MIG 7g.40gb          0        0          0:8     |"]);
+    std::fs::write(overrides.join("made-lgi.txt"), made_lgi.collect::<Vec<_>>().join("\n")).unwrap();
+    let mut profiles = read("sandman-profiles.json");
+    profiles["profiles"].as_array_mut().unwrap().retain(|p| p["name"] == "7g.40gb");
+    std::fs::write(overrides.join("sandman-profiles.json"), profiles.to_string()).unwrap();
+    let mut gpus = read("sandman-gpus.json");
+    gpus["gpus"][0]["mig_instances"] = serde_json::json!([]);
+    std::fs::write(overrides.join("sandman-gpus.json"), gpus.to_string()).unwrap();
+    gpus["gpus"][0]["mig_instances"] = serde_json::json!([{
+        "uuid": "MIG-77777777-0000-5000-0000-000000000000", "profile": "7g.40gb", "memory": 42144366592u64,
+        "compute_slices": 7, "memory_slices": 8, "parent_gpu": gpus["gpus"][0]["uuid"], "gpu_instance_id": 0,
+        "compute_instance_id": 0, "placement_start": 0, "created_by_sandman": true, "allocated": true
+    }]);
+    std::fs::write(overrides.join("made-sandman-gpus.json"), gpus.to_string()).unwrap();
+    let (code, out, err) = run_with("0", &["--no-session", "--create-destroy"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let expected = [
+        "ok    profiles (name, id, instances): 1 line(s) match",
+        "ok    created 7g.40gb at 0:8 (GPU instance 0)",
+        "ok    7g.40gb: full after 1, as expected",
+        "ok    7g.40gb: every instance destroyed",
+        "all checks passed",
+    ];
+    assert_lines(&out, &expected);
+    assert!(!overrides.join("made").exists(), "the session was removed");
 }

@@ -78,6 +78,8 @@ struct State {
     race: Option<(u32, String, u32)>,
     /// Creates refused with INSUFFICIENT_RESOURCES.
     refused: u32,
+    /// The answer of the next compute-instance create, instead of doing it.
+    next_ci_failure: Option<Code>,
 }
 
 /// Clones share one state, so a test keeps a handle on what the backend sees.
@@ -157,6 +159,7 @@ impl FakeNvml {
                 busy: HashSet::new(),
                 race: None,
                 refused: 0,
+                next_ci_failure: None,
             })),
         }
     }
@@ -254,6 +257,11 @@ impl FakeNvml {
     /// Before the next create, another process makes a `profile` instance at `start`.
     pub fn race_next_create(&self, gpu: u32, profile: &str, start: u32) {
         self.lock().race = Some((gpu, profile.to_string(), start));
+    }
+
+    /// The next compute-instance create fails with `code`.
+    pub fn fail_next_compute_instance(&self, code: Code) {
+        self.lock().next_ci_failure = Some(code);
     }
 
     /// How many creates were refused as taken.
@@ -451,6 +459,9 @@ impl NvmlApi for FakeNvml {
     fn create_compute_instance(&self, gpu: u32, gi: u32, ci_profile_id: u32) -> Nv<u32> {
         let mut s = self.lock();
         s.gi(gpu, gi)?;
+        if let Some(code) = s.next_ci_failure.take() {
+            return Err(code);
+        }
         let g = s.gpu_mut(gpu)?;
         let gi = g.gis.iter_mut().find(|g| g.id == gi).ok_or(Code::NOT_FOUND)?;
         let slices = ci_slices(ci_profile_id).filter(|n| *n <= gi.profile.slices).ok_or(Code::INVALID_ARGUMENT)?;

@@ -32,6 +32,18 @@ impl Library {
         Ok(handle)
     }
 
+    /// `nvmlGpuInstanceGetInfo` of a GPU instance handle.
+    fn gi_info(&self, gi: sys::nvmlGpuInstance_t) -> Nv<GiInfo> {
+        let get_info = sym(&self.nvml.lib().nvmlGpuInstanceGetInfo)?;
+        let mut info: sys::nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
+        check(unsafe { get_info(gi, &mut info) })?;
+        Ok(GiInfo {
+            id: info.id,
+            profile_id: info.profileId,
+            placement: Placement { start: info.placement.start, size: info.placement.size },
+        })
+    }
+
     fn ci_handles(
         &self,
         gi: sys::nvmlGpuInstance_t,
@@ -159,35 +171,15 @@ impl NvmlApi for Library {
         let dev = self.device(gpu)?;
         let lib = self.nvml.lib();
         let list = sym(&lib.nvmlDeviceGetGpuInstances)?;
-        let get_info = sym(&lib.nvmlGpuInstanceGetInfo)?;
         let mut handles: Vec<sys::nvmlGpuInstance_t> = vec![std::ptr::null_mut(); capacity as usize];
         let mut count = capacity;
         check(unsafe { list(dev.handle(), profile_id, handles.as_mut_ptr(), &mut count) })?;
         handles.truncate(count.min(capacity) as usize);
-        handles
-            .into_iter()
-            .map(|gi| {
-                let mut info: sys::nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
-                check(unsafe { get_info(gi, &mut info) })?;
-                Ok(GiInfo {
-                    id: info.id,
-                    profile_id: info.profileId,
-                    placement: Placement { start: info.placement.start, size: info.placement.size },
-                })
-            })
-            .collect()
+        handles.into_iter().map(|gi| self.gi_info(gi)).collect()
     }
 
     fn gpu_instance(&self, gpu: u32, gi: u32) -> Nv<GiInfo> {
-        let handle = self.gi_handle(gpu, gi)?;
-        let get_info = sym(&self.nvml.lib().nvmlGpuInstanceGetInfo)?;
-        let mut info: sys::nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
-        check(unsafe { get_info(handle, &mut info) })?;
-        Ok(GiInfo {
-            id: info.id,
-            profile_id: info.profileId,
-            placement: Placement { start: info.placement.start, size: info.placement.size },
-        })
+        self.gi_info(self.gi_handle(gpu, gi)?)
     }
 
     fn ci_profile(&self, gpu: u32, gi: u32, profile_enum: u32) -> Nv<CiProfile> {
@@ -240,13 +232,10 @@ impl NvmlApi for Library {
         let dev = self.device(gpu)?;
         let lib = self.nvml.lib();
         let create = sym(&lib.nvmlDeviceCreateGpuInstanceWithPlacement)?;
-        let get_info = sym(&lib.nvmlGpuInstanceGetInfo)?;
         let raw = sys::nvmlGpuInstancePlacement_t { start: placement.start, size: placement.size };
         let mut gi: sys::nvmlGpuInstance_t = std::ptr::null_mut();
         check(unsafe { create(dev.handle(), profile_id, &raw, &mut gi) })?;
-        let mut info: sys::nvmlGpuInstanceInfo_t = unsafe { std::mem::zeroed() };
-        check(unsafe { get_info(gi, &mut info) })?;
-        Ok(info.id)
+        Ok(self.gi_info(gi)?.id)
     }
 
     fn create_compute_instance(&self, gpu: u32, gi: u32, ci_profile_id: u32) -> Nv<u32> {
