@@ -166,7 +166,7 @@ async fn gpu_checks(settings: &Settings, docker: Option<&dyn Engine>, checks: &m
 
 /// `--gpus`: Docker registers its `nvidia` device driver only when it finds the toolkit's hook
 /// (`nvidia-container-runtime-hook`) on its PATH at start; the `nvidia` runtime is not needed.
-async fn nvidia_driver_check(docker: Option<&Docker>) -> Check {
+async fn nvidia_driver_check(docker: Option<&dyn Engine>) -> Check {
     const CHECK: &str = "container gpu access";
     const HOOK: &str = "nvidia-container-runtime-hook";
     let Some(docker) = docker else { return fail(CHECK, "Docker is unreachable", "start the engine") };

@@ -349,27 +349,6 @@ fn unreachable(e: BollardError) -> Error {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn engine_failures_are_unavailable_with_their_fix() {
-        let server =
-            |message: &str| BollardError::DockerResponseServerError { status_code: 500, message: message.to_string() };
-        let e = map_err(server("could not select device driver \"nvidia\" with capabilities: [[gpu]]"), "start x");
-        assert!(matches!(&e, Error::Unavailable(m) if m.contains("nvidia-container-toolkit")), "{e}");
-        let e = map_err(server("write /var/lib/docker/x: no space left on device"), "create x");
-        assert!(matches!(&e, Error::Unavailable(m) if m.contains("disk") && m.contains("full")), "{e}");
-        let e = map_err(server("something else"), "remove container x");
-        assert!(
-            matches!(&e, Error::Unavailable(m) if m == "docker could not remove container x: something else (HTTP 500)")
-        );
-        let e = map_err(BollardError::RequestTimeoutError, "list containers");
-        assert!(matches!(&e, Error::Unavailable(m) if m.contains("systemctl start docker")), "{e}");
-    }
-}
-
 /// The tar archive `write_files` uploads: each file with its root-owned parent directories.
 fn files_archive(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
@@ -405,4 +384,25 @@ fn files_archive(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
         builder.append_data(&mut h, &f.path, f.contents.as_slice())?;
     }
     builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_failures_are_unavailable_with_their_fix() {
+        let server =
+            |message: &str| BollardError::DockerResponseServerError { status_code: 500, message: message.to_string() };
+        let e = map_err(server("could not select device driver \"nvidia\" with capabilities: [[gpu]]"), "start x");
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("nvidia-container-toolkit")), "{e}");
+        let e = map_err(server("write /var/lib/docker/x: no space left on device"), "create x");
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("disk") && m.contains("full")), "{e}");
+        let e = map_err(server("something else"), "remove container x");
+        assert!(
+            matches!(&e, Error::Unavailable(m) if m == "docker could not remove container x: something else (HTTP 500)")
+        );
+        let e = map_err(BollardError::RequestTimeoutError, "list containers");
+        assert!(matches!(&e, Error::Unavailable(m) if m.contains("systemctl start docker")), "{e}");
+    }
 }
