@@ -184,6 +184,13 @@ mod tests {
             assert!(codes.as_array().unwrap().contains(&json!(code)), "{code} in {codes}");
         }
         assert_eq!(s["Error"]["required"], json!(["error", "code"]));
+        let created = &s["CreatedSession"];
+        for field in ["ssh_config", "ssh_config_known_hosts", "ssh_command"] {
+            assert!(created["required"].as_array().unwrap().contains(&json!(field)), "{field}");
+        }
+        assert!(created["properties"]["ssh_config"]["description"].as_str().unwrap().contains("HostKeyAlias"));
+        assert_eq!(s["AddKeyRequest"]["required"], json!(["public_key"]));
+        assert_eq!(s["UserKey"]["required"], json!(["user_id", "fingerprint", "public_key", "added_at"]));
     }
 
     /// The document describes exactly the routes the router accepts, with a token exactly where

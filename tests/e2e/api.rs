@@ -150,7 +150,13 @@ fn every_endpoint_with_its_statuses_and_the_spec_shapes() {
     assert!(created["ssh_private_key"].as_str().unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     let port = created["ssh_port"].as_u64().unwrap() as u16;
     assert!((env.ports.0..=env.ports.1).contains(&port));
-    assert_eq!(created["ssh_command"], format!("ssh -i user123.key -p {port} user123@127.0.0.1"));
+    assert_eq!(created["ssh_command"], format!("ssh -i user123.key -o IdentitiesOnly=yes -p {port} user123@127.0.0.1"));
+    let block = created["ssh_config"].as_str().unwrap();
+    assert!(
+        block.contains(&format!("\n    Port {port}\n")) && block.contains("\n    IdentityFile user123.key\n"),
+        "{block}"
+    );
+    assert!(created["ssh_config_known_hosts"].as_str().unwrap().starts_with("sandman-user123 ssh-ed25519 "));
     let s = session_from(&env, &created);
     let out = env.ssh(&s, "whoami");
     assert_eq!(stdout(&out), "user123\n", "{}", stderr(&out));
