@@ -706,13 +706,21 @@ fn the_openapi_document_matches_the_server() {
         }
     }
     ops.sort_by_key(|(m, p, _)| (m == "DELETE", p.len() < 10, m.clone(), p.clone()));
+    // A key to add and then revoke, by its fingerprint (its '/' and '+' escaped in the path).
+    let key = env.path("oa-key");
+    let keygen = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let public_key = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let listed = Command::new("ssh-keygen").arg("-lf").arg(format!("{}.pub", key.display())).output().unwrap();
+    let fingerprint = stdout(&listed).split_whitespace().nth(1).unwrap().replace('/', "%2F").replace('+', "%2B");
     let valid_body = |method: &str, path: &str| match (method, path) {
         ("POST", "/sessions") => Some(json!({"user_id": "oa2", "ttl_minutes": 5})),
+        ("POST", "/users/{user}/keys") => Some(json!({"public_key": public_key})),
         ("PATCH", _) => Some(json!({"ttl_minutes": 90})),
         _ => None,
     };
     for (method, path, op) in &ops {
-        let concrete = path.replace("{id}", &id);
+        let concrete = path.replace("{id}", &id).replace("{user}", "oa").replace("{fingerprint}", &fingerprint);
         let r = serve.call(method, &concrete, valid_body(method, path).as_ref());
         let documented = &op["responses"][r.status.to_string()];
         assert!(documented.is_object(), "{method} {path}: status {} is not documented: {}", r.status, r.text());
@@ -858,7 +866,7 @@ fn a_client_that_does_not_read_a_large_answer_does_not_block_others() {
     let mut sql = String::from("BEGIN;");
     for i in 0..6000 {
         sql.push_str(&format!(
-            "INSERT INTO users VALUES ('u{i}', {}, 'k', 0);
+            "INSERT INTO users (name, uid, host_key, created_at) VALUES ('u{i}', {}, 'k', 0);
              INSERT INTO sessions (id, user_name, state, ssh_port, image, ttl_minutes, created_at,
                expires_at, workspace, host_key_fingerprint)
              VALUES ('{i:08}-0000-0000-0000-000000000000', 'u{i}', 'running', {}, 'gpu-workspace', 60,
