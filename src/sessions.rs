@@ -205,12 +205,11 @@ impl Sessions {
 
             let mut key_added = false;
             let provisioned = async {
-                match &own_key {
-                    Some(key) => key_added = self.add_user_key_if_new(&req.user, key)?,
-                    None => {
-                        self.write_user_keys(&req.user)?;
-                    }
+                if let Some(key) = &own_key {
+                    key_added = self.store().add_user_key(&req.user, key)?;
                 }
+                // Also when nothing changed: the session mounts the directory, which must exist.
+                self.write_user_keys(&req.user)?;
                 self.provision(&row, &image_id, user.uid, &user.host_key, session_key.as_deref(), progress, cancel)
                     .await
             }

@@ -59,18 +59,12 @@ impl Sessions {
         Ok(())
     }
 
-    /// Adds a key given at create unless the user has it; true if it was added (so that a failed
-    /// create can take it back).
-    pub(super) fn add_user_key_if_new(&self, user: &str, key: &UserKey) -> Result<bool> {
-        let added = self.store().add_user_key(user, key)?;
-        self.write_user_keys(user)?;
-        Ok(added)
-    }
-
     /// Writes the user's key file from the store. Under the user's lock, each writer reads the
     /// store after its own change, so the last file written holds the latest keys.
-    pub(super) fn write_user_keys(&self, user: &str) -> Result<PathBuf> {
+    pub(super) fn write_user_keys(&self, user: &str) -> Result<()> {
         let state_dir = self.settings.state_dir();
+        // The lock file is kept: removing a file another writer may be waiting on would let two
+        // writers hold locks on different files.
         let _lock = FileLock::acquire(&locks::dir(&state_dir).join(format!("keys-{user}.lock")))?;
         let dir = user_keys_dir(&state_dir, user);
         std::fs::DirBuilder::new()
@@ -90,7 +84,7 @@ impl Sessions {
             .and_then(|mut f| f.write_all(lines.as_bytes()).and_then(|()| f.sync_all()))
             .io_context(|| format!("write {}", temporary.display()))?;
         std::fs::rename(&temporary, &path).io_context(|| format!("replace {}", path.display()))?;
-        Ok(dir)
+        Ok(())
     }
 }
 
