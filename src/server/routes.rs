@@ -353,12 +353,14 @@ pub(super) fn metrics(app: &App) -> Result<Reply, ApiError> {
 /// Descriptions of the error answers the key operations share.
 pub const USER_KEY_PARAM: &str = "The user's login name.";
 pub const NO_SUCH_KEY: &str = "The user has no key with this fingerprint.";
+pub const BAD_USER: &str = "The user name is not a valid login name, or a path segment is wrongly percent-encoded.";
 
 #[utoipa::path(get, path = "/users/{user}/keys", operation_id = "listUserKeys",
     summary = "The user's own public keys, which every session of theirs accepts",
     params(("user" = String, Path, description = USER_KEY_PARAM)),
     responses(
         (status = 200, description = "A JSON array, oldest first; `[]` when there are none.", body = Vec<UserKeyView>),
+        (status = 400, description = BAD_USER, body = ErrorBody),
     ))]
 pub(super) fn list_keys(app: &App, user: &str) -> Result<Reply, ApiError> {
     let keys: Vec<UserKeyView> = app.sessions.user_keys(user)?.iter().map(|k| UserKeyView::new(user, k)).collect();
@@ -389,6 +391,7 @@ pub(super) fn add_key(app: &App, ex: &mut Exchange, user: &str) -> Result<Reply,
     ),
     responses(
         (status = 200, description = "Revoked.", body = MessageView),
+        (status = 400, description = BAD_USER, body = ErrorBody),
         (status = 404, description = NO_SUCH_KEY, body = ErrorBody),
     ))]
 pub(super) fn remove_key(app: &App, user: &str, fingerprint: &str) -> Result<Reply, ApiError> {
