@@ -396,7 +396,7 @@ impl Store {
     /// The user's public keys, oldest first.
     pub fn user_keys(&self, user: &str) -> Result<Vec<UserKey>> {
         let mut stmt = self.conn.prepare(
-            "SELECT fingerprint, key_line, added_at FROM user_keys WHERE user_name = ?1 ORDER BY added_at, fingerprint",
+            "SELECT fingerprint, key_line, added_at FROM user_keys WHERE user_name = ?1 ORDER BY added_at, rowid",
         )?;
         let keys = stmt
             .query_map([user], |r| Ok(UserKey { fingerprint: r.get(0)?, key_line: r.get(1)?, added_at: r.get(2)? }))?
