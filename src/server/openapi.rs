@@ -190,6 +190,8 @@ mod tests {
         }
         assert!(created["properties"]["ssh_config"]["description"].as_str().unwrap().contains("HostKeyAlias"));
         assert_eq!(s["AddKeyRequest"]["required"], json!(["public_key"]));
+        let user_param = &doc["paths"]["/users/{user}/keys"]["get"]["parameters"][0];
+        assert_eq!((&user_param["name"], &user_param["schema"]["pattern"]), (&json!("user"), &user["pattern"]));
         assert_eq!(s["UserKey"]["required"], json!(["user_id", "fingerprint", "public_key", "added_at"]));
     }
 

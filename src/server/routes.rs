@@ -357,7 +357,7 @@ pub const BAD_USER: &str = "The user name is not a valid login name, or a path s
 
 #[utoipa::path(get, path = "/users/{user}/keys", operation_id = "listUserKeys",
     summary = "The user's own public keys, which every session of theirs accepts",
-    params(("user" = String, Path, description = USER_KEY_PARAM)),
+    params(("user" = String, Path, description = USER_KEY_PARAM, pattern = "^[a-z_][a-z0-9_-]{0,31}$")),
     responses(
         (status = 200, description = "A JSON array, oldest first; `[]` when there are none.", body = Vec<UserKeyView>),
         (status = 400, description = BAD_USER, body = ErrorBody),
@@ -369,7 +369,7 @@ pub(super) fn list_keys(app: &App, user: &str) -> Result<Reply, ApiError> {
 
 #[utoipa::path(post, path = "/users/{user}/keys", operation_id = "addUserKey",
     summary = "Add a public key; the user's running session accepts it for new logins at once",
-    params(("user" = String, Path, description = USER_KEY_PARAM)),
+    params(("user" = String, Path, description = USER_KEY_PARAM, pattern = "^[a-z_][a-z0-9_-]{0,31}$")),
     request_body = AddKeyRequest,
     responses(
         (status = 201, description = "The key as stored.", body = UserKeyView),
@@ -386,7 +386,7 @@ pub(super) fn add_key(app: &App, ex: &mut Exchange, user: &str) -> Result<Reply,
 #[utoipa::path(delete, path = "/users/{user}/keys/{fingerprint}", operation_id = "removeUserKey",
     summary = "Revoke a key: new logins with it fail at once, in the running session too",
     params(
-        ("user" = String, Path, description = USER_KEY_PARAM),
+        ("user" = String, Path, description = USER_KEY_PARAM, pattern = "^[a-z_][a-z0-9_-]{0,31}$"),
         ("fingerprint" = String, Path, description = "The key's `SHA256:…` fingerprint, its `/` written `%2F`."),
     ),
     responses(
