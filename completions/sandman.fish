@@ -39,6 +39,7 @@ complete -c sandman -n "__fish_sandman_needs_command" -s q -l quiet -d 'Only err
 complete -c sandman -n "__fish_sandman_needs_command" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_needs_command" -s V -l version -d 'Print version'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
@@ -47,32 +48,33 @@ complete -c sandman -n "__fish_sandman_needs_command" -f -a "doctor" -d 'Check t
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
 nvml\t''
 sim\t''
 none\t''"
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s q -l quiet -d 'Only errors on stderr; no progress'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s h -l help -d 'Print help'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "create" -d 'Start a session for a user and print how to log in'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "list" -d 'List sessions'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "show" -d 'Show one session'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
-complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -f -a "create" -d 'Start a session for a user and print how to log in'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -f -a "list" -d 'List sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -f -a "show" -d 'Show one session'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -f -a "ssh-config" -d 'Print an OpenSSH client Host block for a session, and its known_hosts line'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l user -d 'Login name: lowercase letters, digits, \'_\' and \'-\', at most 32, not a system account' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l ttl -d 'Minutes until the session is reaped [default: 60]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l profile -d 'MIG profile, exact (3g.20gb) or a size on whatever model is present (3g) [default: 3g.20gb]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l gpu -d 'One exact device: a MIG instance UUID (MIG-…) or a whole GPU without MIG (GPU-…)' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l image -d 'Workspace image [default: gpu-workspace]' -r
-complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l public-key -d 'Use this OpenSSH public key instead of generating a key pair' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l public-key -d 'Use this OpenSSH public key instead of generating a key pair; it joins the user\'s keys' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l key-file -d 'Write the generated private key to FILE (mode 0600) instead of printing it' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
@@ -135,6 +137,23 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l user -d 'The session of this user' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l identity-file -d 'The private key to log in with, for the IdentityFile line' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l json -d 'Print {ssh_config, ssh_config_known_hosts} as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s V -l version -d 'Print version'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -156,8 +175,45 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "list" -d 'List sessions'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one session'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "ssh-config" -d 'Print an OpenSSH client Host block for a session, and its known_hosts line'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -f -a "key" -d 'A user\'s SSH public keys'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -f -a "add" -d 'Let a key log in as the user, in the running session (at once) and every later one'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -f -a "rm" -d 'Revoke a key: new logins with it fail at once, in the running session too'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -f -a "ls" -d 'List a user\'s keys'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "key" -d 'A user\'s SSH public keys'
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -343,20 +399,23 @@ complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "image" -d 'Build the workspace image'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session gpu reap serve image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "create" -d 'Start a session for a user and print how to log in'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List sessions'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "show" -d 'Show one session'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "extend" -d 'Set a session to expire TTL minutes from now'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "ssh-config" -d 'Print an OpenSSH client Host block for a session, and its known_hosts line'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "rm" -d 'Remove sessions; their workspaces are kept'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "key" -d 'A user\'s SSH public keys'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "profiles" -d 'MIG profiles of the GPU models present'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "available" -d 'MIG devices no session holds'

@@ -69,6 +69,9 @@ pub enum Command {
     /// Create, list, show, extend and remove sessions
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Manage users' own SSH public keys, which every session of theirs accepts
+    #[command(subcommand)]
+    User(UserCommand),
     /// List GPUs, MIG profiles and free MIG devices
     #[command(subcommand)]
     Gpu(GpuCommand),
@@ -139,7 +142,9 @@ pub enum SessionCommand {
   sandman session create --user carol --profile 1g           # the smallest slice on any model
   sandman session create --user dave --gpu MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f
 
-The private key is shown once and never stored. With --public-key no key pair is made.")]
+The private key is shown once and never stored; it works for this session only. With
+--public-key no key pair is made, and the key joins the user's keys (`sandman user key`), which
+later sessions accept too. The output ends with an ssh config Host block (`ssh sandman-<user>`).")]
     Create(CreateArgs),
     /// List sessions
     #[command(after_help = "Examples:
@@ -169,6 +174,29 @@ The private key is shown once and never stored. With --public-key no key pair is
         /// Minutes from now
         #[arg(long, value_name = "MINUTES", allow_hyphen_values = true)]
         ttl: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an OpenSSH client Host block for a session, and its known_hosts line
+    #[command(after_help = "Examples:
+  sandman session ssh-config --user alice --identity-file ~/.ssh/alice.key >> ~/.ssh/config
+  sandman session ssh-config 3f2a9c1e-0d7b-4f7e-9a51-2c8d5b6e1f00 --json | jq -r .ssh_config_known_hosts >> ~/.ssh/known_hosts
+  ssh sandman-alice
+
+The block names the host sandman-<user> and checks its host key under that alias
+(HostKeyAlias), so the known_hosts line stays valid when the session's port changes. Without
+--identity-file the block has no IdentityFile line and ssh offers its default keys.")]
+    SshConfig {
+        /// Session id
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        /// The session of this user
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// The private key to log in with, for the IdentityFile line
+        #[arg(long, value_name = "PATH")]
+        identity_file: Option<PathBuf>,
+        /// Print {ssh_config, ssh_config_known_hosts} as JSON
         #[arg(long)]
         json: bool,
     },
@@ -208,7 +236,7 @@ pub struct CreateArgs {
     /// Workspace image [default: gpu-workspace]
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
-    /// Use this OpenSSH public key instead of generating a key pair
+    /// Use this OpenSSH public key instead of generating a key pair; it joins the user's keys
     #[arg(long, value_name = "FILE")]
     pub public_key: Option<PathBuf>,
     /// Write the generated private key to FILE (mode 0600) instead of printing it
@@ -217,6 +245,50 @@ pub struct CreateArgs {
     /// Print the API's create answer as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// A user's SSH public keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Let a key log in as the user, in the running session (at once) and every later one
+    #[command(after_help = "Examples:
+  sandman user key add alice ~alice/.ssh/id_ed25519.pub
+  ssh-keygen -y -f laptop.key | sandman user key add alice -
+
+Sessions read only these keys and the key a create generated: ~/.ssh/authorized_keys in the
+home is ignored, so ssh-copy-id has no effect.")]
+    Add {
+        /// Login name
+        user: String,
+        /// File holding one OpenSSH public key line; - for stdin
+        file: PathBuf,
+    },
+    /// Revoke a key: new logins with it fail at once, in the running session too
+    #[command(after_help = "Examples:
+  sandman user key rm alice SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s")]
+    Rm {
+        /// Login name
+        user: String,
+        /// The key's SHA256:… fingerprint, as `user key ls` (or `ssh-keygen -lf`) prints it
+        fingerprint: String,
+    },
+    /// List a user's keys
+    #[command(after_help = "Examples:
+  sandman user key ls alice
+  sandman user key ls alice --json | jq -r '.[].fingerprint'")]
+    Ls {
+        /// Login name
+        user: String,
+        /// Print the API's key objects as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

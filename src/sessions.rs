@@ -3,10 +3,12 @@
 //! Its rules (what a create makes and unmakes, what removing all means, what a reaper removes)
 //! are defined here once.
 
+mod keys;
 mod reap;
 #[cfg(test)]
 mod tests;
 
+pub use keys::user_keys_dir;
 pub use reap::{Action, ReapFailure, ReapReport, classify};
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +33,8 @@ pub struct CreateRequest {
     pub ttl_minutes: Option<i64>,
     pub image: Option<String>,
     pub gpu: GpuRequest,
-    /// The user's own public key; then no key pair is generated and none is returned.
+    /// The user's own public key, added to the user's keys; then no key pair is generated and
+    /// none is returned.
     pub public_key: Option<String>,
 }
 
@@ -42,6 +45,8 @@ pub struct Created {
     pub ssh_host: String,
     pub private_key: Option<String>,
     pub known_hosts: String,
+    /// The session's host key as a public key line (for `ssh::alias_known_hosts_line`).
+    pub host_public_key: String,
 }
 
 /// What removing several sessions did. One rule for every front end: a session already gone
@@ -121,6 +126,19 @@ impl Sessions {
         self.store().session(id)?.ok_or_else(|| Error::NotFound(format!("session {id} not found")))
     }
 
+    /// The user's session.
+    pub fn get_by_user(&self, user: &str) -> Result<SessionRow> {
+        validate::user_name(user)?;
+        let found = self.list()?.into_iter().find(|r| r.user == user);
+        found.ok_or_else(|| Error::NotFound(format!("user {user} has no session")))
+    }
+
+    /// The public line of the user's host key, which every session of theirs presents.
+    pub fn host_public_key(&self, user: &str) -> Result<String> {
+        let row = self.store().user(user)?.ok_or_else(|| Error::NotFound(format!("user {user} is not known")))?;
+        Ok(ssh::host_public_key(&row.host_key)?.0)
+    }
+
     /// Creates a session. Cancelling `cancel` stops the create at its next step; it then removes
     /// what it made, as after any failure, and answers `Interrupted`. (Dropping the future instead
     /// could leave an engine request in flight that completes after the cleanup.)
@@ -136,7 +154,7 @@ impl Sessions {
             validate::ttl_minutes(req.ttl_minutes.unwrap_or(i64::from(s.default_ttl_minutes)), s.max_ttl_minutes)?;
         let image = req.image.clone().unwrap_or_else(|| s.image.clone());
         validate::image_reference(&image)?;
-        let authorized_key = req.public_key.as_deref().map(ssh::parse_public_key).transpose()?;
+        let own_key = req.public_key.as_deref().map(keys::user_key).transpose()?;
 
         let engine = self.engine().await?;
         let Some(image_id) = engine.image_id(&image).await? else {
@@ -154,11 +172,13 @@ impl Sessions {
         // whatever the outcome.
         let lock = FileLock::acquire(&locks::session_lock_path(&s.state_dir(), &id))?;
         let created = async {
-            let (private_key, authorized_key) = match authorized_key {
-                Some(k) => (None, k),
+            // A generated key is the session's alone (in its own key file, gone with it); a key
+            // the user gave joins the user's keys, which every session of theirs reads.
+            let (private_key, session_key) = match own_key {
+                Some(_) => (None, None),
                 None => {
                     let (private, public) = ssh::generate_key_pair(&format!("{}@sandman", req.user))?;
-                    (Some(private), public)
+                    (Some(private), Some(public))
                 }
             };
 
@@ -183,8 +203,17 @@ impl Sessions {
                 |taken, ledger| self.gpu.pick(&req.gpu, taken, ledger),
             )?;
 
-            let provisioned =
-                self.provision(&row, &image_id, user.uid, &user.host_key, &authorized_key, progress, cancel).await;
+            let mut key_added = false;
+            let provisioned = async {
+                if let Some(key) = &own_key {
+                    key_added = self.store().add_user_key(&req.user, key)?;
+                }
+                // Also when nothing changed: the session mounts the directory, which must exist.
+                self.write_user_keys(&req.user)?;
+                self.provision(&row, &image_id, user.uid, &user.host_key, session_key.as_deref(), progress, cancel)
+                    .await
+            }
+            .await;
             // A failure to record the session is cleaned up like any other failure.
             let result = provisioned.and_then(|(container, ip)| {
                 match self.store().mark_running(&row.id, &container, ip.as_deref()) {
@@ -200,6 +229,11 @@ impl Sessions {
                     if let Err(cleanup) = self.teardown(&row).await {
                         tracing::error!(session = %row.id, error = %cleanup, "cleanup after failed create failed; `sandman reap` will retry");
                     }
+                    if let Some(key) = own_key.as_ref().filter(|_| key_added)
+                        && let Err(cleanup) = self.remove_user_key(&row.user, &key.fingerprint)
+                    {
+                        tracing::error!(user = %row.user, error = %cleanup, "cannot take back the key of a failed create");
+                    }
                     return Err(e);
                 }
             };
@@ -212,6 +246,7 @@ impl Sessions {
             tracing::info!(session = %session.id, user = %session.user, port = session.ssh_port, "session created");
             Ok::<_, Error>(Created {
                 known_hosts: ssh::known_hosts_line(&s.ssh_host, session.ssh_port, &host_public),
+                host_public_key: host_public,
                 ssh_user: session.user.clone(),
                 ssh_host: s.ssh_host.clone(),
                 private_key,
@@ -231,7 +266,7 @@ impl Sessions {
         image_id: &str,
         uid: u32,
         host_key: &str,
-        authorized_key: &str,
+        session_key: Option<&str>,
         progress: Progress<'_>,
         cancel: &CancellationToken,
     ) -> Result<(String, Option<String>)> {
@@ -257,6 +292,7 @@ impl Sessions {
             host_port: row.ssh_port,
             container_port: ssh::CONTAINER_SSH_PORT,
             workspace,
+            user_keys_dir: user_keys_dir(&s.state_dir(), &row.user),
             pids_limit: s.pids_limit,
             command: ssh::container_command(),
             gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
@@ -313,7 +349,7 @@ impl Sessions {
                     },
                     FileSpec {
                         path: format!("{dir}/authorized_keys"),
-                        contents: format!("{authorized_key}\n").into_bytes(),
+                        contents: session_key.map(|k| format!("{k}\n")).unwrap_or_default().into_bytes(),
                         uid: 0,
                         mode: 0o644,
                     },

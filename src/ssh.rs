@@ -15,6 +15,10 @@ pub const CONTAINER_SSH_PORT: u16 = 2222;
 /// Where sandman puts its sshd files inside the container; root-owned, so the user cannot edit them.
 pub const CONFIG_DIR: &str = "etc/sandman";
 
+/// Where the user's own keys appear inside the container: a read-only bind of a per-user host
+/// directory that sandman rewrites whenever the user's keys change (see `sessions::keys`).
+pub const USER_KEYS_DIR: &str = "etc/sandman/keys";
+
 /// Written after every other file; the container's command waits for it before starting sshd.
 pub const READY_FILE: &str = "etc/sandman/ready";
 
@@ -48,6 +52,13 @@ pub fn parse_public_key(text: &str) -> Result<String> {
     Ok(key.to_openssh().context("cannot encode public key")?)
 }
 
+/// The `SHA256:…` fingerprint of a public key line (as `parse_public_key` returns).
+pub fn public_key_fingerprint(line: &str) -> Result<String> {
+    let key = PublicKey::from_openssh(line)
+        .map_err(|e| Error::invalid("public key", format!("not an OpenSSH public key ({e}): {:.40}", line)))?;
+    Ok(key.fingerprint(HashAlg::Sha256).to_string())
+}
+
 /// Public half of a stored host key: (`ssh-ed25519 AAAA…` line, `SHA256:…` fingerprint).
 pub fn host_public_key(private_openssh: &str) -> Result<(String, String)> {
     let key = PrivateKey::from_openssh(private_openssh).context("stored host key is unreadable")?;
@@ -68,7 +79,7 @@ pub fn sshd_config(user: &str, gpu: Option<&str>) -> String {
         "# Written by sandman for this session.
 Port {CONTAINER_SSH_PORT}
 HostKey /{CONFIG_DIR}/ssh_host_ed25519_key
-AuthorizedKeysFile /{CONFIG_DIR}/authorized_keys
+AuthorizedKeysFile /{CONFIG_DIR}/authorized_keys /{USER_KEYS_DIR}/authorized_keys
 PidFile none
 UsePAM no
 PermitRootLogin no
@@ -96,9 +107,34 @@ pub fn group_entry(user: &str, uid: u32) -> String {
 
 /// `[host]:port key` for the user's known_hosts.
 pub fn known_hosts_line(host: &str, port: u16, host_public: &str) -> String {
-    // Keep the key type and data; drop the comment.
-    let key: Vec<&str> = host_public.split_whitespace().take(2).collect();
-    format!("[{host}]:{port} {}", key.join(" "))
+    format!("[{host}]:{port} {}", key_without_comment(host_public))
+}
+
+/// A public key line's type and data, without its comment.
+fn key_without_comment(public: &str) -> String {
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// The name a user's session goes by in ssh configs and known_hosts, whatever its port.
+pub fn host_alias(user: &str) -> String {
+    format!("sandman-{user}")
+}
+
+/// An OpenSSH client `Host` block for the user's session. `HostKeyAlias` makes the client look
+/// the host key up under the alias rather than `[host]:port`, so one known_hosts line stays
+/// valid when the port changes; `IdentitiesOnly` keeps an agent with many keys from using up
+/// the server's authentication attempts before the right key is offered.
+pub fn ssh_config(user: &str, host: &str, port: u16, identity_file: Option<&str>) -> String {
+    let alias = host_alias(user);
+    let identity = identity_file.map(|f| format!("    IdentityFile {f}\n")).unwrap_or_default();
+    format!(
+        "Host {alias}\n    HostName {host}\n    Port {port}\n    User {user}\n{identity}    IdentitiesOnly yes\n    HostKeyAlias {alias}\n"
+    )
+}
+
+/// The known_hosts line for the `ssh_config` block's alias.
+pub fn alias_known_hosts_line(user: &str, host_public: &str) -> String {
+    format!("{} {}", host_alias(user), key_without_comment(host_public))
 }
 
 /// Waits until something at `addr` speaks SSH (sends an `SSH-` banner). Connecting alone is not
@@ -149,6 +185,23 @@ mod tests {
     }
 
     #[test]
+    fn ssh_config_names_the_alias_and_its_known_hosts_line() {
+        let block = ssh_config("alice", "gpu1", 10001, Some("~/.ssh/alice.key"));
+        assert_eq!(
+            block,
+            "Host sandman-alice\n    HostName gpu1\n    Port 10001\n    User alice\n    IdentityFile ~/.ssh/alice.key\n    \
+             IdentitiesOnly yes\n    HostKeyAlias sandman-alice\n"
+        );
+        assert!(!ssh_config("alice", "gpu1", 10001, None).contains("IdentityFile"));
+        assert_eq!(
+            alias_known_hosts_line("alice", "ssh-ed25519 AAAAC3 host-alice"),
+            "sandman-alice ssh-ed25519 AAAAC3"
+        );
+        let (_, public) = generate_key_pair("x").unwrap();
+        assert!(public_key_fingerprint(&public).unwrap().starts_with("SHA256:"));
+    }
+
+    #[test]
     fn bad_public_keys_are_refused() {
         for bad in ["", "ssh-ed25519", "ssh-ed25519 AAAA", "hello world", "ssh-ed25519 AAAAC3 x\nssh-rsa AAAA y"] {
             let e = parse_public_key(bad).unwrap_err();
@@ -167,6 +220,10 @@ mod tests {
         );
         assert_eq!(with_gpu.matches("SetEnv").count(), 1, "sshd reads only the first SetEnv");
         assert!(c.contains("AllowUsers alice\n"));
+        assert!(
+            c.contains("\nAuthorizedKeysFile /etc/sandman/authorized_keys /etc/sandman/keys/authorized_keys\n"),
+            "the session's key file and the user's own keys: {c}"
+        );
         assert!(c.contains("PasswordAuthentication no\n") && c.contains("UsePAM no\n"));
     }
 }

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::sessions::Created;
+use crate::ssh;
 use crate::store::{SessionRow, State};
 
 pub fn timestamp(epoch: i64) -> String {
@@ -97,13 +98,27 @@ pub struct CreatedView {
     pub host_key_fingerprint: String,
     /// A known_hosts line for the session's host key.
     pub known_hosts: String,
-    /// Ready to paste, with the key saved as `<user>.key`.
+    /// Ready to paste, with the key saved as `<user>.key`. `IdentitiesOnly=yes` keeps an agent
+    /// holding many keys from using up the allowed attempts before this key is offered.
+    #[schema(example = "ssh -i alice.key -o IdentitiesOnly=yes -p 10000 alice@gpu1.example.org")]
     pub ssh_command: String,
+    /// An OpenSSH client `Host sandman-<user>` block (HostName, Port, User, IdentityFile when the
+    /// key is known, `IdentitiesOnly yes`, `HostKeyAlias sandman-<user>`), ready to append to
+    /// `~/.ssh/config`; then `ssh sandman-<user>` logs in. With `ssh_config_known_hosts` in
+    /// known_hosts, the host key is checked under the alias, so the entry stays valid when the
+    /// session's port changes. `sandman session ssh-config` prints the same.
+    #[schema(example = "Host sandman-alice\n    HostName gpu1.example.org\n    Port 10000\n    User alice\n    \
+IdentityFile alice.key\n    IdentitiesOnly yes\n    HostKeyAlias sandman-alice\n")]
+    pub ssh_config: String,
+    /// The known_hosts line for `ssh_config`'s HostKeyAlias: `sandman-<user> <host key>`.
+    #[schema(example = "sandman-alice ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI...")]
+    pub ssh_config_known_hosts: String,
 }
 
 impl CreatedView {
-    /// `key_path` is where the user keeps the private key, for the ready-to-paste command.
-    pub fn new(c: &Created, key_path: &str) -> Self {
+    /// `key_path` is where the user keeps the private key, for the ready-to-paste command;
+    /// `identity_file` the same for the ssh config, when it is known.
+    pub fn new(c: &Created, key_path: &str, identity_file: Option<&str>) -> Self {
         let s = &c.session;
         CreatedView {
             session_id: s.id.clone(),
@@ -118,7 +133,12 @@ impl CreatedView {
             expires_at: timestamp(s.expires_at),
             host_key_fingerprint: s.host_key_fingerprint.clone(),
             known_hosts: c.known_hosts.clone(),
-            ssh_command: format!("ssh -i {key_path} -p {} {}@{}", s.ssh_port, c.ssh_user, c.ssh_host),
+            ssh_command: format!(
+                "ssh -i {key_path} -o IdentitiesOnly=yes -p {} {}@{}",
+                s.ssh_port, c.ssh_user, c.ssh_host
+            ),
+            ssh_config: ssh::ssh_config(&c.ssh_user, &c.ssh_host, s.ssh_port, identity_file),
+            ssh_config_known_hosts: ssh::alias_known_hosts_line(&c.ssh_user, &c.host_public_key),
         }
     }
 }
@@ -172,4 +192,31 @@ pub struct RemovedAllView {
     pub message: String,
     /// Ids of the sessions removed.
     pub removed: Vec<String>,
+}
+
+/// One of a user's public keys (`GET /users/{user}/keys`, `sandman user key ls --json`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = UserKey)]
+pub struct UserKeyView {
+    pub user_id: String,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it; names the key in `DELETE`. Percent-encode its
+    /// `/` and `+` in a path.
+    #[schema(example = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s")]
+    pub fingerprint: String,
+    /// The key as one OpenSSH line.
+    pub public_key: String,
+    /// UTC, RFC 3339, whole seconds.
+    #[schema(format = DateTime)]
+    pub added_at: String,
+}
+
+impl UserKeyView {
+    pub fn new(user: &str, k: &crate::store::UserKey) -> Self {
+        UserKeyView {
+            user_id: user.to_string(),
+            fingerprint: k.fingerprint.clone(),
+            public_key: k.key_line.clone(),
+            added_at: timestamp(k.added_at),
+        }
+    }
 }

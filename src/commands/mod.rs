@@ -7,6 +7,7 @@ mod image;
 mod reap;
 mod serve;
 mod session;
+mod user;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Overrides, Settings};
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(&dir),
         Command::Session(cmd) => session::run(&open(&cli.global)?, cmd, quiet).await,
+        Command::User(cmd) => user::run(&open(&cli.global)?, cmd),
         Command::Gpu(cmd) => gpu::run(&open(&cli.global)?, cmd),
         Command::Reap { dry_run, json } => reap::run(&open(&cli.global)?, dry_run, json).await,
         Command::Serve(args) => {

@@ -9,8 +9,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::gpu::GpuRequest;
 use crate::sessions::{CreateRequest, Sessions};
 use crate::store::SessionRow;
-use crate::validate;
 use crate::views::{CreatedView, SessionView};
+use crate::{ssh, validate};
 
 pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Result<()> {
     match cmd {
@@ -44,7 +44,30 @@ pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Resul
             }
         }
         SessionCommand::Rm { ids, all, yes, json } => remove(sessions, ids, all, yes, json).await,
+        SessionCommand::SshConfig { id, user, identity_file, json } => {
+            let row = match (&id, &user) {
+                (Some(id), _) => sessions.get(id)?,
+                (None, Some(user)) => sessions.get_by_user(user)?,
+                (None, None) => return Err(Error::invalid("session", "give a session id or --user")),
+            };
+            let identity = identity_file.as_ref().map(|p| p.display().to_string());
+            let config = ssh::ssh_config(&row.user, &sessions.settings.ssh_host, row.ssh_port, identity.as_deref());
+            let known_hosts = ssh::alias_known_hosts_line(&row.user, &sessions.host_public_key(&row.user)?);
+            if json {
+                return print_json(&serde_json::json!({ "ssh_config": config, "ssh_config_known_hosts": known_hosts }));
+            }
+            print_ssh_config(&config, &known_hosts);
+            Ok(())
+        }
     }
+}
+
+/// The block as it goes into ~/.ssh/config, the known_hosts line as a comment after it, so
+/// that the whole output can be appended to the config as it is.
+fn print_ssh_config(config: &str, known_hosts: &str) {
+    print!("{config}");
+    println!("    # Add this line to ~/.ssh/known_hosts (valid whatever the port):");
+    println!("    # {known_hosts}");
 }
 
 async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()> {
@@ -98,7 +121,7 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
     if let (Some(path), Some(key)) = (&args.key_file, &created.private_key) {
         write_private_key(path, key)?;
     }
-    let mut view = CreatedView::new(&created, &key_path);
+    let mut view = CreatedView::new(&created, &key_path, Some(&key_path));
     if args.key_file.is_some() {
         // Written to the file; not repeated on stdout.
         view.ssh_private_key = None;
@@ -119,6 +142,8 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         println!("\nLog in with:");
     }
     println!("  {}", view.ssh_command);
+    println!("\nOr add this to ~/.ssh/config and log in with `ssh {}`:\n", ssh::host_alias(&created.ssh_user));
+    print_ssh_config(&view.ssh_config, &view.ssh_config_known_hosts);
     Ok(())
 }
 

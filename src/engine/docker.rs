@@ -153,7 +153,12 @@ impl Engine for Docker {
             None => env.push("NVIDIA_VISIBLE_DEVICES=void".into()),
         }
         let host_config = HostConfig {
-            binds: Some(vec![format!("{}:/home/{}:rw", spec.workspace.display(), spec.user)]),
+            // The home is also at /workspace, the original API's path, which scripts use.
+            binds: Some(vec![
+                format!("{}:/home/{}:rw", spec.workspace.display(), spec.user),
+                format!("{}:/workspace:rw", spec.workspace.display()),
+                format!("{}:/{}:ro", spec.user_keys_dir.display(), crate::ssh::USER_KEYS_DIR),
+            ]),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             pids_limit: Some(spec.pids_limit),

@@ -34,7 +34,10 @@ pub struct ContainerSpec {
     pub publish_address: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
+    /// The user's home on the host, mounted at `/home/<user>` and at `/workspace`.
     pub workspace: PathBuf,
+    /// The host directory holding the user's own keys, mounted read-only at `ssh::USER_KEYS_DIR`.
+    pub user_keys_dir: PathBuf,
     pub pids_limit: i64,
     pub command: Vec<String>,
     /// How the container gets its GPU, if any.

@@ -47,6 +47,9 @@ fn description() -> String {
         routes::gpus,
         routes::profiles,
         routes::available,
+        routes::list_keys,
+        routes::add_key,
+        routes::remove_key,
     ),
     modifiers(&Shared),
     security(("bearerAuth" = [])),
@@ -181,6 +184,15 @@ mod tests {
             assert!(codes.as_array().unwrap().contains(&json!(code)), "{code} in {codes}");
         }
         assert_eq!(s["Error"]["required"], json!(["error", "code"]));
+        let created = &s["CreatedSession"];
+        for field in ["ssh_config", "ssh_config_known_hosts", "ssh_command"] {
+            assert!(created["required"].as_array().unwrap().contains(&json!(field)), "{field}");
+        }
+        assert!(created["properties"]["ssh_config"]["description"].as_str().unwrap().contains("HostKeyAlias"));
+        assert_eq!(s["AddKeyRequest"]["required"], json!(["public_key"]));
+        let user_param = &doc["paths"]["/users/{user}/keys"]["get"]["parameters"][0];
+        assert_eq!((&user_param["name"], &user_param["schema"]["pattern"]), (&json!("user"), &user["pattern"]));
+        assert_eq!(s["UserKey"]["required"], json!(["user_id", "fingerprint", "public_key", "added_at"]));
     }
 
     /// The document describes exactly the routes the router accepts, with a token exactly where
@@ -199,9 +211,12 @@ mod tests {
             assert_eq!(op["responses"].get("401").is_some(), !public, "{method} {path}: 401 iff a token is needed");
             assert_eq!(op["responses"].get("503").is_some(), !public, "{method} {path}: 503");
             let has_body = op.get("requestBody").is_some();
-            for status in ["400", "408", "413"] {
+            for status in ["408", "413"] {
                 assert_eq!(op["responses"].get(status).is_some(), has_body, "{method} {path}: {status}");
             }
+            // A body can be invalid, and so can a path parameter that names a user.
+            let bad_input = has_body || path.contains("{user}");
+            assert_eq!(op["responses"].get("400").is_some(), bad_input, "{method} {path}: 400");
             for (status, response) in op["responses"].as_object().unwrap() {
                 if !status.starts_with('2') {
                     let schema = &response["content"]["application/json"]["schema"];

@@ -17,7 +17,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::GpuRequest;
 use crate::sessions::CreateRequest;
 use crate::validate;
-use crate::views::{AvailableView, CreatedView, GpusView, MessageView, ProfilesView, RemovedAllView, SessionView};
+use crate::views::{
+    AvailableView, CreatedView, GpusView, MessageView, ProfilesView, RemovedAllView, SessionView, UserKeyView,
+};
 
 /// Every path and its methods: the router dispatches on exactly these, and the OpenAPI document
 /// must describe exactly these (a test checks both ways). HEAD is answered wherever GET is,
@@ -31,17 +33,53 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/gpus", &["GET"]),
     ("/gpus/profiles", &["GET"]),
     ("/gpus/available", &["GET"]),
+    ("/users/{user}/keys", &["GET", "POST"]),
+    ("/users/{user}/keys/{fingerprint}", &["DELETE"]),
 ];
 
 /// Paths anyone may read: the health check and the API's description.
 pub const PUBLIC: &[&str] = &["/healthz", "/openapi.json"];
 
-/// The route of `path` and the `{id}` it carries, if any.
-fn route(path: &str) -> Option<(&'static str, Option<&str>)> {
-    if let Some(id) = path.strip_prefix("/sessions/") {
-        return (!id.is_empty() && !id.contains('/')).then_some(("/sessions/{id}", Some(id)));
+/// The route of `path` and the values of its `{…}` segments, in order (still percent-encoded).
+fn route(path: &str) -> Option<(&'static str, Vec<&str>)> {
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    ROUTES.iter().find_map(|(pattern, _)| {
+        let parts: Vec<&str> = pattern[1..].split('/').collect();
+        if parts.len() != segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (part, segment) in parts.iter().zip(&segments) {
+            if part.starts_with('{') {
+                if segment.is_empty() {
+                    return None;
+                }
+                params.push(*segment);
+            } else if part != segment {
+                return None;
+            }
+        }
+        Some((*pattern, params))
+    })
+}
+
+/// A path segment with its `%XX` escapes decoded (a fingerprint's `/` arrives as `%2F`).
+fn percent_decode(field: &'static str, segment: &str) -> Result<String> {
+    let bad = || Error::invalid(field, format!("{segment:?} is not a valid percent-encoded path segment"));
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
     }
-    ROUTES.iter().find(|(pattern, _)| *pattern == path).map(|(pattern, _)| (*pattern, None))
+    String::from_utf8(out).map_err(|_| bad())
 }
 
 /// The methods a path answers, for `Allow`: its routes' methods, HEAD with GET, and OPTIONS.
@@ -67,10 +105,10 @@ pub fn all_methods() -> String {
 
 pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
     let path = ex.path().to_string();
-    let Some((pattern, id)) = route(&path) else {
+    let Some((pattern, params)) = route(&path) else {
         return ApiError::new(ErrorKind::NotFound, format!("no such path: {path}")).into_reply();
     };
-    let id = id.map(str::to_string);
+    let params: Vec<String> = params.into_iter().map(str::to_string).collect();
     let methods = ROUTES.iter().find(|(p, _)| *p == pattern).map_or(&[][..], |r| r.1);
     let method = ex.method().to_string();
     if method == "OPTIONS" {
@@ -92,7 +130,7 @@ pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
     {
         return ApiError::new(ErrorKind::Unauthorized, why).with_header("WWW-Authenticate", CHALLENGE).into_reply();
     }
-    let id = id.as_deref().unwrap_or_default();
+    let id = params.first().map_or("", String::as_str);
     let result = match (pattern, as_get) {
         ("/healthz", _) => Ok(healthz(app)),
         ("/openapi.json", _) => Ok(openapi(app)),
@@ -106,6 +144,19 @@ pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
         ("/gpus", _) => gpus(app),
         ("/gpus/profiles", _) => profiles(app),
         ("/gpus/available", _) => available(app),
+        ("/users/{user}/keys", "GET") => {
+            percent_decode("user", id).map_err(ApiError::from).and_then(|u| list_keys(app, &u))
+        }
+        ("/users/{user}/keys", "POST") => {
+            percent_decode("user", id).map_err(ApiError::from).and_then(|u| add_key(app, ex, &u))
+        }
+        ("/users/{user}/keys/{fingerprint}", "DELETE") => {
+            let fingerprint = params.get(1).map_or("", String::as_str);
+            percent_decode("user", id)
+                .and_then(|u| Ok((u, percent_decode("fingerprint", fingerprint)?)))
+                .map_err(ApiError::from)
+                .and_then(|(u, f)| remove_key(app, &u, &f))
+        }
         _ => unreachable!("ROUTES and this match list the same methods"),
     };
     result.unwrap_or_else(ApiError::into_reply)
@@ -199,7 +250,9 @@ pub(super) fn create(app: &App, ex: &mut Exchange) -> Result<Reply, ApiError> {
     app.metrics.create(started.elapsed(), created.is_ok());
     let created = created?;
     let key_path = format!("{}.key", created.ssh_user);
-    Ok(Reply::json(201, &CreatedView::new(&created, &key_path)))
+    // The key file is known only for the key this answer carries.
+    let identity_file = created.private_key.is_some().then_some(key_path.as_str());
+    Ok(Reply::json(201, &CreatedView::new(&created, &key_path, identity_file)))
 }
 
 #[utoipa::path(patch, path = "/sessions/{id}", operation_id = "extendSession",
@@ -297,6 +350,65 @@ pub(super) fn metrics(app: &App) -> Result<Reply, ApiError> {
     Ok(Reply::bytes(200, super::metrics::CONTENT_TYPE, Body::Owned(text.into_bytes())))
 }
 
+/// Descriptions of the error answers the key operations share.
+pub const USER_KEY_PARAM: &str = "The user's login name.";
+pub const NO_SUCH_KEY: &str = "The user has no key with this fingerprint.";
+pub const BAD_USER: &str = "The user name is not a valid login name, or a path segment is wrongly percent-encoded.";
+
+#[utoipa::path(get, path = "/users/{user}/keys", operation_id = "listUserKeys",
+    summary = "The user's own public keys, which every session of theirs accepts",
+    params(("user" = String, Path, description = USER_KEY_PARAM, pattern = "^[a-z_][a-z0-9_-]{0,31}$")),
+    responses(
+        (status = 200, description = "A JSON array, oldest first; `[]` when there are none.", body = Vec<UserKeyView>),
+        (status = 400, description = BAD_USER, body = ErrorBody),
+    ))]
+pub(super) fn list_keys(app: &App, user: &str) -> Result<Reply, ApiError> {
+    let keys: Vec<UserKeyView> = app.sessions.user_keys(user)?.iter().map(|k| UserKeyView::new(user, k)).collect();
+    Ok(Reply::json(200, &keys))
+}
+
+#[utoipa::path(post, path = "/users/{user}/keys", operation_id = "addUserKey",
+    summary = "Add a public key; the user's running session accepts it for new logins at once",
+    params(("user" = String, Path, description = USER_KEY_PARAM, pattern = "^[a-z_][a-z0-9_-]{0,31}$")),
+    request_body = AddKeyRequest,
+    responses(
+        (status = 201, description = "The key as stored.", body = UserKeyView),
+        (status = 409, description = "The user already has this key.", body = ErrorBody),
+    ))]
+pub(super) fn add_key(app: &App, ex: &mut Exchange, user: &str) -> Result<Reply, ApiError> {
+    let body = ex.read_body()?;
+    let request: AddKeyRequest = decode(&body)?;
+    let key = request.public_key.ok_or_else(|| Error::invalid("public_key", "is required"))?;
+    let key = app.sessions.add_user_key(user, &key)?;
+    Ok(Reply::json(201, &UserKeyView::new(user, &key)))
+}
+
+#[utoipa::path(delete, path = "/users/{user}/keys/{fingerprint}", operation_id = "removeUserKey",
+    summary = "Revoke a key: new logins with it fail at once, in the running session too",
+    params(
+        ("user" = String, Path, description = USER_KEY_PARAM, pattern = "^[a-z_][a-z0-9_-]{0,31}$"),
+        ("fingerprint" = String, Path, description = "The key's `SHA256:…` fingerprint, its `/` written `%2F`."),
+    ),
+    responses(
+        (status = 200, description = "Revoked.", body = MessageView),
+        (status = 400, description = BAD_USER, body = ErrorBody),
+        (status = 404, description = NO_SUCH_KEY, body = ErrorBody),
+    ))]
+pub(super) fn remove_key(app: &App, user: &str, fingerprint: &str) -> Result<Reply, ApiError> {
+    app.sessions.remove_user_key(user, fingerprint)?;
+    Ok(Reply::json(200, &MessageView { message: format!("key {fingerprint} of {user} removed") }))
+}
+
+/// A key to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddKeyRequest {
+    /// One OpenSSH public key line, as in a `.pub` file.
+    #[serde(default)]
+    #[schema(value_type = String, required = true, example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI... alice@laptop")]
+    public_key: Option<String>,
+}
+
 /// A create. `""` and a `ttl_minutes` of 0 or less mean the default, as in the original API; the
 /// values are checked by the session service, the shape here.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -322,7 +434,8 @@ pub struct CreateSessionRequest {
     #[serde(default)]
     image: Option<String>,
     /// The user's own OpenSSH public key (one line); then no key pair is made and
-    /// ssh_private_key is null.
+    /// ssh_private_key is null. The key joins the user's keys (`/users/{user}/keys`), which
+    /// later sessions accept too.
     #[serde(default)]
     ssh_public_key: Option<String>,
 }
@@ -372,7 +485,8 @@ fn refused(field: &'static str, e: &serde_json::Error) -> Error {
 
 /// The request bodies' field named `key` (errors name fields by `&'static str`), else "body".
 fn known_field(key: &str) -> &'static str {
-    const FIELDS: &[&str] = &["user_id", "ttl_minutes", "mig_profile", "mig_instance_uuid", "image", "ssh_public_key"];
+    const FIELDS: &[&str] =
+        &["user_id", "ttl_minutes", "mig_profile", "mig_instance_uuid", "image", "ssh_public_key", "public_key"];
     FIELDS.iter().find(|f| **f == key).copied().unwrap_or("body")
 }
 
@@ -498,13 +612,34 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route("/sessions"), Some(("/sessions", None)));
-        assert_eq!(route("/sessions/abc"), Some(("/sessions/{id}", Some("abc"))));
-        for missing in ["/", "/sessions/", "/sessions/a/b", "/gpus/", "/nope", "//sessions"] {
+        assert_eq!(route("/sessions"), Some(("/sessions", vec![])));
+        assert_eq!(route("/sessions/abc"), Some(("/sessions/{id}", vec!["abc"])));
+        assert_eq!(route("/users/al/keys"), Some(("/users/{user}/keys", vec!["al"])));
+        assert_eq!(
+            route("/users/al/keys/SHA256:a%2Fb"),
+            Some(("/users/{user}/keys/{fingerprint}", vec!["al", "SHA256:a%2Fb"]))
+        );
+        assert_eq!(percent_decode("fingerprint", "SHA256:a%2Fb+c").unwrap(), "SHA256:a/b+c");
+        for bad in ["%", "%2", "%zz", "%ff"] {
+            let e = percent_decode("fingerprint", bad).unwrap_err();
+            assert!(e.to_string().contains("not a valid percent-encoded"), "{bad}: {e}");
+        }
+        for missing in [
+            "/",
+            "/sessions/",
+            "/sessions/a/b",
+            "/gpus/",
+            "/nope",
+            "//sessions",
+            "/users/al",
+            "/users//keys",
+            "/users/a/keys/",
+        ] {
             assert_eq!(route(missing), None, "{missing}");
         }
         assert_eq!(allow(&["GET", "POST", "DELETE"]), "GET, HEAD, POST, DELETE, OPTIONS");
         assert_eq!(allow(&["GET", "PATCH", "DELETE"]), "GET, HEAD, PATCH, DELETE, OPTIONS");
         assert_eq!(all_methods(), "GET, POST, DELETE, PATCH, HEAD, OPTIONS");
+        assert_eq!(allow(&["DELETE"]), "DELETE, OPTIONS");
     }
 }

@@ -424,3 +424,67 @@ async fn removing_several_goes_on_past_failures_and_counts_the_already_gone_as_r
     assert_eq!(report.orphans, vec![bob.container_id.unwrap()]);
     lab.assert_nothing_left("removing all and a reap");
 }
+
+/// The user's key file as a session's sshd reads it.
+fn user_key_file(lab: &Lab, user: &str) -> String {
+    std::fs::read_to_string(user_keys_dir(&lab.settings.state_dir(), user).join("authorized_keys")).unwrap()
+}
+
+#[tokio::test]
+async fn own_keys_outlive_sessions_and_generated_keys_do_not() {
+    let lab = Lab::new();
+    let (_, own) = ssh::generate_key_pair("alice@laptop").unwrap();
+    let req = CreateRequest { public_key: Some(format!("{own}\n")), ..request("alice") };
+    let created = lab.create_with(req, &CancellationToken::new()).await.unwrap();
+    assert!(created.private_key.is_none());
+    let container = lab.engine.container(created.session.container_id.as_deref().unwrap()).unwrap();
+    let session_file = &container.files[&format!("{}/authorized_keys", ssh::CONFIG_DIR)];
+    assert!(session_file.is_empty(), "the given key is read from the user's keys, not the session's file");
+    assert_eq!(user_key_file(&lab, "alice"), format!("{own}\n"));
+    lab.sessions.remove(&created.session.id).await.unwrap();
+
+    // Again with the same key: no duplicate; a generated key stays out of the user's keys.
+    let req = CreateRequest { public_key: Some(own.clone()), ..request("alice") };
+    let again = lab.create_with(req, &CancellationToken::new()).await.unwrap();
+    lab.sessions.remove(&again.session.id).await.unwrap();
+    let generated = lab.create("alice").await.unwrap();
+    assert!(generated.private_key.is_some());
+    let keys = lab.sessions.user_keys("alice").unwrap();
+    assert_eq!(keys.iter().map(|k| k.key_line.as_str()).collect::<Vec<_>>(), vec![own.as_str()]);
+    assert_eq!(user_key_file(&lab, "alice"), format!("{own}\n"));
+}
+
+#[tokio::test]
+async fn keys_are_added_and_revoked_with_clear_errors() {
+    let lab = Lab::new();
+    let (_, first) = ssh::generate_key_pair("one").unwrap();
+    let (_, second) = ssh::generate_key_pair("two").unwrap();
+    let a = lab.sessions.add_user_key("bob", &first).unwrap();
+    let b = lab.sessions.add_user_key("bob", &second).unwrap();
+    assert_eq!(user_key_file(&lab, "bob"), format!("{first}\n{second}\n"));
+    let e = lab.sessions.add_user_key("bob", &first).unwrap_err();
+    assert!(matches!(&e, Error::Conflict(m) if m.contains(&a.fingerprint)), "{e}");
+    let e = lab.sessions.add_user_key("bob", "ssh-ed25519 nonsense").unwrap_err();
+    assert!(matches!(e, Error::InvalidInput { field: "public key", .. }), "{e}");
+    let e = lab.sessions.add_user_key("Root!", &first).unwrap_err();
+    assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+
+    lab.sessions.remove_user_key("bob", &a.fingerprint).unwrap();
+    assert_eq!(user_key_file(&lab, "bob"), format!("{second}\n"));
+    let e = lab.sessions.remove_user_key("bob", &a.fingerprint).unwrap_err();
+    assert!(matches!(&e, Error::NotFound(m) if m.contains(&a.fingerprint)), "{e}");
+    assert_eq!(lab.sessions.user_keys("bob").unwrap(), vec![b]);
+    assert!(lab.sessions.user_keys("carol").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_create_takes_back_the_key_it_added() {
+    let lab = Lab::new();
+    let (_, own) = ssh::generate_key_pair("x").unwrap();
+    lab.engine.fail_next(Op::Start, unavailable("start"));
+    let req = CreateRequest { public_key: Some(own), ..request("alice") };
+    assert!(lab.create_with(req, &CancellationToken::new()).await.is_err());
+    lab.assert_nothing_left("a failed create with a key");
+    assert!(lab.sessions.user_keys("alice").unwrap().is_empty());
+    assert_eq!(user_key_file(&lab, "alice"), "");
+}

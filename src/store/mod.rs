@@ -46,6 +46,16 @@ const SCHEMA: &[&str] = &[
     gpu::SCHEMA,
     // version 4: boot id, profile and placement of the GPU instances sandman created
     gpu::SCHEMA_IDENTITY,
+    // version 5: each user's last SSH port (kept across sessions, so the address stays stable)
+    // and the user's own public keys, which outlive sessions. A key may be stored for a user
+    // who has had no session yet, so `user_keys` names users without a foreign key.
+    "ALTER TABLE users ADD COLUMN last_port INTEGER;
+     CREATE TABLE user_keys (
+        user_name TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        key_line TEXT NOT NULL,
+        added_at INTEGER NOT NULL,
+        PRIMARY KEY (user_name, fingerprint));",
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
@@ -103,6 +113,15 @@ pub struct SessionRow {
     pub expires_at: i64,
     pub workspace: String,
     pub host_key_fingerprint: String,
+}
+
+/// One of a user's public keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserKey {
+    pub fingerprint: String,
+    /// The key as one `authorized_keys` line.
+    pub key_line: String,
+    pub added_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -232,13 +251,8 @@ impl Store {
         };
         let fingerprint = host_key_fingerprint(&user.host_key)?;
 
-        let used_ports: HashSet<u16> = collect(&tx, "SELECT ssh_port FROM sessions")?;
-        let (start, end) = r.port_range;
-        let port = (start..=end).find(|p| !used_ports.contains(p) && port_free(*p)).ok_or_else(|| {
-            Error::Exhausted(format!(
-                "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
-            ))
-        })?;
+        let port = choose_port(&tx, r.user, r.port_range, &port_free)?;
+        tx.execute("UPDATE users SET last_port = ?2 WHERE name = ?1", params![r.user, port])?;
 
         let ledger = GpuLedger::new(&tx);
         let gpu = pick_gpu(&ledger.held()?, &ledger)?;
@@ -378,6 +392,64 @@ impl Store {
     pub fn user(&self, name: &str) -> Result<Option<UserRow>> {
         query_user(&self.conn, name)
     }
+
+    /// The user's public keys, oldest first.
+    pub fn user_keys(&self, user: &str) -> Result<Vec<UserKey>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT fingerprint, key_line, added_at FROM user_keys WHERE user_name = ?1 ORDER BY added_at, rowid",
+        )?;
+        let keys = stmt
+            .query_map([user], |r| Ok(UserKey { fingerprint: r.get(0)?, key_line: r.get(1)?, added_at: r.get(2)? }))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(keys)
+    }
+
+    /// Adds a key; false if the user already has a key with this fingerprint.
+    pub fn add_user_key(&self, user: &str, key: &UserKey) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO user_keys (user_name, fingerprint, key_line, added_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user, key.fingerprint, key.key_line, key.added_at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Removes a key; false if the user has no key with this fingerprint.
+    pub fn remove_user_key(&self, user: &str, fingerprint: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM user_keys WHERE user_name = ?1 AND fingerprint = ?2", params![user, fingerprint])?;
+        Ok(n == 1)
+    }
+}
+
+/// A session's port: the user's last one whenever it is free (so their ssh config and
+/// known_hosts entries keep working), else the first free port no other user remembers, else
+/// (the range is crowded with remembered ports) the first free one.
+fn choose_port(
+    conn: &Connection,
+    user: &str,
+    (start, end): (u16, u16),
+    port_free: &impl Fn(u16) -> bool,
+) -> Result<u16> {
+    let used: HashSet<u16> = collect(conn, "SELECT ssh_port FROM sessions")?;
+    let free = |p: u16| (start..=end).contains(&p) && !used.contains(&p) && port_free(p);
+    let last: Option<u16> = conn
+        .query_row("SELECT last_port FROM users WHERE name = ?1", [user], |r| r.get::<_, Option<u16>>(0))
+        .optional()?
+        .flatten();
+    if let Some(p) = last.filter(|p| free(*p)) {
+        return Ok(p);
+    }
+    let mut stmt = conn.prepare("SELECT last_port FROM users WHERE name != ?1 AND last_port IS NOT NULL")?;
+    let remembered = stmt.query_map([user], |r| r.get::<_, u16>(0))?.collect::<rusqlite::Result<HashSet<u16>>>()?;
+    // `port_free` binds a socket: ask it once per candidate, in the order of preference.
+    let unremembered = (start..=end).filter(|p| !remembered.contains(p));
+    let remembered_in_range = (start..=end).filter(|p| remembered.contains(p));
+    unremembered.chain(remembered_in_range).find(|p| free(*p)).ok_or_else(|| {
+        Error::Exhausted(format!(
+            "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
+        ))
+    })
 }
 
 const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
@@ -480,6 +552,46 @@ mod tests {
         assert_eq!((again.uid, again.host_key.as_str()), (20000, "key-of-alice"));
         assert!(store.session("3").unwrap().is_none());
         assert_eq!(store.sessions().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_user_gets_their_last_port_and_new_users_avoid_remembered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let port = |row: (SessionRow, UserRow)| row.0.ssh_port;
+        assert_eq!(port(reserve(&mut store, "1", "alice", |_| true).unwrap()), 10000);
+        store.delete_session("1").unwrap();
+        assert_eq!(port(reserve(&mut store, "2", "bob", |_| true).unwrap()), 10001, "alice's port is left to her");
+        assert_eq!(port(reserve(&mut store, "3", "alice", |_| true).unwrap()), 10000, "alice's port again");
+        // Her port busy on the host: another one, which she then keeps.
+        store.delete_session("3").unwrap();
+        assert_eq!(port(reserve(&mut store, "4", "alice", |p| p != 10000).unwrap()), 10002);
+        store.delete_session("4").unwrap();
+        assert_eq!(port(reserve(&mut store, "5", "alice", |_| true).unwrap()), 10002);
+        store.delete_session("5").unwrap();
+        assert_eq!(port(reserve(&mut store, "6", "carol", |_| true).unwrap()), 10000, "forgotten by alice");
+        // Every free port is remembered by someone (carol 10000, alice 10002): a new user still gets one.
+        store.delete_session("6").unwrap();
+        assert_eq!(port(reserve(&mut store, "7", "dave", |_| true).unwrap()), 10000);
+        assert_eq!(port(reserve(&mut store, "8", "alice", |_| true).unwrap()), 10002);
+    }
+
+    #[test]
+    fn user_keys_are_per_user_and_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let key =
+            |fp: &str, at: i64| UserKey { fingerprint: fp.into(), key_line: format!("ssh-ed25519 {fp}"), added_at: at };
+        assert!(store.add_user_key("alice", &key("B", 2)).unwrap());
+        assert!(store.add_user_key("alice", &key("A", 1)).unwrap());
+        assert!(!store.add_user_key("alice", &key("A", 3)).unwrap(), "duplicate fingerprint");
+        assert!(store.add_user_key("bob", &key("A", 4)).unwrap(), "the same key for another user");
+        assert_eq!(store.user_keys("alice").unwrap(), vec![key("A", 1), key("B", 2)]);
+        assert!(store.remove_user_key("alice", "A").unwrap());
+        assert!(!store.remove_user_key("alice", "A").unwrap(), "already gone");
+        assert_eq!(store.user_keys("alice").unwrap(), vec![key("B", 2)]);
+        assert_eq!(store.user_keys("bob").unwrap(), vec![key("A", 4)], "bob's key untouched");
+        assert!(store.user_keys("carol").unwrap().is_empty());
     }
 
     #[test]

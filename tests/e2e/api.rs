@@ -150,7 +150,13 @@ fn every_endpoint_with_its_statuses_and_the_spec_shapes() {
     assert!(created["ssh_private_key"].as_str().unwrap().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     let port = created["ssh_port"].as_u64().unwrap() as u16;
     assert!((env.ports.0..=env.ports.1).contains(&port));
-    assert_eq!(created["ssh_command"], format!("ssh -i user123.key -p {port} user123@127.0.0.1"));
+    assert_eq!(created["ssh_command"], format!("ssh -i user123.key -o IdentitiesOnly=yes -p {port} user123@127.0.0.1"));
+    let block = created["ssh_config"].as_str().unwrap();
+    assert!(
+        block.contains(&format!("\n    Port {port}\n")) && block.contains("\n    IdentityFile user123.key\n"),
+        "{block}"
+    );
+    assert!(created["ssh_config_known_hosts"].as_str().unwrap().starts_with("sandman-user123 ssh-ed25519 "));
     let s = session_from(&env, &created);
     let out = env.ssh(&s, "whoami");
     assert_eq!(stdout(&out), "user123\n", "{}", stderr(&out));
@@ -700,13 +706,21 @@ fn the_openapi_document_matches_the_server() {
         }
     }
     ops.sort_by_key(|(m, p, _)| (m == "DELETE", p.len() < 10, m.clone(), p.clone()));
+    // A key to add and then revoke, by its fingerprint (its '/' and '+' escaped in the path).
+    let key = env.path("oa-key");
+    let keygen = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let public_key = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    let listed = Command::new("ssh-keygen").arg("-lf").arg(format!("{}.pub", key.display())).output().unwrap();
+    let fingerprint = stdout(&listed).split_whitespace().nth(1).unwrap().replace('/', "%2F").replace('+', "%2B");
     let valid_body = |method: &str, path: &str| match (method, path) {
         ("POST", "/sessions") => Some(json!({"user_id": "oa2", "ttl_minutes": 5})),
+        ("POST", "/users/{user}/keys") => Some(json!({"public_key": public_key})),
         ("PATCH", _) => Some(json!({"ttl_minutes": 90})),
         _ => None,
     };
     for (method, path, op) in &ops {
-        let concrete = path.replace("{id}", &id);
+        let concrete = path.replace("{id}", &id).replace("{user}", "oa").replace("{fingerprint}", &fingerprint);
         let r = serve.call(method, &concrete, valid_body(method, path).as_ref());
         let documented = &op["responses"][r.status.to_string()];
         assert!(documented.is_object(), "{method} {path}: status {} is not documented: {}", r.status, r.text());
@@ -852,7 +866,7 @@ fn a_client_that_does_not_read_a_large_answer_does_not_block_others() {
     let mut sql = String::from("BEGIN;");
     for i in 0..6000 {
         sql.push_str(&format!(
-            "INSERT INTO users VALUES ('u{i}', {}, 'k', 0);
+            "INSERT INTO users (name, uid, host_key, created_at) VALUES ('u{i}', {}, 'k', 0);
              INSERT INTO sessions (id, user_name, state, ssh_port, image, ttl_minutes, created_at,
                expires_at, workspace, host_key_fingerprint)
              VALUES ('{i:08}-0000-0000-0000-000000000000', 'u{i}', 'running', {}, 'gpu-workspace', 60,

@@ -3,6 +3,7 @@
 mod harness;
 mod http;
 
+mod address;
 mod api;
 mod cli;
 mod clients;

@@ -358,6 +358,9 @@ fn serve_image_builds_offline_and_its_compose_file_serves_a_session_reached_by_s
 
     let r = request(api_port, "POST", "/sessions", &headers, Some(br#"{"user_id":"composer"}"#));
     assert_eq!(r.status, 201, "{}\n{}", r.text(), compose.logs());
+    // The state directory has the host's path inside too: the user's key directory, which the
+    // session mounts, is where the engine looks for it.
+    assert!(state.join("keys/composer/authorized_keys").is_file(), "the key directory is not at the host's path");
     let created = r.json();
     let session = session_from(&env, &created);
     assert!((ssh_start..api_port).contains(&session.port()), "{created}");
