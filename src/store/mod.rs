@@ -9,11 +9,11 @@ pub use gpu::{CreatedInstance, GpuLedger, SimGpu, SimInstance, SimState};
 
 use std::collections::HashSet;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -133,37 +133,113 @@ pub struct GpuPick {
 
 pub struct Store {
     conn: Connection,
+    /// The database file, for error messages.
+    path: PathBuf,
 }
+
+/// How long a write waits for another connection's write lock before it gives up with
+/// `Unavailable`: a client gets 503 with `Retry-After`, the CLI exit status 5.
+pub const WRITE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Under WAL a read never waits for a writer; only a recovery after a crash can make it wait.
+const READ_WAIT: Duration = Duration::from_secs(1);
 
 /// See `Store::version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version(i64, u64);
 
 impl Store {
+    /// The connection for writes (and reads inside them). Opening writes nothing unless the
+    /// schema needs migrating, so that a full disk still lets sessions be listed.
     pub fn open(path: &Path) -> Result<Store> {
+        let mut store = Store::connect(path, WRITE_LOCK_WAIT)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        store.migrate(dir).map_err(|e| store.named(e))?;
+        Ok(store)
+    }
+
+    /// A connection that only reads, for a server's lists and lookups: under WAL it sees the last
+    /// commit and never waits behind the write connection's transaction. Open the database with
+    /// `open` first (it migrates the schema).
+    pub fn open_reader(path: &Path) -> Result<Store> {
+        let store = Store::connect(path, READ_WAIT)?;
+        store.conn.pragma_update(None, "query_only", true).map_err(|e| store.named(e.into()))?;
+        Ok(store)
+    }
+
+    fn connect(path: &Path, busy_wait: Duration) -> Result<Store> {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+            .io_context(|| format!("create the state directory {}", dir.display()))?;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
+        let store = Store { conn, path: path.to_path_buf() };
         // The database holds the users' SSH host keys: owner only.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .io_context(|| format!("restrict the database {} to its owner", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // In WAL mode NORMAL cannot corrupt the database; a power cut may lose the last commits,
-        // which the reaper reconciles like any crash. It saves an fsync per write.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        let mut store = Store { conn };
-        store.migrate(dir)?;
+        let setup = || -> rusqlite::Result<()> {
+            store.conn.busy_timeout(busy_wait)?;
+            let mode: String = store.conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                store.conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            // In WAL mode NORMAL cannot corrupt the database; a power cut may lose the last
+            // commits, which the reaper reconciles like any crash. It saves an fsync per write.
+            store.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            store.conn.pragma_update(None, "foreign_keys", true)
+        };
+        setup().map_err(|e| store.named(e.into()))?;
         Ok(store)
     }
 
+    /// `f` on the connection, its errors named (see `named`).
+    fn run<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.conn).map_err(|e| self.named(e))
+    }
+
+    fn run_mut<T>(&mut self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        f(&mut self.conn).map_err(|e| self.named(e))
+    }
+
+    /// A database error with the database's path and, for the host's state (another process
+    /// holding the write lock, a full disk, a read-only file system), `Unavailable` with the fix.
+    fn named(&self, e: Error) -> Error {
+        let Error::Internal(inner) = e else {
+            return e;
+        };
+        let Some(rusqlite::Error::SqliteFailure(failure, _)) = inner.downcast_ref::<rusqlite::Error>() else {
+            return Error::Internal(inner);
+        };
+        let path = self.path.display();
+        let fix = match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => format!(
+                "another process holds its write lock (waited {} s); try again, and if it persists, find \
+                 the process with `fuser -v {path}`",
+                WRITE_LOCK_WAIT.as_secs()
+            ),
+            ErrorCode::DiskFull => {
+                "the file system is full: free space on it, then try again (reads still work)".to_string()
+            }
+            ErrorCode::ReadOnly => {
+                "it is read-only: check the permissions of the database, its -wal and -shm files and its \
+                 directory, or remount the file system read-write"
+                    .to_string()
+            }
+            ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+                "permission denied on it or its -wal or -shm file: run sandman as root (sudo), or give \
+                 those files back to the user sandman runs as"
+                    .to_string()
+            }
+            _ => return Error::Internal(inner.context(format!("session database {path}"))),
+        };
+        Error::Unavailable(format!("cannot use the session database {path}: {fix} ({failure})"))
+    }
     /// Brings the schema up to date; `state_dir` holds the files older versions kept state in.
     fn migrate(&mut self, state_dir: &Path) -> Result<()> {
+        if self.up_to_date()? {
+            return Ok(());
+        }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
@@ -188,8 +264,21 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the schema is this version's and the instance id is there: nothing to write.
+    fn up_to_date(&self) -> Result<bool> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if usize::try_from(version).ok() != Some(SCHEMA.len()) {
+            return Ok(false);
+        }
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     pub fn instance_id(&self) -> Result<String> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0))?)
+        self.run(|conn| Ok(conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0))?))
     }
 
     /// Reserves everything a new session needs, or nothing. `new_host_key` is called only for a
@@ -203,180 +292,202 @@ impl Store {
         port_free: impl Fn(u16) -> bool,
         pick_gpu: impl FnOnce(&HashSet<String>, &GpuLedger) -> Result<Option<GpuPick>>,
     ) -> Result<(SessionRow, UserRow)> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<String> =
-            tx.query_row("SELECT id FROM sessions WHERE user_name = ?1", [r.user], |row| row.get(0)).optional()?;
-        if let Some(id) = existing {
-            return Err(Error::Conflict(format!("session for user {} already exists ({id})", r.user)));
-        }
-
-        let user = match query_user(&tx, r.user)? {
-            Some(u) => u,
-            None => {
-                let next: u32 =
-                    tx.query_row("SELECT COALESCE(MAX(uid) + 1, ?1) FROM users", [r.uid_start], |row| row.get(0))?;
-                let uid = next.max(r.uid_start);
-                if uid >= 60000 {
-                    return Err(Error::Exhausted(format!(
-                        "no uid left for user {}: uids {}-59999 are all taken",
-                        r.user, r.uid_start
-                    )));
-                }
-                let host_key = new_host_key()?;
-                tx.execute(
-                    "INSERT INTO users (name, uid, host_key, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![r.user, uid, host_key, r.now],
-                )?;
-                UserRow { name: r.user.to_string(), uid, host_key }
+        self.run_mut(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<String> =
+                tx.query_row("SELECT id FROM sessions WHERE user_name = ?1", [r.user], |row| row.get(0)).optional()?;
+            if let Some(id) = existing {
+                return Err(Error::Conflict(format!("session for user {} already exists ({id})", r.user)));
             }
-        };
-        let fingerprint = host_key_fingerprint(&user.host_key)?;
 
-        let used_ports: HashSet<u16> = collect(&tx, "SELECT ssh_port FROM sessions")?;
-        let (start, end) = r.port_range;
-        let port = (start..=end).find(|p| !used_ports.contains(p) && port_free(*p)).ok_or_else(|| {
-            Error::Exhausted(format!(
-                "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
-            ))
-        })?;
+            let user = match query_user(&tx, r.user)? {
+                Some(u) => u,
+                None => {
+                    let next: u32 =
+                        tx.query_row("SELECT COALESCE(MAX(uid) + 1, ?1) FROM users", [r.uid_start], |row| row.get(0))?;
+                    let uid = next.max(r.uid_start);
+                    if uid >= 60000 {
+                        return Err(Error::Exhausted(format!(
+                            "no uid left for user {}: uids {}-59999 are all taken",
+                            r.user, r.uid_start
+                        )));
+                    }
+                    let host_key = new_host_key()?;
+                    tx.execute(
+                        "INSERT INTO users (name, uid, host_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![r.user, uid, host_key, r.now],
+                    )?;
+                    UserRow { name: r.user.to_string(), uid, host_key }
+                }
+            };
+            let fingerprint = host_key_fingerprint(&user.host_key)?;
 
-        let ledger = GpuLedger::new(&tx);
-        let gpu = pick_gpu(&ledger.held()?, &ledger)?;
+            let used_ports: HashSet<u16> = collect(&tx, "SELECT ssh_port FROM sessions")?;
+            let (start, end) = r.port_range;
+            let port = (start..=end).find(|p| !used_ports.contains(p) && port_free(*p)).ok_or_else(|| {
+                Error::Exhausted(format!(
+                    "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
+                ))
+            })?;
 
-        let row = SessionRow {
-            id: r.id.to_string(),
-            user: r.user.to_string(),
-            state: State::Creating,
-            ssh_port: port,
-            container_id: None,
-            container_ip: None,
-            image: r.image.to_string(),
-            gpu_uuid: gpu.as_ref().map(|g| g.uuid.clone()),
-            mig_profile: gpu.and_then(|g| g.profile),
-            ttl_minutes: r.ttl_minutes,
-            created_at: r.now,
-            expires_at: r.now + i64::from(r.ttl_minutes) * 60,
-            workspace: r.workspace.to_string(),
-            host_key_fingerprint: fingerprint,
-        };
-        tx.execute(
-            "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
-                                   created_at, expires_at, workspace, host_key_fingerprint)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                row.id,
-                row.user,
-                row.state.as_str(),
-                row.ssh_port,
-                row.image,
-                row.gpu_uuid,
-                row.mig_profile,
-                row.ttl_minutes,
-                row.created_at,
-                row.expires_at,
-                row.workspace,
-                row.host_key_fingerprint
-            ],
-        )?;
-        tx.commit()?;
-        Ok((row, user))
+            let ledger = GpuLedger::new(&tx);
+            let gpu = pick_gpu(&ledger.held()?, &ledger)?;
+
+            let row = SessionRow {
+                id: r.id.to_string(),
+                user: r.user.to_string(),
+                state: State::Creating,
+                ssh_port: port,
+                container_id: None,
+                container_ip: None,
+                image: r.image.to_string(),
+                gpu_uuid: gpu.as_ref().map(|g| g.uuid.clone()),
+                mig_profile: gpu.and_then(|g| g.profile),
+                ttl_minutes: r.ttl_minutes,
+                created_at: r.now,
+                expires_at: r.now + i64::from(r.ttl_minutes) * 60,
+                workspace: r.workspace.to_string(),
+                host_key_fingerprint: fingerprint,
+            };
+            tx.execute(
+                "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
+                                       created_at, expires_at, workspace, host_key_fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    row.id,
+                    row.user,
+                    row.state.as_str(),
+                    row.ssh_port,
+                    row.image,
+                    row.gpu_uuid,
+                    row.mig_profile,
+                    row.ttl_minutes,
+                    row.created_at,
+                    row.expires_at,
+                    row.workspace,
+                    row.host_key_fingerprint
+                ],
+            )?;
+            tx.commit()?;
+            Ok((row, user))
+        })
     }
 
     /// Runs `f` on the GPU tables in a write transaction, so no reservation runs meanwhile;
     /// what `f` writes is committed only if it succeeds.
     pub fn with_gpu_ledger<T>(&mut self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&GpuLedger::new(&tx))?;
-        tx.commit()?;
-        Ok(out)
+        self.run_mut(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&GpuLedger::new(&tx))?;
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
     /// Reads the GPU tables as of one moment (a read transaction: it never waits for writers).
     pub fn read_gpu_ledger<T>(&mut self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        f(&GpuLedger::new(&tx))
+        self.run_mut(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            f(&GpuLedger::new(&tx))
+        })
     }
 
     /// The passwd and group files of an image, if read before.
     pub fn image_accounts(&self, image_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        Ok(self
-            .conn
-            .query_row("SELECT passwd, grp FROM image_accounts WHERE image_id = ?1", [image_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?)
+        self.run(|conn| {
+            Ok(conn
+                .query_row("SELECT passwd, grp FROM image_accounts WHERE image_id = ?1", [image_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?)
+        })
     }
 
     pub fn save_image_accounts(&self, image_id: &str, passwd: &[u8], group: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO image_accounts (image_id, passwd, grp) VALUES (?1, ?2, ?3)",
-            params![image_id, passwd, group],
-        )?;
-        Ok(())
+        self.run(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO image_accounts (image_id, passwd, grp) VALUES (?1, ?2, ?3)",
+                params![image_id, passwd, group],
+            )?;
+            Ok(())
+        })
     }
 
     /// Marks a session ready. False if the row vanished meanwhile (removed by `rm` or a reaper).
     pub fn mark_running(&self, id: &str, container_id: &str, container_ip: Option<&str>) -> Result<bool> {
-        let n = self.conn.execute(
-            "UPDATE sessions SET state = ?4, container_id = ?2, container_ip = ?3 WHERE id = ?1",
-            params![id, container_id, container_ip, State::Running.as_str()],
-        )?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "UPDATE sessions SET state = ?4, container_id = ?2, container_ip = ?3 WHERE id = ?1",
+                params![id, container_id, container_ip, State::Running.as_str()],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Sets a new expiry; false if no such session.
     pub fn set_ttl(&self, id: &str, ttl_minutes: u32, expires_at: i64) -> Result<bool> {
-        let n = self.conn.execute(
-            "UPDATE sessions SET ttl_minutes = ?2, expires_at = ?3 WHERE id = ?1",
-            params![id, ttl_minutes, expires_at],
-        )?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "UPDATE sessions SET ttl_minutes = ?2, expires_at = ?3 WHERE id = ?1",
+                params![id, ttl_minutes, expires_at],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Deletes the row; false if another process already did.
     pub fn delete_session(&self, id: &str) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1)
+        self.run(|conn| Ok(conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1))
     }
 
     /// Deletes a running session's row if it has expired by `now`; false if it has not (an
     /// extend committed first) or is gone. The check and the delete are one statement, so an
     /// extend is never lost to a reaper that judged an older copy of the row.
     pub fn delete_expired(&self, id: &str, now: i64) -> Result<bool> {
-        let n = self.conn.execute(
-            "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND expires_at <= ?3",
-            params![id, State::Running.as_str(), now],
-        )?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND expires_at <= ?3",
+                params![id, State::Running.as_str(), now],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Deletes a running session's row (its container vanished); false if it is gone.
     pub fn delete_running(&self, id: &str) -> Result<bool> {
-        let n = self
-            .conn
-            .execute("DELETE FROM sessions WHERE id = ?1 AND state = ?2", params![id, State::Running.as_str()])?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn
+                .execute("DELETE FROM sessions WHERE id = ?1 AND state = ?2", params![id, State::Running.as_str()])?;
+            Ok(n == 1)
+        })
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRow>> {
-        Ok(self.conn.query_row(&format!("{SELECT_SESSION} WHERE id = ?1"), [id], session_from_row).optional()?)
+        self.run(|conn| {
+            Ok(conn.query_row(&format!("{SELECT_SESSION} WHERE id = ?1"), [id], session_from_row).optional()?)
+        })
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionRow>> {
-        let mut stmt = self.conn.prepare(&format!("{SELECT_SESSION} ORDER BY created_at, id"))?;
-        let rows = stmt.query_map([], session_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        self.run(|conn| {
+            let mut stmt = conn.prepare(&format!("{SELECT_SESSION} ORDER BY created_at, id"))?;
+            let rows = stmt.query_map([], session_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
     }
 
     /// Changes whenever the stored sessions may have changed: on commits by other connections
     /// (`data_version`, across processes) and on this connection's own writes (`total_changes`).
     /// Lets a caller cache what it derives from `sessions()`; read it before reading the rows.
     pub fn version(&self) -> Result<Version> {
-        let data: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        Ok(Version(data, self.conn.total_changes()))
+        self.run(|conn| {
+            let data: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            Ok(Version(data, conn.total_changes()))
+        })
     }
 
     pub fn user(&self, name: &str) -> Result<Option<UserRow>> {
-        query_user(&self.conn, name)
+        self.run(|conn| query_user(conn, name))
     }
 }
 
