@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -135,6 +135,8 @@ pub struct Store {
     conn: Connection,
     /// The database file, for error messages.
     path: PathBuf,
+    /// Why this connection only reads (see `read_only_fallback`), for the error of a write.
+    read_only_because: Option<String>,
 }
 
 /// How long a write waits for another connection's write lock before it gives up with
@@ -174,7 +176,7 @@ impl Store {
             .create(dir)
             .io_context(|| format!("create the state directory {}", dir.display()))?;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
-        let store = Store { conn, path: path.to_path_buf() };
+        let store = Store { conn, path: path.to_path_buf(), read_only_because: None };
         // The database holds the users' SSH host keys: owner only.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .io_context(|| format!("restrict the database {} to its owner", path.display()))?;
@@ -189,8 +191,44 @@ impl Store {
             store.conn.pragma_update(None, "synchronous", "NORMAL")?;
             store.conn.pragma_update(None, "foreign_keys", true)
         };
-        setup().map_err(|e| store.named(e.into()))?;
-        Ok(store)
+        match setup() {
+            Ok(()) => Ok(store),
+            Err(e) if shared_memory_failed(&e, path) => {
+                drop(store);
+                Store::read_only_fallback(path, e)
+            }
+            Err(e) => Err(store.named(e.into())),
+        }
+    }
+
+    /// When SQLite cannot set up its shared memory (the `-shm` file cannot grow on a full disk,
+    /// or cannot be written), the database can still be read, without it, as long as no
+    /// `-wal` file holds commits not yet in the database (no other connection is open): lists
+    /// and lookups keep working and writes fail with the reason. Otherwise the error is named.
+    fn read_only_fallback(path: &Path, cause: rusqlite::Error) -> Result<Store> {
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let shm = format!("{}-shm", path.display());
+        let full = free_space(path.parent().unwrap_or(Path::new("."))) == Some(0);
+        let reason = if full {
+            format!("the file system is full: free space on it, then try again ({cause})")
+        } else {
+            format!(
+                "its shared-memory file {shm} cannot be written: give it back to the user sandman runs as, or \
+                 remove it while no sandman runs ({cause})"
+            )
+        };
+        let wal_empty =
+            std::fs::metadata(&wal).map_or_else(|e| e.kind() == std::io::ErrorKind::NotFound, |m| m.len() == 0);
+        if !wal_empty {
+            return Err(Error::Unavailable(format!("cannot read the session database {}: {reason}", path.display())));
+        }
+        // `immutable`: no locks and no shared memory; safe here because nothing else is open.
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri, flags)
+            .with_context(|| format!("cannot open database {} read-only", path.display()))?;
+        tracing::debug!(db = %path.display(), "the session database can only be read: {reason}");
+        Ok(Store { conn, path: path.to_path_buf(), read_only_because: Some(reason) })
     }
 
     /// `f` on the connection, its errors named (see `named`).
@@ -212,6 +250,11 @@ impl Store {
             return Error::Internal(inner);
         };
         let path = self.path.display();
+        if let Some(reason) = &self.read_only_because
+            && failure.code == ErrorCode::ReadOnly
+        {
+            return Error::Unavailable(format!("cannot write the session database {path}: {reason}"));
+        }
         let fix = match failure.code {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => format!(
                 "another process holds its write lock (waited {} s); try again, and if it persists, find \
@@ -491,6 +534,47 @@ impl Store {
     }
 }
 
+/// Whether SQLite failed to set up or grow the shared memory of `db` (its `-shm` file).
+fn shared_memory_failed(e: &rusqlite::Error, db: &Path) -> bool {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return false;
+    };
+    match f.extended_code {
+        ffi::SQLITE_IOERR_SHMSIZE
+        | ffi::SQLITE_IOERR_SHMOPEN
+        | ffi::SQLITE_IOERR_SHMMAP
+        | ffi::SQLITE_IOERR_SHMLOCK
+        | ffi::SQLITE_READONLY_CANTINIT
+        | ffi::SQLITE_READONLY_CANTLOCK
+        | ffi::SQLITE_FULL => true,
+        // The database itself opened; a -shm file that cannot be opened is the cause.
+        ffi::SQLITE_CANTOPEN => Path::new(&format!("{}-shm", db.display())).exists(),
+        _ => false,
+    }
+}
+
+/// Bytes free to an unprivileged writer on the file system holding `dir`, if known.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a struct statvfs to fill.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// A path for an SQLite URI: the characters a URI gives a meaning to, escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
     mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint FROM sessions";
 
@@ -648,5 +732,53 @@ mod tests {
         let other = Store::open(&path).unwrap();
         other.set_ttl("1", 5, 2000).unwrap();
         assert_ne!(store.version().unwrap(), v1, "another connection's write");
+    }
+
+    /// Another process's write transaction, held until the returned connection is dropped.
+    fn hold_write_lock(path: &Path) -> Connection {
+        let other = Connection::open(path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'instance_id';").unwrap();
+        other
+    }
+
+    #[test]
+    fn a_held_write_lock_blocks_neither_opening_nor_reads_and_a_write_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .reserve(&reservation("1", "alice"), || Ok("k".into()), |k| Ok(k.into()), |_| true, |_, _| Ok(None))
+            .unwrap();
+        let _holder = hold_write_lock(&path);
+
+        // Opening a current schema writes nothing, so it does not wait for the lock.
+        let started = std::time::Instant::now();
+        let reader = Store::open_reader(&path).unwrap();
+        let opened = Store::open(&path).unwrap();
+        assert_eq!(reader.sessions().unwrap().len(), 1);
+        assert!(reader.session("1").unwrap().is_some());
+        reader.version().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500), "reads waited {:?}", started.elapsed());
+
+        let started = std::time::Instant::now();
+        let e = opened.set_ttl("1", 5, 2000).unwrap_err();
+        let waited = started.elapsed();
+        assert!(waited >= WRITE_LOCK_WAIT - Duration::from_millis(100) && waited < WRITE_LOCK_WAIT * 2, "{waited:?}");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Unavailable, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("another process holds its write lock"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_reader_does_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        Store::open(&path).unwrap();
+        let reader = Store::open_reader(&path).unwrap();
+        let e = reader.delete_session("1").unwrap_err();
+        assert!(format!("{e:#}").contains("readonly") || e.to_string().contains("read-only"), "{e:#}");
     }
 }
