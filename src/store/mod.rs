@@ -175,6 +175,7 @@ impl Store {
             .mode(0o700)
             .create(dir)
             .io_context(|| format!("create the state directory {}", dir.display()))?;
+        check_shared_memory(path)?;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
         let store = Store { conn, path: path.to_path_buf(), read_only_because: None };
         // The database holds the users' SSH host keys: owner only.
@@ -534,6 +535,35 @@ impl Store {
     }
 }
 
+/// SQLite maps the `-shm` file into memory, and a process whose mapping turns out unusable dies
+/// of SIGBUS rather than getting an error. So one that is not a plain file, that belongs to
+/// another user, or that its owner cannot write (made unwritable on purpose or by mistake) is
+/// refused before SQLite sees it, with the fix; root's power to write it anyway is not relied on.
+fn check_shared_memory(db: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let shm = format!("{}-shm", db.display());
+    let meta = match std::fs::symlink_metadata(&shm) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("inspect the session database's shared-memory file {shm}"), e)),
+    };
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let problem = if !meta.file_type().is_file() {
+        "is not a regular file".to_string()
+    } else if meta.uid() != euid {
+        format!("belongs to uid {}, not to uid {euid} that sandman runs as", meta.uid())
+    } else if meta.mode() & 0o600 != 0o600 {
+        format!("cannot be read and written by its owner (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(Error::Unavailable(format!(
+        "the session database's shared-memory file {shm} {problem}: remove it while no sandman runs \
+         (`rm {shm}`); SQLite makes a new one"
+    )))
+}
+
 /// Whether SQLite failed to set up or grow the shared memory of `db` (its `-shm` file).
 fn shared_memory_failed(e: &rusqlite::Error, db: &Path) -> bool {
     use rusqlite::ffi;
@@ -770,6 +800,29 @@ mod tests {
             text.contains(&path.display().to_string()) && text.contains("another process holds its write lock"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_unwritable_shared_memory_file_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        store.sessions().unwrap();
+        let shm = dir.path().join("s.db-shm");
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o000)).unwrap();
+        for e in [Store::open(&path).err().unwrap(), Store::open_reader(&path).err().unwrap()] {
+            assert_eq!(e.kind(), crate::error::ErrorKind::Unavailable, "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{} cannot be read and written by its owner (mode 0)", shm.display())),
+                "{text}"
+            );
+            assert!(text.contains(&format!("`rm {}`", shm.display())), "{text}");
+        }
+        // The connection already open goes on working.
+        assert!(store.sessions().unwrap().is_empty());
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Store::open(&path).unwrap();
     }
 
     #[test]

@@ -251,3 +251,31 @@ fn a_full_disk_under_the_database_gets_503_and_reads_keep_working() {
     assert!(env.sessions().is_empty());
     drop(disk);
 }
+
+#[test]
+fn an_unwritable_shared_memory_file_is_a_clean_error_not_a_signal() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::http::Serve;
+    let env = Env::new("errors-shm");
+    let serve = Serve::start(&env);
+    assert_eq!(serve.get("/sessions").status, 200);
+    let shm = std::path::PathBuf::from(format!("{}-shm", env.db().display()));
+    for (how, fix) in [("chmod", "cannot be read and written by its owner"), ("chown", "belongs to uid 65534")] {
+        match how {
+            "chmod" => std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o000)).unwrap(),
+            _ => std::os::unix::fs::chown(&shm, Some(65534), None).unwrap(),
+        }
+        let out = env.run(&["session", "list"]);
+        assert_eq!(out.status.code(), Some(5), "{how}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&shm.display().to_string()) && err.contains(fix) && err.contains("rm "), "{how}: {err}");
+        // The server's connections, open before, go on answering.
+        assert_eq!(serve.get("/sessions").status, 200, "{how}");
+        assert_eq!(serve.get("/metrics").status, 200, "{how}");
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&shm, Some(0), None).unwrap();
+    }
+    assert!(env.sessions().is_empty());
+    serve.stop();
+}
