@@ -743,7 +743,12 @@ fn the_openapi_document_matches_the_server() {
 #[test]
 fn api_and_cli_creates_beside_cron_reaps_never_double_allocate() {
     let env = Env::new("api-mixed-load");
-    let serve = Serve::start_with(&env, &token_file(&env).0, &[("SANDMAN_API_WORKERS", "4")]);
+    // Room for all five API creates at once: this test is about allocation, not the bound.
+    let serve = Serve::start_with(
+        &env,
+        &token_file(&env).0,
+        &[("SANDMAN_API_WORKERS", "4"), ("SANDMAN_API_MAX_CONCURRENT_CREATES", "8")],
+    );
     let (port, auth) = (serve.port, format!("Bearer {}", serve.token));
     let call = move |method: &str, path: &str, body: Option<Value>| {
         let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
