@@ -38,7 +38,10 @@ fn bad_user_names_and_ttls_get_exact_errors() {
             "invalid ttl_minutes: 99999999999999999999999 is out of range; use 1 to 10080 minutes",
         ),
         (&["--user", "carl", "--ttl", "soon"], r#"invalid ttl_minutes: "soon" is not a whole number of minutes"#),
-        (&["--user", "carl", "--image", "bad image"], r#"invalid image: "bad image" is not a valid image reference"#),
+        (
+            &["--user", "carl", "--image", "bad image"],
+            r#"invalid image: "bad image" is not a valid image reference (lower-case name[:tag][@digest], as Docker spells them)"#,
+        ),
     ];
     for (args, error) in cases {
         let mut full = vec!["session", "create"];
