@@ -71,7 +71,7 @@ pub struct App {
     /// The serialized session list and the store version it was read at.
     list_cache: Mutex<Option<(Version, Arc<[u8]>)>>,
     extra_threads: AtomicUsize,
-    /// Creates in progress; a create takes one slot until its answer is written.
+    /// Creates in progress; a create holds one slot while it runs.
     creates: Arc<Semaphore>,
     /// Removals and extends in progress, apart from creates, so that stuck creates never stop a
     /// removal.
