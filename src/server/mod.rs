@@ -6,7 +6,7 @@
 //! idleness, the head, the body and writes all have deadlines (`api_body_timeout_secs`), and the
 //! head a size limit. `api_workers` threads take complete requests and answer the quick ones
 //! (health, reads, metrics) themselves. Creates, removals and extends, which wait on the engine
-//! or on the database's write lock, become tasks on the async runtime, at most
+//! or on the database's write lock, are handed to the async runtime (its blocking pool), at most
 //! `api_max_concurrent_creates` creates and as many other changes at once (beyond, 503 with
 //! `Retry-After`), so that however long they take the workers stay free. A request whose body is
 //! still on the wire, and an answer the client does not take at once, are handed to a
@@ -91,15 +91,16 @@ impl App {
             Handled::Later(work) => {
                 self.on_runtime.fetch_add(1, Ordering::SeqCst);
                 let app = self.clone();
-                self.runtime.spawn(async move {
-                    // Its own task, so that a panic (a bug) is answered 500 like any other.
-                    let reply = tokio::spawn(work).await.unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "a request handler panicked; answered 500");
-                        ApiError::from(Error::Internal(anyhow::anyhow!("the handler panicked"))).into_reply()
-                    });
-                    // Writing is blocking I/O (within the deadlines): not on the runtime's threads.
-                    let writer = app.clone();
-                    let _ = tokio::task::spawn_blocking(move || writer.answer(ex, reply, started)).await;
+                // A thread of the runtime's blocking pool (one per slot, so bounded): the
+                // service's blocking steps (file locks, the database's lock wait) then never
+                // stall the runtime's own few threads, which other creates need to progress.
+                self.runtime.spawn_blocking(move || {
+                    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| app.runtime.block_on(work)))
+                        .unwrap_or_else(|_| {
+                            tracing::error!("a request handler panicked; answered 500");
+                            ApiError::from(Error::Internal(anyhow::anyhow!("the handler panicked"))).into_reply()
+                        });
+                    app.answer(ex, reply, started);
                     app.on_runtime.fetch_sub(1, Ordering::SeqCst);
                 });
             }

@@ -236,12 +236,9 @@ pub(super) fn extend(app: &Arc<App>, ex: &mut Exchange, id: &str) -> Result<Hand
     let ttl = request.ttl_minutes.ok_or_else(|| Error::invalid("ttl_minutes", "is required"))?;
     let ttl = whole_minutes(&ttl, app.sessions.settings.max_ttl_minutes)?;
     let id = id.to_string();
-    // A write that may wait for the database's lock: on the runtime's blocking threads.
+    // A write that may wait for the database's lock.
     app.later(&app.changes, "changes", move |app: Arc<App>| async move {
-        let row = tokio::task::spawn_blocking(move || app.sessions.extend(&id, ttl))
-            .await
-            .map_err(|e| Error::Internal(e.into()))??;
-        Ok(Reply::json(200, &SessionView::from(&row)))
+        Ok(Reply::json(200, &SessionView::from(&app.sessions.extend(&id, ttl)?)))
     })
 }
 
