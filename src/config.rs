@@ -356,6 +356,15 @@ mod tests {
     }
 
     #[test]
+    fn create_slots_come_from_the_environment_and_zero_is_refused() {
+        let s = Settings::from_layers(None, &env(&[("SANDMAN_API_MAX_CONCURRENT_CREATES", "2")])).unwrap();
+        assert_eq!((Settings::default().api_max_concurrent_creates, s.api_max_concurrent_creates), (4, 2));
+        let s = Settings::from_layers(Some("api_max_concurrent_creates = 0"), &[]).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("api_max_concurrent_creates must be at least 1") && e.contains("0)"), "{e}");
+    }
+
+    #[test]
     fn bad_port_range_is_refused() {
         let mut s = Settings::default();
         s.apply(&Overrides { ssh_port_start: Some(20001), ..Default::default() });
