@@ -58,6 +58,10 @@ pub struct Settings {
     /// `sandman serve`: the deadline for a request's head and for its body, the idle limit of a
     /// connection between requests, and the write timeout of an answer.
     pub api_body_timeout_secs: u64,
+    /// `sandman serve`: creates in progress at once (each may wait on its container's sshd for
+    /// `ssh_ready_timeout_secs`); beyond it 503 with `Retry-After`. Removals have a bound of the
+    /// same size of their own, so that stuck creates never stop a removal.
+    pub api_max_concurrent_creates: usize,
     /// `sandman serve`: origins allowed by CORS; `*` reflects any origin.
     pub cors_origins: Vec<String>,
     /// `sandman serve`: seconds between reaper passes.
@@ -114,6 +118,7 @@ impl Default for Settings {
             api_workers: 8,
             api_max_body_bytes: 64 * 1024,
             api_body_timeout_secs: 10,
+            api_max_concurrent_creates: 4,
             cors_origins: vec!["*".into()],
             reap_interval_secs: 60,
         }
@@ -253,12 +258,18 @@ impl Settings {
         if self.gpu_backend == GpuBackendKind::Sim && self.gpu_sim_file.is_none() {
             bail!("gpu_backend sim needs a description of the simulated GPUs: set gpu_sim_file or --gpu-sim-file");
         }
-        if self.api_workers == 0 || self.reap_interval_secs == 0 || self.api_body_timeout_secs == 0 {
+        if self.api_workers == 0
+            || self.reap_interval_secs == 0
+            || self.api_body_timeout_secs == 0
+            || self.api_max_concurrent_creates == 0
+        {
             bail!(
-                "api_workers, reap_interval_secs and api_body_timeout_secs must be at least 1 (got {}, {}, {})",
+                "api_workers, reap_interval_secs, api_body_timeout_secs and api_max_concurrent_creates must be at \
+                 least 1 (got {}, {}, {}, {})",
                 self.api_workers,
                 self.reap_interval_secs,
-                self.api_body_timeout_secs
+                self.api_body_timeout_secs,
+                self.api_max_concurrent_creates
             );
         }
         if self.api_max_body_bytes < 1024 {
@@ -342,6 +353,15 @@ mod tests {
         assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
         let s = Settings::from_layers(Some("cors_origins = [\"https://file.example\"]"), &[]).unwrap();
         assert_eq!(s.cors_origins, ["https://file.example"]);
+    }
+
+    #[test]
+    fn create_slots_come_from_the_environment_and_zero_is_refused() {
+        let s = Settings::from_layers(None, &env(&[("SANDMAN_API_MAX_CONCURRENT_CREATES", "2")])).unwrap();
+        assert_eq!((Settings::default().api_max_concurrent_creates, s.api_max_concurrent_creates), (4, 2));
+        let s = Settings::from_layers(Some("api_max_concurrent_creates = 0"), &[]).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("api_max_concurrent_creates must be at least 1") && e.contains("0)"), "{e}");
     }
 
     #[test]

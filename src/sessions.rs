@@ -63,7 +63,11 @@ pub struct Removal {
 
 pub struct Sessions {
     pub settings: Settings,
+    /// The write connection; transactions that may wait for another process's lock run here.
     store: Mutex<Store>,
+    /// Lists and lookups, on a connection of their own: under WAL they never wait behind a
+    /// write, whether this process's or another's.
+    reader: Mutex<Store>,
     instance: String,
     engine: OnceCell<Arc<dyn Engine>>,
     gpu: Arc<dyn GpuBackend>,
@@ -73,7 +77,8 @@ impl Sessions {
     pub fn open(settings: Settings, gpu: Arc<dyn GpuBackend>) -> Result<Sessions> {
         let store = Store::open(&settings.db)?;
         let instance = store.instance_id()?;
-        Ok(Sessions { settings, store: Mutex::new(store), instance, engine: OnceCell::new(), gpu })
+        let reader = Mutex::new(Store::open_reader(&settings.db)?);
+        Ok(Sessions { settings, store: Mutex::new(store), reader, instance, engine: OnceCell::new(), gpu })
     }
 
     /// A service on a given engine (the fake one, in tests) instead of the one `settings` name.
@@ -113,17 +118,21 @@ impl Sessions {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn reader(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn list(&self) -> Result<Vec<SessionRow>> {
-        self.store().sessions()
+        self.reader().sessions()
     }
 
     /// Changes whenever `list` may answer differently (any process's writes).
     pub fn list_version(&self) -> Result<Version> {
-        self.store().version()
+        self.reader().version()
     }
 
     pub fn get(&self, id: &str) -> Result<SessionRow> {
-        self.store().session(id)?.ok_or_else(|| Error::NotFound(format!("session {id} not found")))
+        self.reader().session(id)?.ok_or_else(|| Error::NotFound(format!("session {id} not found")))
     }
 
     /// The user's session.
@@ -425,7 +434,7 @@ impl Sessions {
     }
 
     fn is_gone(&self, id: &str) -> bool {
-        let row = self.store().session(id);
+        let row = self.reader().session(id);
         matches!(row, Ok(None))
     }
 

@@ -10,6 +10,9 @@ use crate::error::{Error, ErrorKind};
 
 use super::exchange::Reply;
 
+/// `Retry-After` of a 503: about as long as a write waits for the database's lock.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub kind: ErrorKind,
@@ -49,6 +52,11 @@ impl ApiError {
     pub fn into_reply(self) -> Reply {
         let body = ErrorBody { error: self.message, code: self.kind.code() };
         let mut reply = Reply::json(self.kind.http_status(), &body);
+        // What is unavailable (the database's lock, a full disk, Docker, a free create slot) may
+        // be back soon: a client that retries waits this long first.
+        if reply.status == 503 && !self.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("Retry-After")) {
+            reply.headers.push(("Retry-After", RETRY_AFTER_SECS.to_string()));
+        }
         reply.headers.extend(self.headers);
         reply
     }
@@ -117,6 +125,8 @@ mod tests {
             let reply = ApiError::from(e).into_reply();
             let body: serde_json::Value = serde_json::from_slice(reply.body.as_ref()).unwrap();
             assert_eq!(reply.status, status);
+            let retry_after = reply.headers.iter().find(|(name, _)| *name == "Retry-After").map(|(_, v)| v.as_str());
+            assert_eq!(retry_after, (status == 503).then_some("5"), "{message}");
             assert_eq!(body, serde_json::json!({ "error": message, "code": code }));
         }
     }

@@ -4,10 +4,14 @@
 //! Threads: tiny_http reads each connection's request headers on a thread of its own, at most
 //! `MAX_CONNECTIONS` at once, so a client that stalls while sending headers never reaches us;
 //! idleness, the head, the body and writes all have deadlines (`api_body_timeout_secs`), and the
-//! head a size limit. `api_workers` threads take complete requests and answer them, calling the
-//! async service through the runtime's handle. A request whose body is still on the wire, and an
-//! answer the client does not take at once, are handed to a short-lived thread of their own, so
-//! a slow client cannot hold a worker. The reaper is a task on the async runtime.
+//! head a size limit. `api_workers` threads take complete requests and answer the quick ones
+//! (health, reads, metrics) themselves. Creates, removals and extends, which wait on the engine
+//! or on the database's write lock, are handed to the async runtime (its blocking pool), at most
+//! `api_max_concurrent_creates` creates and as many other changes at once (beyond, 503 with
+//! `Retry-After`), so that however long they take the workers stay free. A request whose body is
+//! still on the wire, and an answer the client does not take at once, are handed to a
+//! short-lived thread of their own, so a slow client cannot hold a worker. The reaper is a task
+//! on the async runtime.
 
 pub mod auth;
 pub mod cors;
@@ -26,16 +30,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::sessions::Sessions;
 use crate::store::Version;
 
 use auth::Tokens;
 use cors::Cors;
-use exchange::Exchange;
+use errors::ApiError;
+use exchange::{Exchange, Reply};
 use metrics::Metrics;
+use routes::Handled;
 
 /// Requests whose body is still arriving, and answers a client is slow to take, get a thread
 /// each; beyond this many at once, a worker does that work itself (still within the deadlines).
@@ -65,17 +71,47 @@ pub struct App {
     /// The serialized session list and the store version it was read at.
     list_cache: Mutex<Option<(Version, Arc<[u8]>)>>,
     extra_threads: AtomicUsize,
+    /// Creates in progress; a create holds one slot while it runs.
+    creates: Arc<Semaphore>,
+    /// Removals and extends in progress, apart from creates, so that stuck creates never stop a
+    /// removal.
+    changes: Arc<Semaphore>,
+    /// Answers being worked out on the async runtime, for a graceful stop.
+    on_runtime: AtomicUsize,
     stopping: AtomicBool,
 }
 
 impl App {
-    /// Answers one request and logs it: method, path, status, duration (never bodies or headers).
+    /// Answers one request: here, or on the async runtime for the slow ones (see `later`).
     fn handle(self: &Arc<App>, rq: tiny_http::Request) {
         let started = Instant::now();
         let mut ex = Exchange::new(rq, self.clone());
+        match routes::dispatch(self, &mut ex) {
+            Handled::Now(reply) => self.answer(ex, reply, started),
+            Handled::Later(work) => {
+                self.on_runtime.fetch_add(1, Ordering::SeqCst);
+                let app = self.clone();
+                // A thread of the runtime's blocking pool (one per slot, so bounded): the
+                // service's blocking steps (file locks, the database's lock wait) then never
+                // stall the runtime's own few threads, which other creates need to progress.
+                self.runtime.spawn_blocking(move || {
+                    let reply = std::panic::catch_unwind(AssertUnwindSafe(|| app.runtime.block_on(work)))
+                        .unwrap_or_else(|_| {
+                            tracing::error!("a request handler panicked; answered 500");
+                            ApiError::from(Error::Internal(anyhow::anyhow!("the handler panicked"))).into_reply()
+                        });
+                    app.answer(ex, reply, started);
+                    app.on_runtime.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+
+    /// Writes the answer and logs the request: method, path, status, duration (never bodies or
+    /// headers).
+    fn answer(&self, ex: Exchange, reply: Reply, started: Instant) {
         let (method, path) = (ex.method().to_string(), ex.path().to_string());
         let origin = ex.header("Origin").map(str::to_string);
-        let reply = routes::dispatch(self, &mut ex);
         let cors = if method == "OPTIONS" && ex.header("Access-Control-Request-Method").is_some() {
             let requested = ex.header("Access-Control-Request-Headers").map(str::to_string);
             self.cors.preflight(origin.as_deref(), requested.as_deref())
@@ -91,6 +127,33 @@ impl App {
             ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
             "request"
         );
+    }
+
+    /// The answer to a slow request, worked out by `work` on the async runtime while one of
+    /// `slots` is free; when none is, 503 with `Retry-After` at once. The slot is held while `work`
+    /// runs.
+    fn later<F>(
+        self: &Arc<App>,
+        slots: &Arc<Semaphore>,
+        what: &str,
+        work: impl FnOnce(Arc<App>) -> F,
+    ) -> Result<Handled, ApiError>
+    where
+        F: Future<Output = Result<Reply, ApiError>> + Send + 'static,
+    {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let max = self.sessions.settings.api_max_concurrent_creates;
+            return Err(ApiError::new(
+                ErrorKind::Unavailable,
+                format!("{max} {what} are already in progress (api_max_concurrent_creates); try again in a moment"),
+            ));
+        };
+        let work = work(self.clone());
+        Ok(Handled::Later(Box::pin(async move {
+            let reply = work.await.unwrap_or_else(ApiError::into_reply);
+            drop(slot);
+            reply
+        })))
     }
 
     /// Runs `work` on a thread of its own if fewer than `MAX_EXTRA_THREADS` are busy, else here.
@@ -153,6 +216,9 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
         openapi: openapi::document(s.max_ttl_minutes).into(),
         list_cache: Mutex::new(None),
         extra_threads: AtomicUsize::new(0),
+        creates: Arc::new(Semaphore::new(s.api_max_concurrent_creates)),
+        changes: Arc::new(Semaphore::new(s.api_max_concurrent_creates)),
+        on_runtime: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
     });
 
@@ -194,8 +260,11 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
         for t in threads {
             let _ = t.join();
         }
-        // Bodies still arriving and answers still being written have their deadlines.
-        while app_for_join.extra_threads.load(Ordering::SeqCst) > 0 {
+        // Bodies still arriving and answers still being written have their deadlines; creates
+        // theirs (`ssh_ready_timeout_secs`).
+        while app_for_join.extra_threads.load(Ordering::SeqCst) > 0
+            || app_for_join.on_runtime.load(Ordering::SeqCst) > 0
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
     })

@@ -85,8 +85,14 @@ impl Modify for Shared {
                                 .build(),
                         );
                     add(op, 401, unauthorized);
-                    let unavailable = "Docker, the workspace image, NVML or the state store cannot be used right now.";
-                    add(op, 503, error_response(unavailable));
+                    let unavailable = "Docker, the workspace image, NVML or the state store cannot be used right \
+                                       now (its write lock held elsewhere, a full disk), or every create slot \
+                                       (api_max_concurrent_creates) is taken.";
+                    let retry = HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                        .description(Some("Seconds to wait before trying again."))
+                        .build();
+                    add(op, 503, error_response(unavailable).header("Retry-After", retry));
                 }
                 if let Some(body) = op.request_body.as_mut() {
                     body.required = Some(utoipa::openapi::Required::True);

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::App;
@@ -103,17 +105,30 @@ pub fn all_methods() -> String {
     all.join(", ")
 }
 
-pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
+/// What a handler gives back: the answer now, or work for the async runtime that answers later
+/// (creates, removals and extends, which wait on the engine or the database's write lock).
+pub enum Handled {
+    Now(Reply),
+    Later(BoxFuture<'static, Reply>),
+}
+
+impl From<Reply> for Handled {
+    fn from(reply: Reply) -> Handled {
+        Handled::Now(reply)
+    }
+}
+
+pub fn dispatch(app: &Arc<App>, ex: &mut Exchange) -> Handled {
     let path = ex.path().to_string();
     let Some((pattern, params)) = route(&path) else {
-        return ApiError::new(ErrorKind::NotFound, format!("no such path: {path}")).into_reply();
+        return ApiError::new(ErrorKind::NotFound, format!("no such path: {path}")).into_reply().into();
     };
     let params: Vec<String> = params.into_iter().map(str::to_string).collect();
     let methods = ROUTES.iter().find(|(p, _)| *p == pattern).map_or(&[][..], |r| r.1);
     let method = ex.method().to_string();
     if method == "OPTIONS" {
         // A CORS preflight or a plain question about the methods; neither needs a token.
-        return Reply::empty().with_header("Allow", allow(methods));
+        return Reply::empty().with_header("Allow", allow(methods)).into();
     }
     let as_get = if method == "HEAD" { "GET" } else { method.as_str() };
     if !methods.contains(&as_get) {
@@ -123,32 +138,36 @@ pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
             format!("{method} is not allowed on {pattern}; use {allowed}"),
         )
         .with_header("Allow", allowed)
-        .into_reply();
+        .into_reply()
+        .into();
     }
     if !PUBLIC.contains(&pattern)
         && let Err(why) = app.tokens.check(ex.header("Authorization"))
     {
-        return ApiError::new(ErrorKind::Unauthorized, why).with_header("WWW-Authenticate", CHALLENGE).into_reply();
+        return ApiError::new(ErrorKind::Unauthorized, why)
+            .with_header("WWW-Authenticate", CHALLENGE)
+            .into_reply()
+            .into();
     }
     let id = params.first().map_or("", String::as_str);
     let result = match (pattern, as_get) {
-        ("/healthz", _) => Ok(healthz(app)),
-        ("/openapi.json", _) => Ok(openapi(app)),
-        ("/metrics", _) => metrics(app),
-        ("/sessions", "GET") => list(app),
+        ("/healthz", _) => Ok(Handled::Now(healthz(app))),
+        ("/openapi.json", _) => Ok(Handled::Now(openapi(app))),
+        ("/metrics", _) => metrics(app).map(Handled::Now),
+        ("/sessions", "GET") => list(app).map(Handled::Now),
         ("/sessions", "POST") => create(app, ex),
         ("/sessions", "DELETE") => remove_all(app),
-        ("/sessions/{id}", "GET") => get(app, id),
+        ("/sessions/{id}", "GET") => get(app, id).map(Handled::Now),
         ("/sessions/{id}", "PATCH") => extend(app, ex, id),
         ("/sessions/{id}", "DELETE") => remove(app, id),
-        ("/gpus", _) => gpus(app),
-        ("/gpus/profiles", _) => profiles(app),
-        ("/gpus/available", _) => available(app),
+        ("/gpus", _) => gpus(app).map(Handled::Now),
+        ("/gpus/profiles", _) => profiles(app).map(Handled::Now),
+        ("/gpus/available", _) => available(app).map(Handled::Now),
         ("/users/{user}/keys", "GET") => {
-            percent_decode("user", id).map_err(ApiError::from).and_then(|u| list_keys(app, &u))
+            percent_decode("user", id).map_err(ApiError::from).and_then(|u| list_keys(app, &u)).map(Handled::Now)
         }
         ("/users/{user}/keys", "POST") => {
-            percent_decode("user", id).map_err(ApiError::from).and_then(|u| add_key(app, ex, &u))
+            percent_decode("user", id).map_err(ApiError::from).and_then(|u| add_key(app, ex, &u)).map(Handled::Now)
         }
         ("/users/{user}/keys/{fingerprint}", "DELETE") => {
             let fingerprint = params.get(1).map_or("", String::as_str);
@@ -156,10 +175,11 @@ pub fn dispatch(app: &App, ex: &mut Exchange) -> Reply {
                 .and_then(|u| Ok((u, percent_decode("fingerprint", fingerprint)?)))
                 .map_err(ApiError::from)
                 .and_then(|(u, f)| remove_key(app, &u, &f))
+                .map(Handled::Now)
         }
         _ => unreachable!("ROUTES and this match list the same methods"),
     };
-    result.unwrap_or_else(ApiError::into_reply)
+    result.unwrap_or_else(|e| e.into_reply().into())
 }
 
 /// Descriptions of the error answers several operations share.
@@ -239,20 +259,21 @@ pub(super) fn get(app: &App, id: &str) -> Result<Reply, ApiError> {
             )),
         (status = 409, description = CONFLICT, body = ErrorBody),
     ))]
-pub(super) fn create(app: &App, ex: &mut Exchange) -> Result<Reply, ApiError> {
+pub(super) fn create(app: &Arc<App>, ex: &mut Exchange) -> Result<Handled, ApiError> {
     let body = ex.read_body()?;
     let request = create_request(&body, app.sessions.settings.max_ttl_minutes)?;
-    let user = request.user.clone();
-    let progress = |step: &str| tracing::debug!(user = %user, "create: {step}");
-    let started = Instant::now();
-    let created =
-        app.runtime.block_on(app.sessions.create(request, &progress, &tokio_util::sync::CancellationToken::new()));
-    app.metrics.create(started.elapsed(), created.is_ok());
-    let created = created?;
-    let key_path = format!("{}.key", created.ssh_user);
-    // The key file is known only for the key this answer carries.
-    let identity_file = created.private_key.is_some().then_some(key_path.as_str());
-    Ok(Reply::json(201, &CreatedView::new(&created, &key_path, identity_file)))
+    app.later(&app.creates, "creates", move |app: Arc<App>| async move {
+        let user = request.user.clone();
+        let progress = move |step: &str| tracing::debug!(user = %user, "create: {step}");
+        let started = Instant::now();
+        let created = app.sessions.create(request, &progress, &CancellationToken::new()).await;
+        app.metrics.create(started.elapsed(), created.is_ok());
+        let created = created?;
+        let key_path = format!("{}.key", created.ssh_user);
+        // The key file is known only for the key this answer carries.
+        let identity_file = created.private_key.is_some().then_some(key_path.as_str());
+        Ok(Reply::json(201, &CreatedView::new(&created, &key_path, identity_file)))
+    })
 }
 
 #[utoipa::path(patch, path = "/sessions/{id}", operation_id = "extendSession",
@@ -263,12 +284,16 @@ pub(super) fn create(app: &App, ex: &mut Exchange) -> Result<Reply, ApiError> {
         (status = 200, description = "The session with its new expiry; `ttl_minutes` is the value asked for.", body = SessionView),
         (status = 404, description = NOT_FOUND, body = ErrorBody),
     ))]
-pub(super) fn extend(app: &App, ex: &mut Exchange, id: &str) -> Result<Reply, ApiError> {
+pub(super) fn extend(app: &Arc<App>, ex: &mut Exchange, id: &str) -> Result<Handled, ApiError> {
     let body = ex.read_body()?;
     let request: ExtendSessionRequest = decode(&body)?;
     let ttl = request.ttl_minutes.ok_or_else(|| Error::invalid("ttl_minutes", "is required"))?;
-    let row = app.sessions.extend(id, whole_minutes(&ttl, app.sessions.settings.max_ttl_minutes)?)?;
-    Ok(Reply::json(200, &SessionView::from(&row)))
+    let ttl = whole_minutes(&ttl, app.sessions.settings.max_ttl_minutes)?;
+    let id = id.to_string();
+    // A write that may wait for the database's lock.
+    app.later(&app.changes, "changes", move |app: Arc<App>| async move {
+        Ok(Reply::json(200, &SessionView::from(&app.sessions.extend(&id, ttl)?)))
+    })
 }
 
 #[utoipa::path(delete, path = "/sessions/{id}", operation_id = "removeSession",
@@ -279,12 +304,15 @@ pub(super) fn extend(app: &App, ex: &mut Exchange, id: &str) -> Result<Reply, Ap
         (status = 404, description = NOT_FOUND, body = ErrorBody),
         (status = 409, description = CONFLICT, body = ErrorBody),
     ))]
-pub(super) fn remove(app: &App, id: &str) -> Result<Reply, ApiError> {
-    let row = app.runtime.block_on(app.sessions.remove(id))?;
-    Ok(Reply::json(
-        200,
-        &MessageView { message: format!("session {} removed; workspace {} kept", row.id, row.workspace) },
-    ))
+pub(super) fn remove(app: &Arc<App>, id: &str) -> Result<Handled, ApiError> {
+    let id = id.to_string();
+    app.later(&app.changes, "changes", move |app: Arc<App>| async move {
+        let row = app.sessions.remove(&id).await?;
+        Ok(Reply::json(
+            200,
+            &MessageView { message: format!("session {} removed; workspace {} kept", row.id, row.workspace) },
+        ))
+    })
 }
 
 #[utoipa::path(delete, path = "/sessions", operation_id = "removeAllSessions",
@@ -293,19 +321,21 @@ pub(super) fn remove(app: &App, id: &str) -> Result<Reply, ApiError> {
         (status = 200, description = "What was removed.", body = RemovedAllView),
         (status = 409, description = CONFLICT, body = ErrorBody),
     ))]
-pub(super) fn remove_all(app: &App) -> Result<Reply, ApiError> {
-    let removal = app.runtime.block_on(app.sessions.remove_all())?;
-    let removed: Vec<String> = removal.removed.iter().map(|r| r.id.clone()).collect();
-    let listed = removed.len() + removal.already_gone.len() + removal.failed.len();
-    if let Some((id, e)) = removal.failed.into_iter().next() {
-        let mut e = ApiError::from(e);
-        e.message = format!("removed {} of {listed} sessions; session {id}: {}", removed.len(), e.message);
-        return Err(e);
-    }
-    Ok(Reply::json(
-        200,
-        &RemovedAllView { message: format!("removed {} sessions; workspaces kept", removed.len()), removed },
-    ))
+pub(super) fn remove_all(app: &Arc<App>) -> Result<Handled, ApiError> {
+    app.later(&app.changes, "changes", move |app: Arc<App>| async move {
+        let removal = app.sessions.remove_all().await?;
+        let removed: Vec<String> = removal.removed.iter().map(|r| r.id.clone()).collect();
+        let listed = removed.len() + removal.already_gone.len() + removal.failed.len();
+        if let Some((id, e)) = removal.failed.into_iter().next() {
+            let mut e = ApiError::from(e);
+            e.message = format!("removed {} of {listed} sessions; session {id}: {}", removed.len(), e.message);
+            return Err(e);
+        }
+        Ok(Reply::json(
+            200,
+            &RemovedAllView { message: format!("removed {} sessions; workspaces kept", removed.len()), removed },
+        ))
+    })
 }
 
 #[utoipa::path(get, path = "/gpus", operation_id = "listGpus",

@@ -9,11 +9,11 @@ pub use gpu::{CreatedInstance, GpuLedger, SimGpu, SimInstance, SimState};
 
 use std::collections::HashSet;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -152,37 +152,157 @@ pub struct GpuPick {
 
 pub struct Store {
     conn: Connection,
+    /// The database file, for error messages.
+    path: PathBuf,
+    /// Why this connection only reads (see `read_only_fallback`), for the error of a write.
+    read_only_because: Option<String>,
 }
+
+/// How long a write waits for another connection's write lock before it gives up with
+/// `Unavailable`: a client gets 503 with `Retry-After`, the CLI exit status 5.
+pub const WRITE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Under WAL a read never waits for a writer; only a recovery after a crash can make it wait.
+const READ_WAIT: Duration = Duration::from_secs(1);
 
 /// See `Store::version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version(i64, u64);
 
 impl Store {
+    /// The connection for writes (and reads inside them). Opening writes nothing unless the
+    /// schema needs migrating, so that a full disk still lets sessions be listed.
     pub fn open(path: &Path) -> Result<Store> {
+        let mut store = Store::connect(path, WRITE_LOCK_WAIT)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        store.migrate(dir).map_err(|e| store.named(e))?;
+        Ok(store)
+    }
+
+    /// A connection that only reads, for a server's lists and lookups: under WAL it sees the last
+    /// commit and never waits behind the write connection's transaction. Open the database with
+    /// `open` first (it migrates the schema).
+    pub fn open_reader(path: &Path) -> Result<Store> {
+        let store = Store::connect(path, READ_WAIT)?;
+        store.conn.pragma_update(None, "query_only", true).map_err(|e| store.named(e.into()))?;
+        Ok(store)
+    }
+
+    fn connect(path: &Path, busy_wait: Duration) -> Result<Store> {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+            .io_context(|| format!("create the state directory {}", dir.display()))?;
+        check_shared_memory(path)?;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
+        let store = Store { conn, path: path.to_path_buf(), read_only_because: None };
         // The database holds the users' SSH host keys: owner only.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .io_context(|| format!("restrict the database {} to its owner", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // In WAL mode NORMAL cannot corrupt the database; a power cut may lose the last commits,
-        // which the reaper reconciles like any crash. It saves an fsync per write.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        let mut store = Store { conn };
-        store.migrate(dir)?;
-        Ok(store)
+        let setup = || -> rusqlite::Result<()> {
+            store.conn.busy_timeout(busy_wait)?;
+            let mode: String = store.conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                store.conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            // In WAL mode NORMAL cannot corrupt the database; a power cut may lose the last
+            // commits, which the reaper reconciles like any crash. It saves an fsync per write.
+            store.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            store.conn.pragma_update(None, "foreign_keys", true)
+        };
+        match setup() {
+            Ok(()) => Ok(store),
+            Err(e) if shared_memory_failed(&e, path) => {
+                drop(store);
+                Store::read_only_fallback(path, e)
+            }
+            Err(e) => Err(store.named(e.into())),
+        }
     }
 
+    /// When SQLite cannot set up its shared memory (the `-shm` file cannot grow on a full disk,
+    /// or cannot be written), the database can still be read, without it, as long as no
+    /// `-wal` file holds commits not yet in the database (no other connection is open): lists
+    /// and lookups keep working and writes fail with the reason. Otherwise the error is named.
+    fn read_only_fallback(path: &Path, cause: rusqlite::Error) -> Result<Store> {
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let shm = format!("{}-shm", path.display());
+        let full = free_space(path.parent().unwrap_or(Path::new("."))) == Some(0);
+        let reason = if full {
+            format!("the file system is full: free space on it, then try again ({cause})")
+        } else {
+            format!(
+                "its shared-memory file {shm} cannot be written: give it back to the user sandman runs as, or \
+                 remove it while no sandman runs ({cause})"
+            )
+        };
+        let wal_empty =
+            std::fs::metadata(&wal).map_or_else(|e| e.kind() == std::io::ErrorKind::NotFound, |m| m.len() == 0);
+        if !wal_empty {
+            return Err(Error::Unavailable(format!("cannot read the session database {}: {reason}", path.display())));
+        }
+        // `immutable`: no locks and no shared memory; safe here because nothing else is open.
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(uri, flags)
+            .with_context(|| format!("cannot open database {} read-only", path.display()))?;
+        tracing::debug!(db = %path.display(), "the session database can only be read: {reason}");
+        Ok(Store { conn, path: path.to_path_buf(), read_only_because: Some(reason) })
+    }
+
+    /// `f` on the connection, its errors named (see `named`).
+    fn run<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.conn).map_err(|e| self.named(e))
+    }
+
+    fn run_mut<T>(&mut self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        f(&mut self.conn).map_err(|e| self.named(e))
+    }
+
+    /// A database error with the database's path and, for the host's state (another process
+    /// holding the write lock, a full disk, a read-only file system), `Unavailable` with the fix.
+    fn named(&self, e: Error) -> Error {
+        let Error::Internal(inner) = e else {
+            return e;
+        };
+        let Some(rusqlite::Error::SqliteFailure(failure, _)) = inner.downcast_ref::<rusqlite::Error>() else {
+            return Error::Internal(inner);
+        };
+        let path = self.path.display();
+        if let Some(reason) = &self.read_only_because
+            && failure.code == ErrorCode::ReadOnly
+        {
+            return Error::Unavailable(format!("cannot write the session database {path}: {reason}"));
+        }
+        let fix = match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => format!(
+                "another process holds its write lock (waited {} s); try again, and if it persists, find \
+                 the process with `fuser -v {path}`",
+                WRITE_LOCK_WAIT.as_secs()
+            ),
+            ErrorCode::DiskFull => {
+                "the file system is full: free space on it, then try again (reads still work)".to_string()
+            }
+            ErrorCode::ReadOnly => {
+                "it is read-only: check the permissions of the database, its -wal and -shm files and its \
+                 directory, or remount the file system read-write"
+                    .to_string()
+            }
+            ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+                "permission denied on it or its -wal or -shm file: run sandman as root (sudo), or give \
+                 those files back to the user sandman runs as"
+                    .to_string()
+            }
+            _ => return Error::Internal(inner.context(format!("session database {path}"))),
+        };
+        Error::Unavailable(format!("cannot use the session database {path}: {fix} ({failure})"))
+    }
     /// Brings the schema up to date; `state_dir` holds the files older versions kept state in.
     fn migrate(&mut self, state_dir: &Path) -> Result<()> {
+        if self.up_to_date()? {
+            return Ok(());
+        }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(usize::MAX);
@@ -207,8 +327,21 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the schema is this version's and the instance id is there: nothing to write.
+    fn up_to_date(&self) -> Result<bool> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if usize::try_from(version).ok() != Some(SCHEMA.len()) {
+            return Ok(false);
+        }
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     pub fn instance_id(&self) -> Result<String> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0))?)
+        self.run(|conn| Ok(conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0))?))
     }
 
     /// Reserves everything a new session needs, or nothing. `new_host_key` is called only for a
@@ -222,203 +355,234 @@ impl Store {
         port_free: impl Fn(u16) -> bool,
         pick_gpu: impl FnOnce(&HashSet<String>, &GpuLedger) -> Result<Option<GpuPick>>,
     ) -> Result<(SessionRow, UserRow)> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<String> =
-            tx.query_row("SELECT id FROM sessions WHERE user_name = ?1", [r.user], |row| row.get(0)).optional()?;
-        if let Some(id) = existing {
-            return Err(Error::Conflict(format!("session for user {} already exists ({id})", r.user)));
-        }
-
-        let user = match query_user(&tx, r.user)? {
-            Some(u) => u,
-            None => {
-                let next: u32 =
-                    tx.query_row("SELECT COALESCE(MAX(uid) + 1, ?1) FROM users", [r.uid_start], |row| row.get(0))?;
-                let uid = next.max(r.uid_start);
-                if uid >= 60000 {
-                    return Err(Error::Exhausted(format!(
-                        "no uid left for user {}: uids {}-59999 are all taken",
-                        r.user, r.uid_start
-                    )));
-                }
-                let host_key = new_host_key()?;
-                tx.execute(
-                    "INSERT INTO users (name, uid, host_key, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![r.user, uid, host_key, r.now],
-                )?;
-                UserRow { name: r.user.to_string(), uid, host_key }
+        self.run_mut(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<String> =
+                tx.query_row("SELECT id FROM sessions WHERE user_name = ?1", [r.user], |row| row.get(0)).optional()?;
+            if let Some(id) = existing {
+                return Err(Error::Conflict(format!("session for user {} already exists ({id})", r.user)));
             }
-        };
-        let fingerprint = host_key_fingerprint(&user.host_key)?;
 
-        let port = choose_port(&tx, r.user, r.port_range, &port_free)?;
-        tx.execute("UPDATE users SET last_port = ?2 WHERE name = ?1", params![r.user, port])?;
+            let user = match query_user(&tx, r.user)? {
+                Some(u) => u,
+                None => {
+                    let next: u32 =
+                        tx.query_row("SELECT COALESCE(MAX(uid) + 1, ?1) FROM users", [r.uid_start], |row| row.get(0))?;
+                    let uid = next.max(r.uid_start);
+                    if uid >= 60000 {
+                        return Err(Error::Exhausted(format!(
+                            "no uid left for user {}: uids {}-59999 are all taken",
+                            r.user, r.uid_start
+                        )));
+                    }
+                    let host_key = new_host_key()?;
+                    tx.execute(
+                        "INSERT INTO users (name, uid, host_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![r.user, uid, host_key, r.now],
+                    )?;
+                    UserRow { name: r.user.to_string(), uid, host_key }
+                }
+            };
+            let fingerprint = host_key_fingerprint(&user.host_key)?;
 
-        let ledger = GpuLedger::new(&tx);
-        let gpu = pick_gpu(&ledger.held()?, &ledger)?;
+            let port = choose_port(&tx, r.user, r.port_range, &port_free)?;
+            tx.execute("UPDATE users SET last_port = ?2 WHERE name = ?1", params![r.user, port])?;
 
-        let row = SessionRow {
-            id: r.id.to_string(),
-            user: r.user.to_string(),
-            state: State::Creating,
-            ssh_port: port,
-            container_id: None,
-            container_ip: None,
-            image: r.image.to_string(),
-            gpu_uuid: gpu.as_ref().map(|g| g.uuid.clone()),
-            mig_profile: gpu.and_then(|g| g.profile),
-            ttl_minutes: r.ttl_minutes,
-            created_at: r.now,
-            expires_at: r.now + i64::from(r.ttl_minutes) * 60,
-            workspace: r.workspace.to_string(),
-            host_key_fingerprint: fingerprint,
-        };
-        tx.execute(
-            "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
-                                   created_at, expires_at, workspace, host_key_fingerprint)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                row.id,
-                row.user,
-                row.state.as_str(),
-                row.ssh_port,
-                row.image,
-                row.gpu_uuid,
-                row.mig_profile,
-                row.ttl_minutes,
-                row.created_at,
-                row.expires_at,
-                row.workspace,
-                row.host_key_fingerprint
-            ],
-        )?;
-        tx.commit()?;
-        Ok((row, user))
+            let ledger = GpuLedger::new(&tx);
+            let gpu = pick_gpu(&ledger.held()?, &ledger)?;
+
+            let row = SessionRow {
+                id: r.id.to_string(),
+                user: r.user.to_string(),
+                state: State::Creating,
+                ssh_port: port,
+                container_id: None,
+                container_ip: None,
+                image: r.image.to_string(),
+                gpu_uuid: gpu.as_ref().map(|g| g.uuid.clone()),
+                mig_profile: gpu.and_then(|g| g.profile),
+                ttl_minutes: r.ttl_minutes,
+                created_at: r.now,
+                expires_at: r.now + i64::from(r.ttl_minutes) * 60,
+                workspace: r.workspace.to_string(),
+                host_key_fingerprint: fingerprint,
+            };
+            tx.execute(
+                "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
+                                       created_at, expires_at, workspace, host_key_fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    row.id,
+                    row.user,
+                    row.state.as_str(),
+                    row.ssh_port,
+                    row.image,
+                    row.gpu_uuid,
+                    row.mig_profile,
+                    row.ttl_minutes,
+                    row.created_at,
+                    row.expires_at,
+                    row.workspace,
+                    row.host_key_fingerprint
+                ],
+            )?;
+            tx.commit()?;
+            Ok((row, user))
+        })
     }
 
     /// Runs `f` on the GPU tables in a write transaction, so no reservation runs meanwhile;
     /// what `f` writes is committed only if it succeeds.
     pub fn with_gpu_ledger<T>(&mut self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&GpuLedger::new(&tx))?;
-        tx.commit()?;
-        Ok(out)
+        self.run_mut(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&GpuLedger::new(&tx))?;
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
     /// Reads the GPU tables as of one moment (a read transaction: it never waits for writers).
     pub fn read_gpu_ledger<T>(&mut self, f: impl FnOnce(&GpuLedger) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        f(&GpuLedger::new(&tx))
+        self.run_mut(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            f(&GpuLedger::new(&tx))
+        })
     }
 
     /// The passwd and group files of an image, if read before.
     pub fn image_accounts(&self, image_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        Ok(self
-            .conn
-            .query_row("SELECT passwd, grp FROM image_accounts WHERE image_id = ?1", [image_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?)
+        self.run(|conn| {
+            Ok(conn
+                .query_row("SELECT passwd, grp FROM image_accounts WHERE image_id = ?1", [image_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?)
+        })
     }
 
     pub fn save_image_accounts(&self, image_id: &str, passwd: &[u8], group: &[u8]) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO image_accounts (image_id, passwd, grp) VALUES (?1, ?2, ?3)",
-            params![image_id, passwd, group],
-        )?;
-        Ok(())
+        self.run(|conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO image_accounts (image_id, passwd, grp) VALUES (?1, ?2, ?3)",
+                params![image_id, passwd, group],
+            )?;
+            Ok(())
+        })
     }
 
     /// Marks a session ready. False if the row vanished meanwhile (removed by `rm` or a reaper).
     pub fn mark_running(&self, id: &str, container_id: &str, container_ip: Option<&str>) -> Result<bool> {
-        let n = self.conn.execute(
-            "UPDATE sessions SET state = ?4, container_id = ?2, container_ip = ?3 WHERE id = ?1",
-            params![id, container_id, container_ip, State::Running.as_str()],
-        )?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "UPDATE sessions SET state = ?4, container_id = ?2, container_ip = ?3 WHERE id = ?1",
+                params![id, container_id, container_ip, State::Running.as_str()],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Sets a new expiry; false if no such session.
     pub fn set_ttl(&self, id: &str, ttl_minutes: u32, expires_at: i64) -> Result<bool> {
-        let n = self.conn.execute(
-            "UPDATE sessions SET ttl_minutes = ?2, expires_at = ?3 WHERE id = ?1",
-            params![id, ttl_minutes, expires_at],
-        )?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "UPDATE sessions SET ttl_minutes = ?2, expires_at = ?3 WHERE id = ?1",
+                params![id, ttl_minutes, expires_at],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Deletes the row; false if another process already did.
     pub fn delete_session(&self, id: &str) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1)
+        self.run(|conn| Ok(conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1))
     }
 
     /// Deletes a running session's row if it has expired by `now`; false if it has not (an
     /// extend committed first) or is gone. The check and the delete are one statement, so an
     /// extend is never lost to a reaper that judged an older copy of the row.
     pub fn delete_expired(&self, id: &str, now: i64) -> Result<bool> {
-        let n = self.conn.execute(
-            "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND expires_at <= ?3",
-            params![id, State::Running.as_str(), now],
-        )?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND expires_at <= ?3",
+                params![id, State::Running.as_str(), now],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Deletes a running session's row (its container vanished); false if it is gone.
     pub fn delete_running(&self, id: &str) -> Result<bool> {
-        let n = self
-            .conn
-            .execute("DELETE FROM sessions WHERE id = ?1 AND state = ?2", params![id, State::Running.as_str()])?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn
+                .execute("DELETE FROM sessions WHERE id = ?1 AND state = ?2", params![id, State::Running.as_str()])?;
+            Ok(n == 1)
+        })
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionRow>> {
-        Ok(self.conn.query_row(&format!("{SELECT_SESSION} WHERE id = ?1"), [id], session_from_row).optional()?)
+        self.run(|conn| {
+            Ok(conn.query_row(&format!("{SELECT_SESSION} WHERE id = ?1"), [id], session_from_row).optional()?)
+        })
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionRow>> {
-        let mut stmt = self.conn.prepare(&format!("{SELECT_SESSION} ORDER BY created_at, id"))?;
-        let rows = stmt.query_map([], session_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        self.run(|conn| {
+            let mut stmt = conn.prepare(&format!("{SELECT_SESSION} ORDER BY created_at, id"))?;
+            let rows = stmt.query_map([], session_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
     }
 
     /// Changes whenever the stored sessions may have changed: on commits by other connections
     /// (`data_version`, across processes) and on this connection's own writes (`total_changes`).
     /// Lets a caller cache what it derives from `sessions()`; read it before reading the rows.
     pub fn version(&self) -> Result<Version> {
-        let data: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        Ok(Version(data, self.conn.total_changes()))
+        self.run(|conn| {
+            let data: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            Ok(Version(data, conn.total_changes()))
+        })
     }
 
     pub fn user(&self, name: &str) -> Result<Option<UserRow>> {
-        query_user(&self.conn, name)
+        self.run(|conn| query_user(conn, name))
     }
 
     /// The user's public keys, oldest first.
     pub fn user_keys(&self, user: &str) -> Result<Vec<UserKey>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT fingerprint, key_line, added_at FROM user_keys WHERE user_name = ?1 ORDER BY added_at, rowid",
-        )?;
-        let keys = stmt
-            .query_map([user], |r| Ok(UserKey { fingerprint: r.get(0)?, key_line: r.get(1)?, added_at: r.get(2)? }))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(keys)
+        self.run(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT fingerprint, key_line, added_at FROM user_keys WHERE user_name = ?1 ORDER BY added_at, rowid",
+            )?;
+            let keys = stmt
+                .query_map([user], |r| {
+                    Ok(UserKey { fingerprint: r.get(0)?, key_line: r.get(1)?, added_at: r.get(2)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(keys)
+        })
     }
 
     /// Adds a key; false if the user already has a key with this fingerprint.
     pub fn add_user_key(&self, user: &str, key: &UserKey) -> Result<bool> {
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO user_keys (user_name, fingerprint, key_line, added_at) VALUES (?1, ?2, ?3, ?4)",
-            params![user, key.fingerprint, key.key_line, key.added_at],
-        )?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO user_keys (user_name, fingerprint, key_line, added_at) VALUES (?1, ?2, ?3, ?4)",
+                params![user, key.fingerprint, key.key_line, key.added_at],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Removes a key; false if the user has no key with this fingerprint.
     pub fn remove_user_key(&self, user: &str, fingerprint: &str) -> Result<bool> {
-        let n = self
-            .conn
-            .execute("DELETE FROM user_keys WHERE user_name = ?1 AND fingerprint = ?2", params![user, fingerprint])?;
-        Ok(n == 1)
+        self.run(|conn| {
+            let n = conn.execute(
+                "DELETE FROM user_keys WHERE user_name = ?1 AND fingerprint = ?2",
+                params![user, fingerprint],
+            )?;
+            Ok(n == 1)
+        })
     }
 }
 
@@ -450,6 +614,76 @@ fn choose_port(
             "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
         ))
     })
+}
+
+/// SQLite maps the `-shm` file into memory, and a process whose mapping turns out unusable dies
+/// of SIGBUS rather than getting an error. So one that is not a plain file, that belongs to
+/// another user, or that its owner cannot write (made unwritable on purpose or by mistake) is
+/// refused before SQLite sees it, with the fix; root's power to write it anyway is not relied on.
+fn check_shared_memory(db: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let shm = format!("{}-shm", db.display());
+    let meta = match std::fs::symlink_metadata(&shm) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("inspect the session database's shared-memory file {shm}"), e)),
+    };
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let problem = if !meta.file_type().is_file() {
+        "is not a regular file".to_string()
+    } else if meta.uid() != euid {
+        format!("belongs to uid {}, not to uid {euid} that sandman runs as", meta.uid())
+    } else if meta.mode() & 0o600 != 0o600 {
+        format!("cannot be read and written by its owner (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(Error::Unavailable(format!(
+        "the session database's shared-memory file {shm} {problem}: remove it while no sandman runs \
+         (`rm {shm}`); SQLite makes a new one"
+    )))
+}
+
+/// Whether SQLite failed to set up or grow the shared memory of `db` (its `-shm` file).
+fn shared_memory_failed(e: &rusqlite::Error, db: &Path) -> bool {
+    use rusqlite::ffi;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return false;
+    };
+    match f.extended_code {
+        ffi::SQLITE_IOERR_SHMSIZE
+        | ffi::SQLITE_IOERR_SHMOPEN
+        | ffi::SQLITE_IOERR_SHMMAP
+        | ffi::SQLITE_IOERR_SHMLOCK
+        | ffi::SQLITE_READONLY_CANTINIT
+        | ffi::SQLITE_READONLY_CANTLOCK
+        | ffi::SQLITE_FULL => true,
+        // The database itself opened; a -shm file that cannot be opened is the cause.
+        ffi::SQLITE_CANTOPEN => Path::new(&format!("{}-shm", db.display())).exists(),
+        _ => false,
+    }
+}
+
+/// Bytes free to an unprivileged writer on the file system holding `dir`, if known.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a struct statvfs to fill.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// A path for an SQLite URI: the characters a URI gives a meaning to, escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
@@ -649,5 +883,76 @@ mod tests {
         let other = Store::open(&path).unwrap();
         other.set_ttl("1", 5, 2000).unwrap();
         assert_ne!(store.version().unwrap(), v1, "another connection's write");
+    }
+
+    /// Another process's write transaction, held until the returned connection is dropped.
+    fn hold_write_lock(path: &Path) -> Connection {
+        let other = Connection::open(path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'instance_id';").unwrap();
+        other
+    }
+
+    #[test]
+    fn a_held_write_lock_blocks_neither_opening_nor_reads_and_a_write_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .reserve(&reservation("1", "alice"), || Ok("k".into()), |k| Ok(k.into()), |_| true, |_, _| Ok(None))
+            .unwrap();
+        let _holder = hold_write_lock(&path);
+
+        // Opening a current schema writes nothing, so it does not wait for the lock.
+        let started = std::time::Instant::now();
+        let reader = Store::open_reader(&path).unwrap();
+        let opened = Store::open(&path).unwrap();
+        assert_eq!(reader.sessions().unwrap().len(), 1);
+        assert!(reader.session("1").unwrap().is_some());
+        reader.version().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500), "reads waited {:?}", started.elapsed());
+
+        let started = std::time::Instant::now();
+        let e = opened.set_ttl("1", 5, 2000).unwrap_err();
+        let waited = started.elapsed();
+        assert!(waited >= WRITE_LOCK_WAIT - Duration::from_millis(100) && waited < WRITE_LOCK_WAIT * 2, "{waited:?}");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Unavailable, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&path.display().to_string()) && text.contains("another process holds its write lock"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_shared_memory_file_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        store.sessions().unwrap();
+        let shm = dir.path().join("s.db-shm");
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o000)).unwrap();
+        for e in [Store::open(&path).err().unwrap(), Store::open_reader(&path).err().unwrap()] {
+            assert_eq!(e.kind(), crate::error::ErrorKind::Unavailable, "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{} cannot be read and written by its owner (mode 0)", shm.display())),
+                "{text}"
+            );
+            assert!(text.contains(&format!("`rm {}`", shm.display())), "{text}");
+        }
+        // The connection already open goes on working.
+        assert!(store.sessions().unwrap().is_empty());
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Store::open(&path).unwrap();
+    }
+
+    #[test]
+    fn the_reader_does_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        Store::open(&path).unwrap();
+        let reader = Store::open_reader(&path).unwrap();
+        let e = reader.delete_session("1").unwrap_err();
+        assert!(format!("{e:#}").contains("readonly") || e.to_string().contains("read-only"), "{e:#}");
     }
 }

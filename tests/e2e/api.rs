@@ -757,7 +757,12 @@ fn the_openapi_document_matches_the_server() {
 #[test]
 fn api_and_cli_creates_beside_cron_reaps_never_double_allocate() {
     let env = Env::new("api-mixed-load");
-    let serve = Serve::start_with(&env, &token_file(&env).0, &[("SANDMAN_API_WORKERS", "4")]);
+    // Room for all five API creates at once: this test is about allocation, not the bound.
+    let serve = Serve::start_with(
+        &env,
+        &token_file(&env).0,
+        &[("SANDMAN_API_WORKERS", "4"), ("SANDMAN_API_MAX_CONCURRENT_CREATES", "8")],
+    );
     let (port, auth) = (serve.port, format!("Bearer {}", serve.token));
     let call = move |method: &str, path: &str, body: Option<Value>| {
         let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
@@ -900,5 +905,126 @@ fn a_client_that_does_not_read_a_large_answer_does_not_block_others() {
     // The writers give up after the write timeout; stopping does not wait for the clients.
     drop(stuck);
     env.sql("DELETE FROM sessions; DELETE FROM users;");
+    serve.stop();
+}
+
+/// The slowest of `n` answers to `path`, each of which must succeed.
+fn slowest(serve: &crate::http::Serve, path: &str, n: usize) -> Duration {
+    let mut worst = Duration::ZERO;
+    for _ in 0..n {
+        let started = Instant::now();
+        let r = if path == "/healthz" { request(serve.port, "GET", path, &[], None) } else { serve.get(path) };
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        worst = worst.max(started.elapsed());
+    }
+    worst
+}
+
+#[test]
+fn hanging_creates_hold_no_worker_and_creates_beyond_the_bound_get_503() {
+    let env = Env::new("api-hanging-creates");
+    let image = crate::crash::hanging_image();
+    let (tokens, token) = token_file(&env);
+    // Two workers, three create slots: under the old dispatch three hanging creates held every
+    // worker, and /healthz waited for them.
+    let serve = Serve::start_with(
+        &env,
+        &tokens,
+        &[
+            ("SANDMAN_API_WORKERS", "2"),
+            ("SANDMAN_API_MAX_CONCURRENT_CREATES", "3"),
+            ("SANDMAN_SSH_READY_TIMEOUT_SECS", "15"),
+        ],
+    );
+    let creates: Vec<_> = ["hang1", "hang2", "hang3"]
+        .into_iter()
+        .map(|user| {
+            let (port, auth, image) = (serve.port, format!("Bearer {token}"), image.clone());
+            std::thread::spawn(move || {
+                let body = serde_json::to_vec(&json!({"user_id": user, "image": image})).unwrap();
+                request(port, "POST", "/sessions", &[("Authorization", auth.as_str())], Some(&body))
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while env.containers().len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the creates never made their containers");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let beyond = serve.call("POST", "/sessions", Some(&json!({"user_id": "hang4", "image": image})));
+    assert_eq!(beyond.status, 503, "{}", beyond.text());
+    assert_eq!(beyond.code(), "unavailable");
+    assert_eq!(beyond.header("Retry-After"), Some("5"));
+    assert!(beyond.error().contains("3 creates are already in progress"), "{}", beyond.error());
+
+    let health = slowest(&serve, "/healthz", 20);
+    let list = slowest(&serve, "/sessions", 20);
+    let metrics = slowest(&serve, "/metrics", 5);
+    eprintln!("while 3 creates hang: slowest /healthz {health:?}, GET /sessions {list:?}, /metrics {metrics:?}");
+    assert!(start.elapsed() < Duration::from_secs(14), "measured after the creates gave up");
+    for (path, worst) in [("/healthz", health), ("/sessions", list), ("/metrics", metrics)] {
+        assert!(worst < Duration::from_millis(50), "{path} took {worst:?} while creates hang");
+    }
+    let listed = serve.get("/sessions").json();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+
+    for create in creates {
+        let r = create.join().unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.error().contains("sshd did not answer"), "{}", r.error());
+    }
+    assert!(env.containers().is_empty(), "failed creates leave no container");
+    assert_eq!(serve.get("/sessions").json(), json!([]));
+    serve.stop();
+}
+
+#[test]
+fn a_write_behind_another_process_lock_gets_503_and_reads_do_not_wait() {
+    let env = Env::new("api-write-lock");
+    let serve = Serve::start(&env);
+    let s = serve.call("POST", "/sessions", Some(&json!({"user_id": "locked"})));
+    assert_eq!(s.status, 201, "{}", s.text());
+    let id = s.json()["session_id"].as_str().unwrap().to_string();
+
+    let other = rusqlite::Connection::open(env.db()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'instance_id';").unwrap();
+    let started = Instant::now();
+    let patch = {
+        let (port, auth, id) = (serve.port, format!("Bearer {}", serve.token), id.clone());
+        std::thread::spawn(move || {
+            let r = request(
+                port,
+                "PATCH",
+                &format!("/sessions/{id}"),
+                &[("Authorization", auth.as_str())],
+                Some(br#"{"ttl_minutes":30}"#),
+            );
+            (r, Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let read_started = Instant::now();
+    let got = serve.get(&format!("/sessions/{id}"));
+    let list = serve.get("/sessions");
+    let read = read_started.elapsed();
+    assert_eq!((got.status, list.status), (200, 200));
+    assert!(read < Duration::from_millis(100), "reads waited {read:?} behind the held write lock");
+
+    let (r, answered) = patch.join().unwrap();
+    let waited = answered - started;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), Some("5"));
+    assert!(r.error().contains("another process holds its write lock"), "{}", r.error());
+    assert!(r.error().contains(&env.db().display().to_string()), "{}", r.error());
+    assert!((Duration::from_secs(4)..Duration::from_secs(10)).contains(&waited), "answered after {waited:?}");
+    // The CLI's exit status for the same.
+    let out = env.run(&["session", "extend", &id, "--ttl", "30"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    drop(other);
+
+    let r = serve.call("PATCH", &format!("/sessions/{id}"), Some(&json!({"ttl_minutes": 30})));
+    assert_eq!(r.status, 200, "once the lock is free: {}", r.text());
+    assert_eq!(serve.call("DELETE", &format!("/sessions/{id}"), None).status, 200);
     serve.stop();
 }

@@ -170,3 +170,115 @@ fn doctor_passes_here_and_names_the_fix_when_something_is_wrong() {
     assert_eq!(image["ok"], false);
     assert!(image["fix"].as_str().unwrap().contains("sandman image build"));
 }
+
+/// A small tmpfs mounted on a directory for the length of a test (root only), unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mounting a tmpfs needs root: {}", stderr(&out));
+        SmallDisk(dir.to_path_buf())
+    }
+
+    /// Writes a file until the file system is full; returns it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            if let Err(e) = f.write_all(&chunk) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return path;
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_database_gets_503_and_reads_keep_working() {
+    use serde_json::json;
+
+    use crate::http::Serve;
+    let env = Env::new("errors-full-disk");
+    let disk = SmallDisk::mount(env.db().parent().unwrap(), "4m");
+    let s = env.create("fulldisk", &[]);
+    let id = s.id().to_string();
+    let serve = Serve::start(&env);
+    disk.fill();
+
+    // The CLI reads, without a server's connection open or with it.
+    let listed = env.sessions();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let shown = env.ok(&["session", "show", &id, "--json"]);
+    assert!(shown.contains(&id), "{shown}");
+    // Other checks may fail on a test host (ports, network): only the database's matters here.
+    let doctor = env.run(&["doctor", "--json"]);
+    let checks: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let database = checks.as_array().unwrap().iter().find(|c| c["check"] == "database").unwrap();
+    assert_eq!(database["ok"], true, "{database}");
+
+    // Writes: 503 with the path and the fix, exit 5 in the CLI.
+    let r = serve.call("PATCH", &format!("/sessions/{id}"), Some(&json!({"ttl_minutes": 30})));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), Some("5"));
+    assert!(r.error().contains(&env.db().display().to_string()) && r.error().contains("full"), "{}", r.error());
+    let out = env.run(&["session", "extend", &id, "--ttl", "30"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("file system is full"), "{}", stderr(&out));
+    assert_eq!(serve.get("/sessions").status, 200);
+
+    // A removal whose container went but whose row could not be deleted...
+    let r = serve.call("DELETE", &format!("/sessions/{id}"), None);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(env.containers().is_empty(), "the container went first");
+    assert_eq!(env.sessions().len(), 1, "the row stayed");
+    serve.stop();
+
+    // ... is finished, and reported, by the next reap once there is space.
+    std::fs::remove_file(disk.0.join("filler")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&env.ok(&["reap", "--json"])).unwrap();
+    assert_eq!(report["vanished"], json!([id]), "{report}");
+    assert!(env.sessions().is_empty());
+    drop(disk);
+}
+
+#[test]
+fn an_unwritable_shared_memory_file_is_a_clean_error_not_a_signal() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::http::Serve;
+    let env = Env::new("errors-shm");
+    let serve = Serve::start(&env);
+    assert_eq!(serve.get("/sessions").status, 200);
+    let shm = std::path::PathBuf::from(format!("{}-shm", env.db().display()));
+    for (how, fix) in [("chmod", "cannot be read and written by its owner"), ("chown", "belongs to uid 65534")] {
+        match how {
+            "chmod" => std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o000)).unwrap(),
+            _ => std::os::unix::fs::chown(&shm, Some(65534), None).unwrap(),
+        }
+        let out = env.run(&["session", "list"]);
+        assert_eq!(out.status.code(), Some(5), "{how}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&shm.display().to_string()) && err.contains(fix) && err.contains("rm "), "{how}: {err}");
+        // The server's connections, open before, go on answering.
+        assert_eq!(serve.get("/sessions").status, 200, "{how}");
+        assert_eq!(serve.get("/metrics").status, 200, "{how}");
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&shm, Some(0), None).unwrap();
+    }
+    assert!(env.sessions().is_empty());
+    serve.stop();
+}
