@@ -21,10 +21,14 @@ use crate::config::Settings;
 use crate::engine::{self, ContainerSpec, Engine, FileSpec};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuBackend, GpuDevice, GpuRequest, MigInstance};
+use crate::limits::{Host, LimitRequest, SessionLimits};
 use crate::locks::{self, FileLock};
 use crate::progress::Progress;
 use crate::store::{Reservation, SessionRow, State, Store, Version};
 use crate::{ssh, validate, workspace};
+
+/// How long measuring one workspace may take (`session show`, `/metrics`).
+pub const WORKSPACE_WALK_BUDGET: Duration = Duration::from_secs(2);
 
 pub struct CreateRequest {
     pub user: String,
@@ -33,6 +37,10 @@ pub struct CreateRequest {
     pub gpu: GpuRequest,
     /// The user's own public key; then no key pair is generated and none is returned.
     pub public_key: Option<String>,
+    /// Memory, CPUs and /dev/shm asked for; unset ones take the configured defaults.
+    pub limits: LimitRequest,
+    /// Give a new user an existing workspace directory that another uid owns.
+    pub adopt_workspace: bool,
 }
 
 /// The answer to a create: the session plus what is shown once and never stored.
@@ -62,13 +70,22 @@ pub struct Sessions {
     instance: String,
     engine: OnceCell<Arc<dyn Engine>>,
     gpu: Arc<dyn GpuBackend>,
+    /// This machine's memory and CPUs, the base of the default limits.
+    host: Host,
 }
 
 impl Sessions {
     pub fn open(settings: Settings, gpu: Arc<dyn GpuBackend>) -> Result<Sessions> {
         let store = Store::open(&settings.db)?;
         let instance = store.instance_id()?;
-        Ok(Sessions { settings, store: Mutex::new(store), instance, engine: OnceCell::new(), gpu })
+        Ok(Sessions {
+            settings,
+            store: Mutex::new(store),
+            instance,
+            engine: OnceCell::new(),
+            gpu,
+            host: Host::detect(),
+        })
     }
 
     /// A service on a given engine (the fake one, in tests) instead of the one `settings` name.
@@ -121,6 +138,22 @@ impl Sessions {
         self.store().session(id)?.ok_or_else(|| Error::NotFound(format!("session {id} not found")))
     }
 
+    /// Bytes a session's workspace takes on disk, measured now within `WORKSPACE_WALK_BUDGET`;
+    /// `None` if the walk could not finish (the message is logged).
+    pub fn workspace_usage(&self, row: &SessionRow) -> Option<u64> {
+        match crate::disk::usage(std::path::Path::new(&row.workspace), WORKSPACE_WALK_BUDGET) {
+            Ok(u) if u.complete => Some(u.bytes),
+            Ok(u) => {
+                tracing::debug!(session = %row.id, bytes = u.bytes, "workspace walk stopped before the end");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(session = %row.id, error = %e, "workspace not measured");
+                None
+            }
+        }
+    }
+
     /// Creates a session. Cancelling `cancel` stops the create at its next step; it then removes
     /// what it made, as after any failure, and answers `Interrupted`. (Dropping the future instead
     /// could leave an engine request in flight that completes after the cleanup.)
@@ -137,6 +170,14 @@ impl Sessions {
         let image = req.image.clone().unwrap_or_else(|| s.image.clone());
         validate::image_reference(&image)?;
         let authorized_key = req.public_key.as_deref().map(ssh::parse_public_key).transpose()?;
+        if let Some(quota) = s.workspace_quota {
+            return Err(Error::Unavailable(workspace_quota_refusal(quota.0, &s.workspace_root)));
+        }
+        // Without overrides per profile the limits do not depend on the GPU pick: check them
+        // before anything is reserved.
+        if s.limits.profile.is_empty() {
+            self.session_limits(&req.limits, None)?;
+        }
 
         let engine = self.engine().await?;
         let Some(image_id) = engine.image_id(&image).await? else {
@@ -177,14 +218,24 @@ impl Sessions {
                     port_range: (s.ssh_port_start, s.ssh_port_end),
                     uid_start: s.uid_start,
                 },
-                || ssh::generate_key_pair(&format!("sandman-host-{}", req.user)).map(|(private, _)| private),
+                |uid| {
+                    workspace::check_new_owner(&s.workspace_root, &req.user, uid, req.adopt_workspace)?;
+                    ssh::generate_key_pair(&format!("sandman-host-{}", req.user)).map(|(private, _)| private)
+                },
                 |k| ssh::host_public_key(k).map(|(_, fp)| fp),
                 |port| TcpListener::bind(SocketAddr::new(publish, port)).is_ok(),
                 |taken, ledger| self.gpu.pick(&req.gpu, taken, ledger),
             )?;
 
-            let provisioned =
-                self.provision(&row, &image_id, user.uid, &user.host_key, &authorized_key, progress, cancel).await;
+            // The limits depend on the MIG profile picked; a refusal is cleaned up like any failure.
+            let mut row = row;
+            let provisioned = match self.record_limits(&mut row, &req.limits) {
+                Ok(limits) => {
+                    self.provision(&row, &image_id, user.uid, &user.host_key, &authorized_key, limits, progress, cancel)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             // A failure to record the session is cleaned up like any other failure.
             let result = provisioned.and_then(|(container, ip)| {
                 match self.store().mark_running(&row.id, &container, ip.as_deref()) {
@@ -223,6 +274,19 @@ impl Sessions {
         created
     }
 
+    /// The limits of a session on `profile` for what was asked (see `Limits::resolve`).
+    fn session_limits(&self, asked: &LimitRequest, profile: Option<&str>) -> Result<SessionLimits> {
+        self.settings.limits.resolve(asked, profile, self.settings.pids_limit, self.host)
+    }
+
+    /// Resolves the reserved session's limits for its MIG profile and stores them on its row.
+    fn record_limits(&self, row: &mut SessionRow, asked: &LimitRequest) -> Result<SessionLimits> {
+        let limits = self.session_limits(asked, row.mig_profile.as_deref())?;
+        self.store().set_limits(&row.id, &limits)?;
+        row.limits = Some(limits);
+        Ok(limits)
+    }
+
     /// Everything after the reservation: workspace, network, container, files, start, sshd.
     #[allow(clippy::too_many_arguments)]
     async fn provision(
@@ -232,6 +296,7 @@ impl Sessions {
         uid: u32,
         host_key: &str,
         authorized_key: &str,
+        limits: SessionLimits,
         progress: Progress<'_>,
         cancel: &CancellationToken,
     ) -> Result<(String, Option<String>)> {
@@ -257,7 +322,7 @@ impl Sessions {
             host_port: row.ssh_port,
             container_port: ssh::CONTAINER_SSH_PORT,
             workspace,
-            pids_limit: s.pids_limit,
+            limits,
             command: ssh::container_command(),
             gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
         };
@@ -419,6 +484,26 @@ impl Sessions {
             return Err(Error::NotFound(format!("session {id} not found")));
         }
         self.get(id)
+    }
+}
+
+/// Why `workspace_quota` cannot be honoured here; a create is refused rather than run with a
+/// limit that is not there.
+pub fn workspace_quota_refusal(quota: u64, root: &std::path::Path) -> String {
+    let (supported, mount) = crate::disk::project_quotas(root);
+    let quota = validate::format_size(quota);
+    if supported {
+        format!(
+            "workspace_quota = \"{quota}\" is set, and {} ({mount}) supports project quotas, but this sandman does not set them; \
+             remove workspace_quota, or set the quota per directory with setquota/xfs_quota",
+            root.display()
+        )
+    } else {
+        format!(
+            "workspace_quota = \"{quota}\" cannot be enforced: {} is on {mount}, without project quotas \
+             (ext4 or xfs mounted with prjquota); remove workspace_quota or move workspace_root",
+            root.display()
+        )
     }
 }
 

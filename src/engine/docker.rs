@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig, NetworkCreateRequest, PortBinding,
+};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -156,7 +158,19 @@ impl Engine for Docker {
             binds: Some(vec![format!("{}:/home/{}:rw", spec.workspace.display(), spec.user)]),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
-            pids_limit: Some(spec.pids_limit),
+            pids_limit: Some(spec.limits.pids),
+            // Memory and swap equal: no swap beyond the memory limit.
+            memory: Some(spec.limits.memory as i64),
+            memory_swap: Some(spec.limits.memory as i64),
+            nano_cpus: Some(spec.limits.nano_cpus()),
+            shm_size: Some(spec.limits.shm_size as i64),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), spec.limits.log_size.to_string()),
+                    ("max-file".to_string(), spec.limits.log_files.to_string()),
+                ])),
+            }),
             init: Some(true),
             network_mode: Some(spec.network.clone()),
             port_bindings: Some(HashMap::from([(

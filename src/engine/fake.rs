@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::{ContainerSpec, Engine, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer, TarStream};
 use crate::error::{Error, Result};
+use crate::limits::SessionLimits;
 use crate::progress::Progress;
 
 /// The engine operations, to name the one a failure is injected into.
@@ -45,6 +46,8 @@ pub struct FakeContainer {
     pub published: Option<SocketAddr>,
     /// Files written into it, by path (without the leading '/').
     pub files: BTreeMap<String, Vec<u8>>,
+    /// The resource limits it was created with.
+    pub limits: Option<SessionLimits>,
     spec: Option<ContainerSpec>,
 }
 
@@ -138,6 +141,7 @@ impl FakeEngine {
             running: true,
             published: None,
             files: BTreeMap::new(),
+            limits: None,
             spec: None,
         };
         state.containers.insert(id.clone(), container);
@@ -272,6 +276,7 @@ impl Engine for FakeEngine {
             running: false,
             published: None,
             files,
+            limits: Some(spec.limits),
             spec: Some(spec.clone()),
         };
         state.containers.insert(id.clone(), container);

@@ -15,6 +15,7 @@ use tokio::io::AsyncRead;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::gpu::GpuAccess;
+use crate::limits::SessionLimits;
 use crate::progress::Progress;
 
 /// Labels that tie a container to sandman, to one database (`instance`) and to one session.
@@ -35,7 +36,8 @@ pub struct ContainerSpec {
     pub host_port: u16,
     pub container_port: u16,
     pub workspace: PathBuf,
-    pub pids_limit: i64,
+    /// Memory (swap included), CPUs, pids, /dev/shm and log size.
+    pub limits: SessionLimits,
     pub command: Vec<String>,
     /// How the container gets its GPU, if any.
     pub gpu: Option<GpuAccess>,
