@@ -1,0 +1,126 @@
+//! A session cannot take the host's memory or CPUs: its limits reach the engine, an
+//! out-of-memory kill stays inside it, and a new user cannot take over a stranger's directory.
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::{Env, stderr, stdout};
+
+fn inspect(container: &str) -> Value {
+    let out = Command::new("docker").args(["inspect", container]).output().unwrap();
+    assert!(out.status.success(), "docker inspect: {}", stderr(&out));
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap().remove(0)
+}
+
+/// The kernel's count of OOM kills in the container's memory cgroup (v1 or v2, cgroupfs or
+/// systemd driver).
+fn oom_kills(container: &str) -> u64 {
+    let candidates = [
+        format!("/sys/fs/cgroup/memory/docker/{container}/memory.oom_control"),
+        format!("/sys/fs/cgroup/memory/system.slice/docker-{container}.scope/memory.oom_control"),
+        format!("/sys/fs/cgroup/system.slice/docker-{container}.scope/memory.events"),
+        format!("/sys/fs/cgroup/docker/{container}/memory.events"),
+    ];
+    let text = candidates
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_else(|| panic!("no memory cgroup found for {container}"));
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).expect("an oom_kill line").trim().parse().unwrap()
+}
+
+#[test]
+fn limits_reach_the_container_and_an_oom_kill_stays_in_its_session() {
+    let env = Env::new("limits-oom");
+    let alice = env.create("alice", &["--memory", "256m", "--cpus", "1", "--shm-size", "64m"]);
+    let bob = env.create("bob", &[]);
+    let mib = 1u64 << 20;
+
+    let host = inspect(alice.json["container_id"].as_str().unwrap());
+    let hc = &host["HostConfig"];
+    assert_eq!(hc["Memory"], 256 * mib, "{hc}");
+    assert_eq!(hc["MemorySwap"], 256 * mib, "no swap beyond the memory limit");
+    assert_eq!(hc["NanoCpus"], 1_000_000_000u64);
+    assert_eq!(hc["ShmSize"], 64 * mib);
+    assert_eq!(hc["LogConfig"]["Type"], "json-file");
+    assert_eq!(hc["LogConfig"]["Config"]["max-size"], (10 * mib).to_string());
+    assert_eq!(hc["LogConfig"]["Config"]["max-file"], "3");
+    // Bob asked for nothing and still runs under limits derived from the host.
+    let bob_hc = &inspect(bob.json["container_id"].as_str().unwrap())["HostConfig"];
+    assert!(bob_hc["Memory"].as_u64().unwrap() > 0 && bob_hc["NanoCpus"].as_u64().unwrap() > 0, "{bob_hc}");
+
+    // Shown by show and list.
+    let shown: Value = serde_json::from_str(&env.ok(&["session", "show", alice.id(), "--json"])).unwrap();
+    assert_eq!(shown["limits"]["memory_bytes"], 256 * mib, "{shown}");
+    assert_eq!(shown["limits"]["cpus"], 1.0);
+    assert_eq!(shown["limits"]["shm_size_bytes"], 64 * mib);
+    assert!(shown["workspace_usage_bytes"].as_u64().unwrap() > 0, "{shown}");
+    let text = env.ok(&["session", "show", alice.id()]);
+    assert!(text.contains("256m (no swap beyond it)") && text.contains("/dev/shm      64m"), "{text}");
+    let listed = env.sessions();
+    assert!(listed.iter().any(|s| s["limits"]["memory_bytes"] == 256 * mib), "{listed:?}");
+
+    // Inside: /dev/shm has the size asked for.
+    let out = env.ssh(&alice, "df -B1 --output=size /dev/shm | tail -1");
+    assert_eq!(stdout(&out).trim(), (64 * mib).to_string(), "{}", stderr(&out));
+
+    // 1 GiB in a 256 MiB session: the allocation is killed, nothing else.
+    let container = alice.json["container_id"].as_str().unwrap();
+    let before = oom_kills(container);
+    let out = env.ssh(&alice, "python3 -c 'b = bytearray(1 << 30); print(\"allocated\")'");
+    assert!(!out.status.success(), "1 GiB fit in 256 MiB: {}", stdout(&out));
+    assert!(!stdout(&out).contains("allocated"));
+    assert!(oom_kills(container) > before, "the kernel recorded no OOM kill in the session's cgroup");
+
+    // The session survives (sshd and init are small), and so does the neighbour.
+    let out = env.ssh(&alice, "echo still-here");
+    assert_eq!(stdout(&out).trim(), "still-here", "{}", stderr(&out));
+    assert_eq!(inspect(container)["State"]["Running"], true);
+    let out = env.ssh(&bob, "echo bob-fine");
+    assert_eq!(stdout(&out).trim(), "bob-fine", "{}", stderr(&out));
+    assert!(env.sessions().iter().all(|s| s["state"] == "running"));
+}
+
+#[test]
+fn limits_above_the_maxima_and_bad_sizes_are_refused() {
+    let env = Env::new("limits-refused");
+    let out = env.run(&["session", "create", "--user", "carol", "--memory", "900t"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid memory: 900t is above the maximum"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(the host's memory)"), "{}", stderr(&out));
+    let out = env.run(&["session", "create", "--user", "carol", "--shm-size", "8q"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid shm_size: \"8q\" has an unknown unit 'q'"), "{}", stderr(&out));
+
+    // An admin's maximum, from the environment.
+    let mut env = env;
+    env.extra_env.push(("SANDMAN_LIMITS_MAX_CPUS".into(), "1".into()));
+    env.extra_env.push(("SANDMAN_LIMITS_CPUS".into(), "1".into()));
+    let out = env.run(&["session", "create", "--user", "carol", "--cpus", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid cpus: 2 is above the maximum 1 (max_cpus in [limits])"), "{}", stderr(&out));
+    assert!(env.sessions().is_empty());
+    assert!(env.containers().is_empty());
+}
+
+#[test]
+fn a_strangers_directory_is_not_given_to_a_new_user_unless_adopted() {
+    let env = Env::new("limits-adopt");
+    let dir = env.workspace_root().join("dora");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("thesis.tex"), "mine\n").unwrap();
+    let owner = std::fs::metadata(&dir).unwrap().uid();
+
+    let out = env.run(&["session", "create", "--user", "dora"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&dir.display().to_string()) && err.contains("--adopt-workspace"), "{err}");
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), owner, "not handed over");
+    assert!(env.sessions().is_empty() && env.containers().is_empty());
+
+    let s = env.create("dora", &["--adopt-workspace"]);
+    let out = env.ssh(&s, "cat ~/thesis.tex");
+    assert_eq!(stdout(&out), "mine\n", "{}", stderr(&out));
+    assert_ne!(std::fs::metadata(&dir).unwrap().uid(), owner, "given to dora on purpose");
+}
