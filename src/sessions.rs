@@ -30,6 +30,30 @@ use crate::{ssh, validate, workspace};
 /// How long measuring one workspace may take (`session show`, `/metrics`).
 pub const WORKSPACE_WALK_BUDGET: Duration = Duration::from_secs(2);
 
+/// What one running session uses (see `Sessions::usage`); `None`: could not be measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUsage {
+    pub id: String,
+    pub user: String,
+    pub workspace_bytes: Option<u64>,
+    pub oom_kills: Option<u64>,
+}
+
+/// A workspace's bytes on disk, if the walk finished within its budget.
+fn measure_workspace(path: &str) -> Option<u64> {
+    match crate::disk::usage(std::path::Path::new(path), WORKSPACE_WALK_BUDGET) {
+        Ok(u) if u.complete => Some(u.bytes),
+        Ok(u) => {
+            tracing::debug!(workspace = path, bytes = u.bytes, "workspace walk stopped before the end");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(workspace = path, error = %e, "workspace not measured");
+            None
+        }
+    }
+}
+
 pub struct CreateRequest {
     pub user: String,
     pub ttl_minutes: Option<i64>,
@@ -139,19 +163,29 @@ impl Sessions {
     }
 
     /// Bytes a session's workspace takes on disk, measured now within `WORKSPACE_WALK_BUDGET`;
-    /// `None` if the walk could not finish (the message is logged).
+    /// `None` if the walk could not finish.
     pub fn workspace_usage(&self, row: &SessionRow) -> Option<u64> {
-        match crate::disk::usage(std::path::Path::new(&row.workspace), WORKSPACE_WALK_BUDGET) {
-            Ok(u) if u.complete => Some(u.bytes),
-            Ok(u) => {
-                tracing::debug!(session = %row.id, bytes = u.bytes, "workspace walk stopped before the end");
-                None
-            }
-            Err(e) => {
-                tracing::debug!(session = %row.id, error = %e, "workspace not measured");
-                None
-            }
+        measure_workspace(&row.workspace)
+    }
+
+    /// What each running session uses now: its workspace's bytes and the OOM kills in its
+    /// container. The walks run off the async threads; each is bounded in time.
+    pub async fn usage(&self) -> Result<Vec<SessionUsage>> {
+        let rows: Vec<SessionRow> = self.list()?.into_iter().filter(|r| r.state == State::Running).collect();
+        let workspaces: Vec<String> = rows.iter().map(|r| r.workspace.clone()).collect();
+        let sizes = tokio::task::spawn_blocking(move || workspaces.iter().map(|w| measure_workspace(w)).collect())
+            .await
+            .unwrap_or_else(|_| vec![None; rows.len()]);
+        let engine = self.engine().await?;
+        let mut usage = Vec::with_capacity(rows.len());
+        for (row, workspace_bytes) in rows.into_iter().zip(sizes) {
+            let oom_kills = match &row.container_id {
+                Some(id) => engine.oom_kills(id).await,
+                None => None,
+            };
+            usage.push(SessionUsage { id: row.id, user: row.user, workspace_bytes, oom_kills });
         }
+        Ok(usage)
     }
 
     /// Creates a session. Cancelling `cancel` stops the create at its next step; it then removes

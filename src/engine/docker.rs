@@ -311,6 +311,22 @@ impl Engine for Docker {
             .collect())
     }
 
+    /// Read from the container's memory cgroup on this host: `oom_kill` of `memory.oom_control`
+    /// (cgroup v1) or `memory.events` (v2), under the cgroupfs or the systemd driver's parent.
+    async fn oom_kills(&self, id: &str) -> Option<u64> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        let candidates = [
+            format!("/sys/fs/cgroup/memory/docker/{id}/memory.oom_control"),
+            format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.oom_control"),
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.events"),
+            format!("/sys/fs/cgroup/docker/{id}/memory.events"),
+        ];
+        let text = candidates.iter().find_map(|p| std::fs::read_to_string(p).ok())?;
+        text.lines().find_map(|l| l.strip_prefix("oom_kill "))?.trim().parse().ok()
+    }
+
     /// The last lines of a container's log, for error messages.
     async fn log_tail(&self, id: &str, lines: usize) -> String {
         use bollard::query_parameters::LogsOptionsBuilder;

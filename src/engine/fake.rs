@@ -69,6 +69,7 @@ struct State {
     failures: Vec<Failure>,
     next_id: u64,
     sshd_silent: bool,
+    oom_kills: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -120,6 +121,11 @@ impl FakeEngine {
     pub fn container(&self, id_or_name: &str) -> Option<FakeContainer> {
         let state = self.lock();
         find(&state, id_or_name).and_then(|id| state.containers.get(&id).cloned())
+    }
+
+    /// Sets the OOM kills the kernel would report for a container.
+    pub fn set_oom_kills(&self, id: &str, kills: u64) {
+        self.lock().oom_kills.insert(id.to_string(), kills);
     }
 
     pub fn networks(&self) -> Vec<String> {
@@ -378,5 +384,11 @@ impl Engine for FakeEngine {
                 session_id: c.labels.get(LABEL_SESSION).cloned(),
             })
             .collect())
+    }
+
+    async fn oom_kills(&self, id: &str) -> Option<u64> {
+        let state = self.lock();
+        find(&state, id)?;
+        Some(state.oom_kills.get(id).copied().unwrap_or(0))
     }
 }

@@ -124,6 +124,12 @@ pub trait Engine: Send + Sync {
 
     /// Every container labelled for this sandman instance, running or not.
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+
+    /// How many processes the kernel's OOM killer has killed in the container's memory cgroup
+    /// since it started; `None` where that cannot be read.
+    async fn oom_kills(&self, _id: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// The engine sandman runs sessions on: the Docker engine (honouring `DOCKER_HOST`).

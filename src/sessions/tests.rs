@@ -513,3 +513,17 @@ async fn a_workspace_quota_that_cannot_be_enforced_refuses_the_create() {
     assert!(e.to_string().contains("workspace_quota = \"50g\"") && e.to_string().contains("project quotas"), "{e}");
     lab.assert_nothing_left("an unenforceable quota");
 }
+
+#[tokio::test]
+async fn usage_reports_workspace_bytes_and_oom_kills_per_running_session() {
+    let lab = Lab::new();
+    let alice = lab.create("alice").await.unwrap().session;
+    std::fs::write(PathBuf::from(&alice.workspace).join("data/blob"), vec![1u8; 64 << 10]).unwrap();
+    lab.engine.set_oom_kills(alice.container_id.as_deref().unwrap(), 2);
+    let usage = lab.sessions.usage().await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!((usage[0].id.as_str(), usage[0].user.as_str()), (alice.id.as_str(), "alice"));
+    assert_eq!(usage[0].oom_kills, Some(2));
+    assert!(usage[0].workspace_bytes.unwrap() >= 64 << 10, "{usage:?}");
+    assert_eq!(lab.sessions.workspace_usage(&alice), usage[0].workspace_bytes);
+}
