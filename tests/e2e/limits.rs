@@ -3,10 +3,12 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::harness::{Env, stderr, stdout};
+use crate::harness::{Env, Session, stderr, stdout};
+use crate::http::{Serve, token_file};
 
 fn inspect(container: &str) -> Value {
     let out = Command::new("docker").args(["inspect", container]).output().unwrap();
@@ -123,4 +125,51 @@ fn a_strangers_directory_is_not_given_to_a_new_user_unless_adopted() {
     let out = env.ssh(&s, "cat ~/thesis.tex");
     assert_eq!(stdout(&out), "mine\n", "{}", stderr(&out));
     assert_ne!(std::fs::metadata(&dir).unwrap().uid(), owner, "given to dora on purpose");
+}
+
+#[test]
+fn the_api_takes_limits_and_metrics_count_oom_kills_and_workspace_bytes() {
+    let env = Env::new("limits-api");
+    let serve = Serve::start_with(&env, &token_file(&env).0, &[("SANDMAN_REAP_INTERVAL_SECS", "1")]);
+
+    let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "memory": "900t"})));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("900t is above the maximum") && r.code() == "invalid_input", "{}", r.text());
+    let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "cpus": "two"})));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("cpus"), "{}", r.text());
+
+    let body = json!({"user_id": "erin", "memory": "256m", "cpus": 0.5, "shm_size": "32m"});
+    let r = serve.call("POST", "/sessions", Some(&body));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let created = r.json();
+    let key = env.path("erin.key");
+    std::fs::write(&key, created["ssh_private_key"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let erin = Session { json: created, key };
+
+    let shown = serve.get(&format!("/sessions/{}", erin.id())).json();
+    assert_eq!(shown["limits"]["memory_bytes"], 256u64 << 20, "{shown}");
+    assert_eq!(shown["limits"]["cpus"], 0.5);
+    assert_eq!(shown["limits"]["shm_size_bytes"], 32u64 << 20);
+    assert!(shown["workspace_usage_bytes"].as_u64().unwrap() > 0, "{shown}");
+    let listed = serve.get("/sessions").json();
+    assert!(listed[0].get("workspace_usage_bytes").is_none(), "not measured for lists: {listed}");
+
+    assert!(!env.ssh(&erin, "python3 -c 'b = bytearray(1 << 30)'").status.success());
+    let metric = format!("sandman_session_oom_kills_total{{session=\"{}\",user=\"erin\"}}", erin.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = serve.get("/metrics").text();
+        let counted = text.lines().any(|l| l.strip_prefix(&metric).is_some_and(|n| n.trim() != "0"));
+        if counted || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(text.lines().any(|l| l.starts_with(&metric) && !l.ends_with(" 0")), "no OOM kill counted:\n{text}");
+    assert!(text.contains(&format!("sandman_workspace_bytes{{session=\"{}\",user=\"erin\"}}", erin.id())), "{text}");
+    let log = std::fs::read_to_string(&serve.log).unwrap();
+    assert!(log.contains("out of memory"), "{log}");
+    assert_eq!(stdout(&env.ssh(&erin, "echo up")).trim(), "up");
 }
