@@ -139,6 +139,11 @@ impl Host {
     }
 }
 
+/// Derived sizes are whole MiB, so that they read well (`6026m`, not `6170896k`).
+fn whole_mib(bytes: u64) -> u64 {
+    bytes & !((1 << 20) - 1)
+}
+
 /// One limit's values after the profile's overrides, with the setting that set the maximum.
 struct Bound<T> {
     default: Option<T>,
@@ -213,7 +218,7 @@ impl Limits {
             "memory",
             (host.memory, "the host's memory"),
         );
-        let memory_value = req.memory.or(memory.default).unwrap_or_else(|| (host.memory / 4).min(memory.max));
+        let memory_value = req.memory.or(memory.default).unwrap_or_else(|| whole_mib(host.memory / 4).min(memory.max));
         if memory_value > memory.max {
             let size = validate::format_size;
             return above("memory", size(memory_value), size(memory.max), &memory.max_name);
@@ -241,8 +246,10 @@ impl Limits {
             "shm_size",
             (memory_value, "the session's memory limit"),
         );
-        let shm_value =
-            req.shm_size.or(shm.default).unwrap_or_else(|| (memory_value / 2).min(DEFAULT_SHM_CAP).min(shm.max));
+        let shm_value = req
+            .shm_size
+            .or(shm.default)
+            .unwrap_or_else(|| whole_mib(memory_value / 2).min(DEFAULT_SHM_CAP).min(shm.max));
         let size = validate::format_size;
         if shm_value > shm.max {
             return above("shm_size", size(shm_value), size(shm.max), &shm.max_name);

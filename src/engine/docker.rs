@@ -41,6 +41,17 @@ impl Engine for Docker {
         Ok(format!("{} (API {})", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
     }
 
+    async fn storage(&self) -> Result<(String, Option<String>)> {
+        let info = self.client.info().await.map_err(|e| map_err(e, "read engine info"))?;
+        let backing = info
+            .driver_status
+            .unwrap_or_default()
+            .into_iter()
+            .find(|pair| pair.first().is_some_and(|k| k == "Backing Filesystem"))
+            .and_then(|pair| pair.into_iter().nth(1));
+        Ok((info.driver.unwrap_or_default(), backing))
+    }
+
     /// Container runtimes the engine knows (`runc`, and `nvidia` where the NVIDIA toolkit is set up).
     async fn runtimes(&self) -> Result<Vec<String>> {
         let info = self.client.info().await.map_err(|e| map_err(e, "read engine info"))?;

@@ -125,6 +125,12 @@ pub trait Engine: Send + Sync {
     /// Every container labelled for this sandman instance, running or not.
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
 
+    /// The storage driver and, where the engine says, the file system under it (`xfs`,
+    /// `extfs`): together they decide whether a container's writable layer can be limited.
+    async fn storage(&self) -> Result<(String, Option<String>)> {
+        Ok((String::new(), None))
+    }
+
     /// How many processes the kernel's OOM killer has killed in the container's memory cgroup
     /// since it started; `None` where that cannot be read.
     async fn oom_kills(&self, _id: &str) -> Option<u64> {
