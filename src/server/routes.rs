@@ -474,6 +474,12 @@ mod tests {
         assert_eq!(r.image, None);
         let r = create_request(br#"{"user_id":"a","mig_instance_uuid":"MIG-1"}"#, 100).unwrap();
         assert_eq!(r.gpu, GpuRequest::Uuid("MIG-1".into()));
+        assert_eq!((r.limits, r.adopt_workspace), (LimitRequest::default(), false));
+        let r =
+            create_request(br#"{"user_id":"a","memory":"16g","cpus":4,"shm_size":"1.5g","adopt_workspace":true}"#, 100)
+                .unwrap();
+        let want = LimitRequest { memory: Some(16 << 30), cpus: Some(4.0), shm_size: Some(3 << 29) };
+        assert_eq!((r.limits, r.adopt_workspace), (want, true));
 
         for (body, want) in [
             ("{", "invalid body: malformed JSON: EOF while parsing an object"),
@@ -505,6 +511,11 @@ mod tests {
                 "invalid mig_profile: give mig_profile or mig_instance_uuid, not both",
             ),
             (r#"{"user_id":"a","image":["x"]}"#, "invalid image: invalid type: sequence, expected a string"),
+            (r#"{"user_id":"a","memory":"16q"}"#, "invalid memory: \"16q\" has an unknown unit 'q'"),
+            (r#"{"user_id":"a","memory":16}"#, "invalid memory: invalid type: integer `16`, expected a string"),
+            (r#"{"user_id":"a","shm_size":"0"}"#, "invalid shm_size: \"0\" is zero"),
+            (r#"{"user_id":"a","cpus":"4"}"#, "invalid cpus: invalid type: string \"4\", expected a JSON number"),
+            (r#"{"user_id":"a","adopt_workspace":"yes"}"#, "invalid adopt_workspace: invalid type: string"),
         ] {
             let e = err(body);
             assert!(e.starts_with(want), "{body}: {e}");
