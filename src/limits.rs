@@ -36,12 +36,16 @@ impl<'de> Deserialize<'de> for ByteSize {
 
 /// The smallest memory limit: sshd and a shell need a few megabytes.
 pub const MIN_MEMORY: u64 = 32 << 20;
+/// The container log rotates at this size, keeping this many files, unless set.
+const DEFAULT_LOG_SIZE: u64 = 10 << 20;
+const DEFAULT_LOG_FILES: u32 = 3;
 /// `/dev/shm` defaults to half the memory limit, at most this.
 const DEFAULT_SHM_CAP: u64 = 8 << 30;
 
 /// `[limits]`: what a session gets when its create names nothing, and the most it may ask for.
-/// Unset values are derived from the host when a session is created (see `resolve`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Unset values are derived from the host when a session is created (see `resolve`). The same
+/// table, under `[limits.profile."<name>"]`, overrides them for sessions on that MIG profile.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Memory limit (swap included: a session gets no swap beyond it).
@@ -51,45 +55,18 @@ pub struct Limits {
     pub max_memory: Option<ByteSize>,
     pub max_cpus: Option<f64>,
     pub max_shm_size: Option<ByteSize>,
-    /// Size at which the engine rotates the container's log (json-file `max-size`).
-    pub log_size: ByteSize,
-    /// Rotated log files kept (json-file `max-file`).
-    pub log_files: u32,
-    /// Overrides for sessions on one MIG profile: `[limits.profile."3g.20gb"]`.
-    pub profile: BTreeMap<String, ProfileLimits>,
-}
-
-/// Defaults and maxima for one MIG profile; where set, they win over `[limits]`'s.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ProfileLimits {
-    pub memory: Option<ByteSize>,
-    pub cpus: Option<f64>,
-    pub shm_size: Option<ByteSize>,
-    pub max_memory: Option<ByteSize>,
-    pub max_cpus: Option<f64>,
-    pub max_shm_size: Option<ByteSize>,
+    /// Size at which the engine rotates the container's log (json-file `max-size`); 10m.
+    pub log_size: Option<ByteSize>,
+    /// Rotated log files kept (json-file `max-file`); 3.
+    pub log_files: Option<u32>,
+    /// Overrides for sessions on one MIG profile (in `[limits]` only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub profile: BTreeMap<String, Limits>,
 }
 
 /// The keys of `[limits]` that a `SANDMAN_LIMITS_<KEY>` variable may set.
 pub const SCALAR_KEYS: &[&str] =
     &["memory", "cpus", "shm_size", "max_memory", "max_cpus", "max_shm_size", "log_size", "log_files"];
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory: None,
-            cpus: None,
-            shm_size: None,
-            max_memory: None,
-            max_cpus: None,
-            max_shm_size: None,
-            log_size: ByteSize(10 << 20),
-            log_files: 3,
-            profile: BTreeMap::new(),
-        }
-    }
-}
 
 /// What one create asks for; `None` takes the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -152,18 +129,6 @@ struct Bound<T> {
 }
 
 impl Limits {
-    /// `[limits]`'s own defaults and maxima, which a profile's override.
-    fn base(&self) -> ProfileLimits {
-        ProfileLimits {
-            memory: self.memory,
-            cpus: self.cpus,
-            shm_size: self.shm_size,
-            max_memory: self.max_memory,
-            max_cpus: self.max_cpus,
-            max_shm_size: self.max_shm_size,
-        }
-    }
-
     /// Checks the settings themselves: each default within its maximum.
     pub fn check(&self, host: Host) -> anyhow::Result<()> {
         let scopes = std::iter::once(None).chain(self.profile.keys().map(|p| Some(p.as_str())));
@@ -176,8 +141,14 @@ impl Limits {
                 )
             })?;
         }
-        if self.log_files == 0 {
-            anyhow::bail!("[limits] log_files must be at least 1");
+        let tables = self.profile.iter().map(|(p, l)| (format!("[limits.profile.\"{p}\"]"), l, true));
+        for (name, table, is_profile) in std::iter::once(("[limits]".to_string(), self, false)).chain(tables) {
+            if table.log_files == Some(0) {
+                anyhow::bail!("{name} log_files must be at least 1");
+            }
+            if is_profile && !table.profile.is_empty() {
+                anyhow::bail!("{name} cannot hold profiles of its own");
+            }
         }
         Ok(())
     }
@@ -185,17 +156,16 @@ impl Limits {
     fn bound<T: Copy>(
         &self,
         profile: Option<&str>,
-        get: impl Fn(&ProfileLimits) -> Option<T>,
-        get_max: impl Fn(&ProfileLimits) -> Option<T>,
+        get: impl Fn(&Limits) -> Option<T>,
+        get_max: impl Fn(&Limits) -> Option<T>,
         key: &str,
         (fallback_max, fallback_name): (T, &str),
     ) -> Bound<T> {
         let over = profile.and_then(|p| self.profile.get(p).map(|l| (p, l)));
-        let base = self.base();
-        let default = over.and_then(|(_, l)| get(l)).or_else(|| get(&base));
+        let default = over.and_then(|(_, l)| get(l)).or_else(|| get(self));
         let (max, max_name) = match over.and_then(|(p, l)| get_max(l).map(|m| (p, m))) {
             Some((p, m)) => (m, format!("max_{key} of [limits.profile.\"{p}\"]")),
-            None => match get_max(&base) {
+            None => match get_max(self) {
                 Some(m) => (m, format!("max_{key} in [limits]")),
                 None => (fallback_max, fallback_name.to_string()),
             },
@@ -263,8 +233,14 @@ impl Limits {
             cpus: cpus_value,
             shm_size: shm_value,
             pids,
-            log_size: self.log_size.0,
-            log_files: self.log_files,
+            log_size: self
+                .bound(profile, |l| l.log_size.map(|s| s.0), |_| None, "log_size", (0, ""))
+                .default
+                .unwrap_or(DEFAULT_LOG_SIZE),
+            log_files: self
+                .bound(profile, |l| l.log_files, |_| None, "log_files", (0, ""))
+                .default
+                .unwrap_or(DEFAULT_LOG_FILES),
         })
     }
 }
@@ -346,6 +322,13 @@ mod tests {
         assert!(e.contains("memroy"), "{e}");
         let e = limits("memory = \"32g\"\nmax_memory = \"16g\"").check(HOST).unwrap_err().to_string();
         assert!(e.contains("[limits]") && e.contains("32g is above the maximum 16g"), "{e}");
+        let e = limits("log_files = 0").check(HOST).unwrap_err().to_string();
+        assert!(e.contains("[limits] log_files must be at least 1"), "{e}");
+        let e = limits("[profile.a.profile.b]\ncpus = 1").check(HOST).unwrap_err().to_string();
+        assert!(e.contains("[limits.profile.\"a\"] cannot hold profiles"), "{e}");
+        let l = limits("log_size = \"1m\"\n[profile.big]\nlog_files = 9");
+        let big = l.resolve(&LimitRequest::default(), Some("big"), 1, HOST).unwrap();
+        assert_eq!((big.log_size, big.log_files), (1 << 20, 9), "a profile's log setting wins, [limits]' stays");
         let e = limits("[profile.\"3g.40gb\"]\ncpus = 20").check(HOST).unwrap_err().to_string();
         assert!(e.contains("[limits.profile.\"3g.40gb\"]") && e.contains("20 is above"), "{e}");
     }
