@@ -29,6 +29,8 @@ use crate::{ssh, validate, workspace};
 
 /// How long measuring one workspace may take (`session show`, `/metrics`).
 pub const WORKSPACE_WALK_BUDGET: Duration = Duration::from_secs(2);
+/// How long one `usage` pass may spend measuring all workspaces together.
+const USAGE_PASS_BUDGET: Duration = Duration::from_secs(10);
 
 /// What one running session uses (see `Sessions::usage`); `None`: could not be measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,9 +41,9 @@ pub struct SessionUsage {
     pub oom_kills: Option<u64>,
 }
 
-/// A workspace's bytes on disk, if the walk finished within its budget.
-fn measure_workspace(path: &str) -> Option<u64> {
-    match crate::disk::usage(std::path::Path::new(path), WORKSPACE_WALK_BUDGET) {
+/// A workspace's bytes on disk, if the walk finished within `budget`.
+fn measure_workspace(path: &str, budget: Duration) -> Option<u64> {
+    match crate::disk::usage(std::path::Path::new(path), budget) {
         Ok(u) if u.complete => Some(u.bytes),
         Ok(u) => {
             tracing::debug!(workspace = path, bytes = u.bytes, "workspace walk stopped before the end");
@@ -165,7 +167,7 @@ impl Sessions {
     /// Bytes a session's workspace takes on disk, measured now within `WORKSPACE_WALK_BUDGET`;
     /// `None` if the walk could not finish.
     pub fn workspace_usage(&self, row: &SessionRow) -> Option<u64> {
-        measure_workspace(&row.workspace)
+        measure_workspace(&row.workspace, WORKSPACE_WALK_BUDGET)
     }
 
     /// What each running session uses now: its workspace's bytes and the OOM kills in its
@@ -173,9 +175,19 @@ impl Sessions {
     pub async fn usage(&self) -> Result<Vec<SessionUsage>> {
         let rows: Vec<SessionRow> = self.list()?.into_iter().filter(|r| r.state == State::Running).collect();
         let workspaces: Vec<String> = rows.iter().map(|r| r.workspace.clone()).collect();
-        let sizes = tokio::task::spawn_blocking(move || workspaces.iter().map(|w| measure_workspace(w)).collect())
-            .await
-            .unwrap_or_else(|_| vec![None; rows.len()]);
+        // A pass measures for at most USAGE_PASS_BUDGET in all; workspaces past it are left out.
+        let deadline = std::time::Instant::now() + USAGE_PASS_BUDGET;
+        let sizes = tokio::task::spawn_blocking(move || {
+            workspaces
+                .iter()
+                .map(|w| {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() { None } else { measure_workspace(w, left.min(WORKSPACE_WALK_BUDGET)) }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; rows.len()]);
         let engine = self.engine().await?;
         let mut usage = Vec::with_capacity(rows.len());
         for (row, workspace_bytes) in rows.into_iter().zip(sizes) {
