@@ -1292,7 +1292,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__create)
-            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1323,6 +1323,18 @@ _sandman() {
                     return 0
                     ;;
                 --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpus)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shm-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -76,6 +76,9 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l image -d 'Workspace image [default: gpu-workspace]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l public-key -d 'Use this OpenSSH public key instead of generating a key pair; it joins the user\'s keys' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l key-file -d 'Write the generated private key to FILE (mode 0600) instead of printing it' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l memory -d 'Memory limit, swap included (512m, 16g, 1.5g) [default: [limits] memory, else a quarter of the host\'s RAM]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l cpus -d 'CPUs (fractions allowed: 1.5) [default: [limits] cpus, else half the host\'s CPUs]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l shm-size -d 'Size of /dev/shm, counted in the memory limit [default: [limits] shm_size, else half the memory, at most 8g]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -86,6 +89,7 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l adopt-workspace -d 'Give a new user the existing directory <workspace_root>/<user> even though another uid owns it'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l json -d 'Print the API\'s create answer as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Only errors on stderr; no progress'

@@ -141,6 +141,7 @@ pub enum SessionCommand {
   sandman session create --user bob --public-key ~bob/.ssh/id_ed25519.pub --json
   sandman session create --user carol --profile 1g           # the smallest slice on any model
   sandman session create --user dave --gpu MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f
+  sandman session create --user erin --memory 16g --cpus 4 --shm-size 8g
 
 The private key is shown once and never stored; it works for this session only. With
 --public-key no key pair is made, and the key joins the user's keys (`sandman user key`), which
@@ -242,6 +243,18 @@ pub struct CreateArgs {
     /// Write the generated private key to FILE (mode 0600) instead of printing it
     #[arg(long, value_name = "FILE", conflicts_with = "public_key")]
     pub key_file: Option<PathBuf>,
+    /// Memory limit, swap included (512m, 16g, 1.5g) [default: [limits] memory, else a quarter of the host's RAM]
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPUs (fractions allowed: 1.5) [default: [limits] cpus, else half the host's CPUs]
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Size of /dev/shm, counted in the memory limit [default: [limits] shm_size, else half the memory, at most 8g]
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Give a new user the existing directory <workspace_root>/<user> even though another uid owns it
+    #[arg(long)]
+    pub adopt_workspace: bool,
     /// Print the API's create answer as JSON
     #[arg(long)]
     pub json: bool,

@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{self, ByteSize, Host, Limits};
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sandman/config.toml";
 
 /// Settings that default to nothing.
-const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file"];
+const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file", "workspace_quota"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -66,6 +68,11 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// `sandman serve`: seconds between reaper passes.
     pub reap_interval_secs: u64,
+    /// Largest size of one workspace, enforced with a project quota where the file system of
+    /// `workspace_root` supports them (ext4 or xfs mounted with prjquota); refused elsewhere.
+    pub workspace_quota: Option<ByteSize>,
+    /// Per-session memory, CPUs and /dev/shm: defaults and maxima, per MIG profile too.
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,6 +128,8 @@ impl Default for Settings {
             api_max_concurrent_creates: 4,
             cors_origins: vec!["*".into()],
             reap_interval_secs: 60,
+            workspace_quota: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -204,6 +213,23 @@ impl Settings {
                 };
             }
         }
+        // `[limits]`'s scalar keys: SANDMAN_LIMITS_MEMORY=16g, SANDMAN_LIMITS_CPUS=4, ...
+        if let Some(toml::Value::Table(limits)) = table.get_mut("limits") {
+            for key in limits::SCALAR_KEYS {
+                let var = format!("SANDMAN_LIMITS_{}", key.to_uppercase());
+                let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else { continue };
+                let value = match *key {
+                    "cpus" | "max_cpus" => toml::Value::Float(
+                        raw.trim().parse().with_context(|| format!("{var}={raw:?} is not a number of CPUs"))?,
+                    ),
+                    "log_files" => toml::Value::Integer(
+                        raw.trim().parse().with_context(|| format!("{var}={raw:?} is not a whole number"))?,
+                    ),
+                    _ => toml::Value::String(raw.clone()),
+                };
+                limits.insert(key.to_string(), value);
+            }
+        }
         Ok(table.try_into()?)
     }
 
@@ -275,6 +301,7 @@ impl Settings {
         if self.api_max_body_bytes < 1024 {
             bail!("api_max_body_bytes {} is too small for a create request: use 1024 or more", self.api_max_body_bytes);
         }
+        self.limits.check(Host::detect())?;
         if !self.workspace_root.is_absolute() {
             bail!("workspace_root {} must be an absolute path", self.workspace_root.display());
         }
@@ -362,6 +389,31 @@ mod tests {
         let s = Settings::from_layers(Some("api_max_concurrent_creates = 0"), &[]).unwrap();
         let e = s.check().unwrap_err().to_string();
         assert!(e.contains("api_max_concurrent_creates must be at least 1") && e.contains("0)"), "{e}");
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_the_environment() {
+        let file = "[limits]\nmemory = \"8g\"\ncpus = 2\n[limits.profile.\"7g.80gb\"]\nmemory = \"32g\"\n";
+        let s = Settings::from_layers(
+            Some(file),
+            &env(&[
+                ("SANDMAN_LIMITS_CPUS", "1.5"),
+                ("SANDMAN_LIMITS_MAX_SHM_SIZE", "4g"),
+                ("SANDMAN_LIMITS_LOG_FILES", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.limits.memory, Some(ByteSize(8 << 30)));
+        assert_eq!(s.limits.cpus, Some(1.5), "environment beats file");
+        assert_eq!(s.limits.max_shm_size, Some(ByteSize(4 << 30)));
+        assert_eq!((s.limits.log_files, s.limits.log_size), (Some(5), None), "unset keys keep defaults");
+        assert_eq!(s.limits.profile["7g.80gb"].memory, Some(ByteSize(32 << 30)));
+        let e = Settings::from_layers(None, &env(&[("SANDMAN_LIMITS_MEMORY", "lots")])).unwrap_err();
+        assert!(format!("{e:#}").contains("\"lots\""), "{e:#}");
+        let e = Settings::from_layers(None, &env(&[("SANDMAN_LIMITS_CPUS", "two")])).unwrap_err();
+        assert!(format!("{e:#}").contains("SANDMAN_LIMITS_CPUS=\"two\""), "{e:#}");
+        let s = Settings::from_layers(Some("workspace_quota = \"50g\""), &[]).unwrap();
+        assert_eq!(s.workspace_quota, Some(ByteSize(50 << 30)));
     }
 
     #[test]

@@ -7,10 +7,12 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod image;
+pub mod limits;
 pub mod locks;
 pub mod progress;
 pub mod server;

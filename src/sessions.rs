@@ -23,10 +23,40 @@ use crate::config::Settings;
 use crate::engine::{self, ContainerSpec, Engine, FileSpec};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuBackend, GpuDevice, GpuRequest, MigInstance};
+use crate::limits::{Host, LimitRequest, SessionLimits};
 use crate::locks::{self, FileLock};
 use crate::progress::Progress;
 use crate::store::{Reservation, SessionRow, State, Store, Version};
 use crate::{ssh, validate, workspace};
+
+/// How long measuring one workspace may take (`session show`, `/metrics`).
+pub const WORKSPACE_WALK_BUDGET: Duration = Duration::from_secs(2);
+/// How long one `usage` pass may spend measuring all workspaces together.
+const USAGE_PASS_BUDGET: Duration = Duration::from_secs(10);
+
+/// What one running session uses (see `Sessions::usage`); `None`: could not be measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUsage {
+    pub id: String,
+    pub user: String,
+    pub workspace_bytes: Option<u64>,
+    pub oom_kills: Option<u64>,
+}
+
+/// A workspace's bytes on disk, if the walk finished within `budget`.
+fn measure_workspace(path: &str, budget: Duration) -> Option<u64> {
+    match crate::disk::usage(std::path::Path::new(path), budget) {
+        Ok(u) if u.complete => Some(u.bytes),
+        Ok(u) => {
+            tracing::debug!(workspace = path, bytes = u.bytes, "workspace walk stopped before the end");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(workspace = path, error = %e, "workspace not measured");
+            None
+        }
+    }
+}
 
 pub struct CreateRequest {
     pub user: String,
@@ -36,6 +66,10 @@ pub struct CreateRequest {
     /// The user's own public key, added to the user's keys; then no key pair is generated and
     /// none is returned.
     pub public_key: Option<String>,
+    /// Memory, CPUs and /dev/shm asked for; unset ones take the configured defaults.
+    pub limits: LimitRequest,
+    /// Give a new user an existing workspace directory that another uid owns.
+    pub adopt_workspace: bool,
 }
 
 /// The answer to a create: the session plus what is shown once and never stored.
@@ -71,6 +105,8 @@ pub struct Sessions {
     instance: String,
     engine: OnceCell<Arc<dyn Engine>>,
     gpu: Arc<dyn GpuBackend>,
+    /// This machine's memory and CPUs, the base of the default limits.
+    host: Host,
 }
 
 impl Sessions {
@@ -78,7 +114,15 @@ impl Sessions {
         let store = Store::open(&settings.db)?;
         let instance = store.instance_id()?;
         let reader = Mutex::new(Store::open_reader(&settings.db)?);
-        Ok(Sessions { settings, store: Mutex::new(store), reader, instance, engine: OnceCell::new(), gpu })
+        Ok(Sessions {
+            settings,
+            store: Mutex::new(store),
+            reader,
+            instance,
+            engine: OnceCell::new(),
+            gpu,
+            host: Host::detect(),
+        })
     }
 
     /// A service on a given engine (the fake one, in tests) instead of the one `settings` name.
@@ -148,6 +192,42 @@ impl Sessions {
         Ok(ssh::host_public_key(&row.host_key)?.0)
     }
 
+    /// Bytes a session's workspace takes on disk, measured now within `WORKSPACE_WALK_BUDGET`;
+    /// `None` if the walk could not finish.
+    pub fn workspace_usage(&self, row: &SessionRow) -> Option<u64> {
+        measure_workspace(&row.workspace, WORKSPACE_WALK_BUDGET)
+    }
+
+    /// What each running session uses now: its workspace's bytes and the OOM kills in its
+    /// container. The walks run off the async threads; each is bounded in time.
+    pub async fn usage(&self) -> Result<Vec<SessionUsage>> {
+        let rows: Vec<SessionRow> = self.list()?.into_iter().filter(|r| r.state == State::Running).collect();
+        let workspaces: Vec<String> = rows.iter().map(|r| r.workspace.clone()).collect();
+        // A pass measures for at most USAGE_PASS_BUDGET in all; workspaces past it are left out.
+        let deadline = std::time::Instant::now() + USAGE_PASS_BUDGET;
+        let sizes = tokio::task::spawn_blocking(move || {
+            workspaces
+                .iter()
+                .map(|w| {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() { None } else { measure_workspace(w, left.min(WORKSPACE_WALK_BUDGET)) }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| vec![None; rows.len()]);
+        let engine = self.engine().await?;
+        let mut usage = Vec::with_capacity(rows.len());
+        for (row, workspace_bytes) in rows.into_iter().zip(sizes) {
+            let oom_kills = match &row.container_id {
+                Some(id) => engine.oom_kills(id).await,
+                None => None,
+            };
+            usage.push(SessionUsage { id: row.id, user: row.user, workspace_bytes, oom_kills });
+        }
+        Ok(usage)
+    }
+
     /// Creates a session. Cancelling `cancel` stops the create at its next step; it then removes
     /// what it made, as after any failure, and answers `Interrupted`. (Dropping the future instead
     /// could leave an engine request in flight that completes after the cleanup.)
@@ -164,6 +244,14 @@ impl Sessions {
         let image = req.image.clone().unwrap_or_else(|| s.image.clone());
         validate::image_reference(&image)?;
         let own_key = req.public_key.as_deref().map(keys::user_key).transpose()?;
+        if let Some(quota) = s.workspace_quota {
+            return Err(Error::Unavailable(workspace_quota_refusal(quota.0, &s.workspace_root)));
+        }
+        // Without overrides per profile the limits do not depend on the GPU pick: check them
+        // before anything is reserved.
+        if s.limits.profile.is_empty() {
+            self.session_limits(&req.limits, None)?;
+        }
 
         let engine = self.engine().await?;
         let Some(image_id) = engine.image_id(&image).await? else {
@@ -206,20 +294,26 @@ impl Sessions {
                     port_range: (s.ssh_port_start, s.ssh_port_end),
                     uid_start: s.uid_start,
                 },
-                || ssh::generate_key_pair(&format!("sandman-host-{}", req.user)).map(|(private, _)| private),
+                |uid| {
+                    workspace::check_new_owner(&s.workspace_root, &req.user, uid, req.adopt_workspace)?;
+                    ssh::generate_key_pair(&format!("sandman-host-{}", req.user)).map(|(private, _)| private)
+                },
                 |k| ssh::host_public_key(k).map(|(_, fp)| fp),
                 |port| TcpListener::bind(SocketAddr::new(publish, port)).is_ok(),
                 |taken, ledger| self.gpu.pick(&req.gpu, taken, ledger),
             )?;
 
             let mut key_added = false;
+            // The limits depend on the MIG profile picked; a refusal is cleaned up like any failure.
+            let mut row = row;
             let provisioned = async {
+                let limits = self.record_limits(&mut row, &req.limits)?;
                 if let Some(key) = &own_key {
                     key_added = self.store().add_user_key(&req.user, key)?;
                 }
                 // Also when nothing changed: the session mounts the directory, which must exist.
                 self.write_user_keys(&req.user)?;
-                self.provision(&row, &image_id, user.uid, &user.host_key, session_key.as_deref(), progress, cancel)
+                self.provision(&row, &image_id, user.uid, &user.host_key, session_key.as_deref(), limits, progress, cancel)
                     .await
             }
             .await;
@@ -267,6 +361,19 @@ impl Sessions {
         created
     }
 
+    /// The limits of a session on `profile` for what was asked (see `Limits::resolve`).
+    fn session_limits(&self, asked: &LimitRequest, profile: Option<&str>) -> Result<SessionLimits> {
+        self.settings.limits.resolve(asked, profile, self.settings.pids_limit, self.host)
+    }
+
+    /// Resolves the reserved session's limits for its MIG profile and stores them on its row.
+    fn record_limits(&self, row: &mut SessionRow, asked: &LimitRequest) -> Result<SessionLimits> {
+        let limits = self.session_limits(asked, row.mig_profile.as_deref())?;
+        self.store().set_limits(&row.id, &limits)?;
+        row.limits = Some(limits);
+        Ok(limits)
+    }
+
     /// Everything after the reservation: workspace, network, container, files, start, sshd.
     #[allow(clippy::too_many_arguments)]
     async fn provision(
@@ -276,6 +383,7 @@ impl Sessions {
         uid: u32,
         host_key: &str,
         session_key: Option<&str>,
+        limits: SessionLimits,
         progress: Progress<'_>,
         cancel: &CancellationToken,
     ) -> Result<(String, Option<String>)> {
@@ -302,7 +410,7 @@ impl Sessions {
             container_port: ssh::CONTAINER_SSH_PORT,
             workspace,
             user_keys_dir: user_keys_dir(&s.state_dir(), &row.user),
-            pids_limit: s.pids_limit,
+            limits,
             command: ssh::container_command(),
             gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
         };
@@ -464,6 +572,26 @@ impl Sessions {
             return Err(Error::NotFound(format!("session {id} not found")));
         }
         self.get(id)
+    }
+}
+
+/// Why `workspace_quota` cannot be honoured here; a create is refused rather than run with a
+/// limit that is not there.
+pub fn workspace_quota_refusal(quota: u64, root: &std::path::Path) -> String {
+    let (supported, mount) = crate::disk::project_quotas(root);
+    let quota = validate::format_size(quota);
+    if supported {
+        format!(
+            "workspace_quota = \"{quota}\" is set, and {} ({mount}) supports project quotas, but this sandman does not set them; \
+             remove workspace_quota, or set the quota per directory with setquota/xfs_quota",
+            root.display()
+        )
+    } else {
+        format!(
+            "workspace_quota = \"{quota}\" cannot be enforced: {} is on {mount}, without project quotas \
+             (ext4 or xfs mounted with prjquota); remove workspace_quota or move workspace_root",
+            root.display()
+        )
     }
 }
 

@@ -217,3 +217,113 @@ mod ttl_text_tests {
         );
     }
 }
+
+const KIB: u64 = 1024;
+const UNITS: [(char, u64); 4] = [('k', KIB), ('m', KIB * KIB), ('g', KIB * KIB * KIB), ('t', KIB * KIB * KIB * KIB)];
+
+/// A size as Docker writes them: bytes (`1048576`, `100b`), or a number with a binary unit
+/// `k`, `m`, `g`, `t` (`512m`, `16g`, `1.5g`; a trailing `b` or `ib` is allowed, case does not
+/// matter). `field` names the value in the error.
+pub fn size(field: &'static str, text: &str) -> Result<u64> {
+    let bad = |why: &str| {
+        Err(Error::invalid(field, format!("{text:?} {why}; write bytes or a size such as 512m, 16g or 1.5g")))
+    };
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => match UNITS.iter().find(|(u, _)| *u == c) {
+            Some((_, factor)) => (&t[..i], *factor),
+            None => return bad(&format!("has an unknown unit {c:?}")),
+        },
+        _ => (t, 1),
+    };
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') || number.matches('.').count() > 1 {
+        return bad("is not a size");
+    }
+    let value: f64 = match number.parse() {
+        Ok(v) => v,
+        Err(_) => return bad("is not a size"),
+    };
+    let bytes = (value * unit as f64).round();
+    if bytes < 1.0 {
+        return bad("is zero");
+    }
+    // Far above any host's memory or disk, and below i64::MAX, which the engine takes.
+    if bytes > (1u64 << 60) as f64 {
+        return bad("is too large");
+    }
+    Ok(bytes as u64)
+}
+
+/// `bytes` the way `size` reads it back: the largest unit that divides it, else bytes.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, factor) in UNITS.iter().rev() {
+        if bytes >= *factor && bytes.is_multiple_of(*factor) {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A CPU count: more than zero, at most `max` (fractions allowed: `1.5`).
+pub fn cpus(value: f64, max: f64, max_name: &str) -> Result<f64> {
+    if !value.is_finite() || value < 0.01 {
+        return Err(Error::invalid("cpus", format!("{value} is not a CPU count; use a number from 0.01 up")));
+    }
+    if value > max {
+        return Err(Error::invalid("cpus", format!("{value} is above the maximum {max} ({max_name})")));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_once_and_read_back() {
+        let g = 1u64 << 30;
+        for (text, want) in [
+            ("512m", 512 << 20),
+            ("16g", 16 * g),
+            ("16G", 16 * g),
+            ("16GiB", 16 * g),
+            ("1.5g", 3 * g / 2),
+            ("1048576", 1 << 20),
+            ("100b", 100),
+            (" 10m ", 10 << 20),
+            ("2t", 2 << 40),
+        ] {
+            assert_eq!(size("memory", text).unwrap(), want, "{text}");
+        }
+        for (text, why) in [
+            ("", "is not a size"),
+            ("g", "is not a size"),
+            ("-1g", "is not a size"),
+            ("1.2.3g", "is not a size"),
+            ("16x", "unknown unit 'x'"),
+            ("0", "is zero"),
+            ("0.1b", "is zero"),
+            ("99999999t", "too large"),
+            ("sixteen", "unknown unit"),
+        ] {
+            let e = size("shm_size", text).unwrap_err().to_string();
+            assert!(e.contains("shm_size") && e.contains(&format!("{text:?}")) && e.contains(why), "{text}: {e}");
+        }
+        for bytes in [1, 100, 1 << 20, 3 * g / 2, 16 * g, (1 << 20) + 1] {
+            assert_eq!(size("memory", &format_size(bytes)).unwrap(), bytes);
+        }
+        assert_eq!(format_size(16 * g), "16g");
+        assert_eq!(format_size(3 * g / 2), "1536m");
+    }
+
+    #[test]
+    fn cpu_counts() {
+        assert_eq!(cpus(1.5, 4.0, "max_cpus").unwrap(), 1.5);
+        let e = cpus(8.0, 4.0, "max_cpus").unwrap_err().to_string();
+        assert!(e.contains("8 is above the maximum 4 (max_cpus)"), "{e}");
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(cpus(bad, 4.0, "max_cpus").unwrap_err().to_string().contains("not a CPU count"), "{bad}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
+use crate::limits::SessionLimits;
 use crate::sessions::Created;
 use crate::ssh;
 use crate::store::{SessionRow, State};
@@ -36,7 +37,44 @@ pub struct SessionView {
     #[schema(schema_with = session_states)]
     pub state: &'static str,
     pub host_key_fingerprint: String,
+    /// The resource limits the container runs under; null for sessions made before sandman
+    /// recorded them.
+    pub limits: Option<LimitsView>,
+    /// Bytes the workspace takes on disk, measured when asked for one session (`GET
+    /// /sessions/{id}`, `session show`); absent in lists and where it could not be measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_usage_bytes: Option<u64>,
     pub metadata: Metadata,
+}
+
+/// A session's resource limits.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SessionLimits)]
+pub struct LimitsView {
+    /// Memory limit in bytes; swap is not allowed beyond it.
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    /// Size of /dev/shm in bytes (counted in the memory limit).
+    pub shm_size_bytes: u64,
+    /// Most processes and threads at once.
+    pub pids: i64,
+    /// The container log is rotated at this size ...
+    pub log_size_bytes: u64,
+    /// ... keeping this many files.
+    pub log_files: u32,
+}
+
+impl From<&SessionLimits> for LimitsView {
+    fn from(l: &SessionLimits) -> Self {
+        LimitsView {
+            memory_bytes: l.memory,
+            cpus: l.cpus,
+            shm_size_bytes: l.shm_size,
+            pids: l.pids,
+            log_size_bytes: l.log_size,
+            log_files: l.log_files,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,6 +100,8 @@ impl From<&SessionRow> for SessionView {
             expires_at: timestamp(r.expires_at),
             state: r.state.as_str(),
             host_key_fingerprint: r.host_key_fingerprint.clone(),
+            limits: r.limits.as_ref().map(LimitsView::from),
+            workspace_usage_bytes: None,
             metadata: Metadata {
                 image: r.image.clone(),
                 workspace: r.workspace.clone(),

@@ -29,6 +29,35 @@ fi
 /// bash reads the first of these that exists at login; with any of them the user has chosen.
 const LOGIN_FILES: [&str; 3] = [".bash_profile", ".bash_login", ".profile"];
 
+/// For a user seen for the first time, who will get `uid`: an existing `<root>/<user>` that
+/// `uid` does not own belongs to someone else (a person's home, another system's data), and
+/// `ensure` would hand it over; refused unless an admin adopts it on purpose.
+pub fn check_new_owner(root: &Path, user: &str, uid: u32, adopt: bool) -> Result<()> {
+    let dir = root.join(user);
+    let meta = match std::fs::symlink_metadata(&dir) {
+        Ok(meta) => meta,
+        // Nothing there; a root that is not usable is `ensure`'s to report.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(Error::Unavailable(format!(
+                "workspace root {} is not usable ({}: {e})",
+                root.display(),
+                dir.display()
+            )));
+        }
+    };
+    if adopt || meta.uid() == uid {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "workspace {} already exists and belongs to uid {}, not to the new user {user} (uid {uid});          move it away, or create the session with --adopt-workspace (API: \"adopt_workspace\": true)          to give it to {user}",
+        dir.display(),
+        meta.uid()
+    )))
+}
+
 /// Makes sure the workspace exists with the right owner and mode; seeds it when new.
 /// Returns its path.
 pub fn ensure(root: &Path, user: &str, uid: u32) -> Result<PathBuf> {
@@ -222,6 +251,22 @@ mod tests {
         std::os::unix::fs::symlink(elsewhere.path(), root.path().join("ivy")).unwrap();
         assert!(ensure(root.path(), "ivy", unsafe { libc::getuid() }).is_err());
         assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_foreign_directory_is_refused_for_a_new_user_unless_adopted() {
+        let root = tempfile::tempdir().unwrap();
+        let me = unsafe { libc::getuid() };
+        assert!(check_new_owner(root.path(), "kim", me + 1, false).is_ok(), "nothing there yet");
+        std::fs::create_dir(root.path().join("kim")).unwrap();
+        assert!(check_new_owner(root.path(), "kim", me, false).is_ok(), "already the user's");
+        let e = check_new_owner(root.path(), "kim", me + 1, false).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        let text = e.to_string();
+        let path = root.path().join("kim");
+        assert!(text.contains(&path.display().to_string()) && text.contains("--adopt-workspace"), "{text}");
+        assert!(text.contains(&format!("belongs to uid {me}")), "{text}");
+        assert!(check_new_owner(root.path(), "kim", me + 1, true).is_ok(), "adopted on purpose");
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
                 ),
                 Err(e) => fail("image", e.to_string(), "check the Docker engine"),
             });
+            checks.push(match docker.storage().await {
+                Ok((driver, backing)) => pass("writable layer", writable_layer(&driver, backing.as_deref())),
+                Err(e) => fail("writable layer", e.to_string(), "check the Docker engine"),
+            });
             checks.push(match docker.network_exists(&settings.network).await {
                 Ok(true) => pass("network", format!("{} exists", settings.network)),
                 Ok(false) => pass("network", format!("{} will be created by the first session", settings.network)),
@@ -67,6 +71,8 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
         &settings.workspace_root,
         "create it (mkdir -p) as root or set workspace_root",
     ));
+    checks.push(workspace_quota(settings));
+    checks.push(limits(settings));
     checks.push(match Store::open(&settings.db) {
         Ok(_) => pass("database", format!("{} opens", settings.db.display())),
         Err(e) => fail("database", e.to_string(), "make its directory writable or set --db"),
@@ -101,6 +107,65 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Unavailable(format!("{} check(s) failed", checks.iter().filter(|c| !c.ok).count())))
+    }
+}
+
+/// Whether a container's writable layer could be limited (`--storage-opt size=`): only overlay2
+/// on xfs with project quotas. sandman sets no such limit; the line says what the host allows.
+fn writable_layer(driver: &str, backing: Option<&str>) -> String {
+    let on = backing.map(|b| format!(" on {b}")).unwrap_or_default();
+    if driver == "overlay2" && backing == Some("xfs") {
+        format!(
+            "storage driver {driver}{on}: a size limit per container is possible if the engine's data root is mounted with pquota; sandman sets none, so the workspace is the place for data"
+        )
+    } else {
+        format!(
+            "storage driver {driver}{on}: the engine cannot limit a container's writable layer (needs overlay2 on xfs with pquota); files written outside the home count against the engine's disk"
+        )
+    }
+}
+
+/// `workspace_quota`: whether the workspace root's file system has project quotas.
+fn workspace_quota(settings: &Settings) -> Check {
+    let (supported, mount) = crate::disk::project_quotas(&settings.workspace_root);
+    match settings.workspace_quota {
+        None if supported => pass("workspace quota", format!("not set; {mount} supports project quotas")),
+        None => pass(
+            "workspace quota",
+            format!(
+                "not set; {mount} has no project quotas, so workspaces cannot be limited (usage is shown by session show and /metrics)"
+            ),
+        ),
+        Some(q) => fail(
+            "workspace quota",
+            crate::sessions::workspace_quota_refusal(q.0, &settings.workspace_root),
+            "remove workspace_quota: session create is refused while it is set",
+        ),
+    }
+}
+
+/// What a session gets when its create asks for nothing (no MIG profile's overrides).
+fn limits(settings: &Settings) -> Check {
+    let size = crate::validate::format_size;
+    match settings.limits.resolve(
+        &crate::limits::LimitRequest::default(),
+        None,
+        settings.pids_limit,
+        crate::limits::Host::detect(),
+    ) {
+        Ok(l) => pass(
+            "limits",
+            format!(
+                "a session gets memory {} (no swap), {} CPUs, /dev/shm {}, {} pids, log {} x {} by default",
+                size(l.memory),
+                l.cpus,
+                size(l.shm_size),
+                l.pids,
+                size(l.log_size),
+                l.log_files
+            ),
+        ),
+        Err(e) => fail("limits", e.to_string(), "fix [limits] in the config"),
     }
 }
 

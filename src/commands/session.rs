@@ -7,6 +7,7 @@ use super::{print_json, progress, relative};
 use crate::cli::{CreateArgs, SessionCommand};
 use crate::error::{Error, IoContext, Result};
 use crate::gpu::GpuRequest;
+use crate::limits::LimitRequest;
 use crate::sessions::{CreateRequest, Sessions};
 use crate::store::SessionRow;
 use crate::views::{CreatedView, SessionView};
@@ -26,7 +27,9 @@ pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Resul
         }
         SessionCommand::Show { id, json } => {
             let row = sessions.get(&id)?;
-            if json { print_json(&SessionView::from(&row)) } else { print_details(&row) }
+            let mut view = SessionView::from(&row);
+            view.workspace_usage_bytes = sessions.workspace_usage(&row);
+            if json { print_json(&view) } else { print_details(&row, view) }
         }
         SessionCommand::Extend { id, ttl, json } => {
             let ttl = validate::ttl_text(&ttl, sessions.settings.max_ttl_minutes)?;
@@ -95,6 +98,12 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
         image: args.image.clone(),
         gpu: GpuRequest::from_fields(args.profile.as_deref(), args.gpu.as_deref())?,
         public_key,
+        limits: LimitRequest {
+            memory: args.memory.as_deref().map(|m| validate::size("memory", m)).transpose()?,
+            cpus: args.cpus,
+            shm_size: args.shm_size.as_deref().map(|m| validate::size("shm_size", m)).transpose()?,
+        },
+        adopt_workspace: args.adopt_workspace,
     };
     let report = progress(quiet);
     // Ctrl-C asks the create to stop at its next step; it then removes what it made and
@@ -228,8 +237,22 @@ fn print_table(rows: &[SessionRow]) {
     println!("{table}");
 }
 
-fn print_details(r: &SessionRow) -> Result<()> {
-    let v = SessionView::from(r);
+fn print_details(r: &SessionRow, v: SessionView) -> Result<()> {
+    let size = validate::format_size;
+    let limits = match &v.limits {
+        Some(l) => vec![
+            ("memory", format!("{} (no swap beyond it)", size(l.memory_bytes))),
+            ("cpus", l.cpus.to_string()),
+            ("/dev/shm", size(l.shm_size_bytes)),
+            ("pids", l.pids.to_string()),
+            ("log", format!("{} x {} files", size(l.log_size_bytes), l.log_files)),
+        ],
+        None => vec![("limits", "not recorded (made by an older sandman)".to_string())],
+    };
+    let usage = v.workspace_usage_bytes.map_or_else(
+        || "not measured (too large to walk quickly, or unreadable)".into(),
+        |b| format!("{b} bytes ({})", human(b)),
+    );
     for (k, val) in [
         ("id", v.id),
         ("user", v.user_id),
@@ -241,11 +264,27 @@ fn print_details(r: &SessionRow) -> Result<()> {
         ("mig profile", v.mig_profile.unwrap_or_else(|| "-".into())),
         ("image", v.metadata.image),
         ("workspace", v.metadata.workspace),
+        ("workspace use", usage),
         ("host key", v.host_key_fingerprint),
         ("created", v.created_at),
         ("expires", format!("{} ({})", v.expires_at, relative(r.expires_at))),
-    ] {
+    ]
+    .into_iter()
+    .chain(limits)
+    {
         println!("{k:<13} {val}");
     }
     Ok(())
+}
+
+/// Bytes for people: one decimal in the largest binary unit below them.
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", units[unit]) }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig, NetworkCreateRequest, PortBinding,
+};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
@@ -37,6 +39,17 @@ impl Engine for Docker {
     async fn version(&self) -> Result<String> {
         let v = self.client.version().await.map_err(unreachable)?;
         Ok(format!("{} (API {})", v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
+    }
+
+    async fn storage(&self) -> Result<(String, Option<String>)> {
+        let info = self.client.info().await.map_err(|e| map_err(e, "read engine info"))?;
+        let backing = info
+            .driver_status
+            .unwrap_or_default()
+            .into_iter()
+            .find(|pair| pair.first().is_some_and(|k| k == "Backing Filesystem"))
+            .and_then(|pair| pair.into_iter().nth(1));
+        Ok((info.driver.unwrap_or_default(), backing))
     }
 
     /// Container runtimes the engine knows (`runc`, and `nvidia` where the NVIDIA toolkit is set up).
@@ -161,7 +174,19 @@ impl Engine for Docker {
             ]),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
-            pids_limit: Some(spec.pids_limit),
+            pids_limit: Some(spec.limits.pids),
+            // Memory and swap equal: no swap beyond the memory limit.
+            memory: Some(spec.limits.memory as i64),
+            memory_swap: Some(spec.limits.memory as i64),
+            nano_cpus: Some(spec.limits.nano_cpus()),
+            shm_size: Some(spec.limits.shm_size as i64),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), spec.limits.log_size.to_string()),
+                    ("max-file".to_string(), spec.limits.log_files.to_string()),
+                ])),
+            }),
             init: Some(true),
             network_mode: Some(spec.network.clone()),
             port_bindings: Some(HashMap::from([(
@@ -300,6 +325,22 @@ impl Engine for Docker {
                 session_id: c.labels.and_then(|mut l| l.remove(LABEL_SESSION)),
             })
             .collect())
+    }
+
+    /// Read from the container's memory cgroup on this host: `oom_kill` of `memory.oom_control`
+    /// (cgroup v1) or `memory.events` (v2), under the cgroupfs or the systemd driver's parent.
+    async fn oom_kills(&self, id: &str) -> Option<u64> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        let candidates = [
+            format!("/sys/fs/cgroup/memory/docker/{id}/memory.oom_control"),
+            format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.oom_control"),
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.events"),
+            format!("/sys/fs/cgroup/docker/{id}/memory.events"),
+        ];
+        let text = candidates.iter().find_map(|p| std::fs::read_to_string(p).ok())?;
+        text.lines().find_map(|l| l.strip_prefix("oom_kill "))?.trim().parse().ok()
     }
 
     /// The last lines of a container's log, for error messages.

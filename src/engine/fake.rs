@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::{ContainerSpec, Engine, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer, TarStream};
 use crate::error::{Error, Result};
+use crate::limits::SessionLimits;
 use crate::progress::Progress;
 
 /// The engine operations, to name the one a failure is injected into.
@@ -45,6 +46,8 @@ pub struct FakeContainer {
     pub published: Option<SocketAddr>,
     /// Files written into it, by path (without the leading '/').
     pub files: BTreeMap<String, Vec<u8>>,
+    /// The resource limits it was created with.
+    pub limits: Option<SessionLimits>,
     spec: Option<ContainerSpec>,
 }
 
@@ -66,6 +69,7 @@ struct State {
     failures: Vec<Failure>,
     next_id: u64,
     sshd_silent: bool,
+    oom_kills: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -119,6 +123,11 @@ impl FakeEngine {
         find(&state, id_or_name).and_then(|id| state.containers.get(&id).cloned())
     }
 
+    /// Sets the OOM kills the kernel would report for a container.
+    pub fn set_oom_kills(&self, id: &str, kills: u64) {
+        self.lock().oom_kills.insert(id.to_string(), kills);
+    }
+
     pub fn networks(&self) -> Vec<String> {
         let mut names: Vec<String> = self.lock().networks.iter().cloned().collect();
         names.sort();
@@ -138,6 +147,7 @@ impl FakeEngine {
             running: true,
             published: None,
             files: BTreeMap::new(),
+            limits: None,
             spec: None,
         };
         state.containers.insert(id.clone(), container);
@@ -272,6 +282,7 @@ impl Engine for FakeEngine {
             running: false,
             published: None,
             files,
+            limits: Some(spec.limits),
             spec: Some(spec.clone()),
         };
         state.containers.insert(id.clone(), container);
@@ -373,5 +384,11 @@ impl Engine for FakeEngine {
                 session_id: c.labels.get(LABEL_SESSION).cloned(),
             })
             .collect())
+    }
+
+    async fn oom_kills(&self, id: &str) -> Option<u64> {
+        let state = self.lock();
+        find(&state, id)?;
+        Some(state.oom_kills.get(id).copied().unwrap_or(0))
     }
 }

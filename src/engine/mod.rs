@@ -15,6 +15,7 @@ use tokio::io::AsyncRead;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::gpu::GpuAccess;
+use crate::limits::SessionLimits;
 use crate::progress::Progress;
 
 /// Labels that tie a container to sandman, to one database (`instance`) and to one session.
@@ -38,7 +39,8 @@ pub struct ContainerSpec {
     pub workspace: PathBuf,
     /// The host directory holding the user's own keys, mounted read-only at `ssh::USER_KEYS_DIR`.
     pub user_keys_dir: PathBuf,
-    pub pids_limit: i64,
+    /// Memory (swap included), CPUs, pids, /dev/shm and log size.
+    pub limits: SessionLimits,
     pub command: Vec<String>,
     /// How the container gets its GPU, if any.
     pub gpu: Option<GpuAccess>,
@@ -125,6 +127,18 @@ pub trait Engine: Send + Sync {
 
     /// Every container labelled for this sandman instance, running or not.
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+
+    /// The storage driver and, where the engine says, the file system under it (`xfs`,
+    /// `extfs`): together they decide whether a container's writable layer can be limited.
+    async fn storage(&self) -> Result<(String, Option<String>)> {
+        Ok((String::new(), None))
+    }
+
+    /// How many processes the kernel's OOM killer has killed in the container's memory cgroup
+    /// since it started; `None` where that cannot be read.
+    async fn oom_kills(&self, _id: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// The engine sandman runs sessions on: the Docker engine (honouring `DOCKER_HOST`).

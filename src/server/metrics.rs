@@ -12,7 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::sessions::ReapReport;
+use std::sync::Mutex;
+
+use crate::sessions::{ReapReport, SessionUsage};
 use crate::store::{SessionRow, State};
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -23,6 +25,12 @@ const CREATE_BUCKETS: [f64; 9] = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 12
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabel {
+    session: String,
+    user: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +48,8 @@ pub struct Metrics {
     reaper_removed: Counter,
     reaper_errors: Counter,
     reaper_failed_actions: Counter,
+    /// Per-session use as of the last reaper pass.
+    usage: Mutex<Vec<SessionUsage>>,
 }
 
 /// Gauges read at scrape time.
@@ -88,6 +98,7 @@ impl Default for Metrics {
             registry,
             requests,
             create_duration,
+            usage: Mutex::default(),
         }
     }
 }
@@ -121,6 +132,23 @@ impl Metrics {
         }
     }
 
+    /// Keeps what the sessions use as of this pass; returns those whose container had OOM kills
+    /// since the pass before (or since it started, for a session seen for the first time),
+    /// with how many.
+    pub fn observe_usage(&self, usage: Vec<SessionUsage>) -> Vec<(SessionUsage, u64)> {
+        let mut last = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let new_kills = usage
+            .iter()
+            .filter_map(|u| {
+                let before = last.iter().find(|l| l.id == u.id).and_then(|l| l.oom_kills).unwrap_or(0);
+                let now = u.oom_kills?;
+                (now > before).then(|| (u.clone(), now - before))
+            })
+            .collect();
+        *last = usage;
+        new_kills
+    }
+
     pub fn render(&self, now: &InUse) -> String {
         let mut current = Registry::default();
         let running = now.sessions.iter().filter(|s| s.state == State::Running).count();
@@ -145,6 +173,28 @@ impl Metrics {
         }
         gauge(&mut current, "sandman_ssh_ports_in_use", "SSH ports held by sessions", now.sessions.len() as i64);
         gauge(&mut current, "sandman_ssh_ports_total", "Size of the SSH port range", i64::from(now.ports_total));
+        let workspace_bytes = Family::<SessionLabel, Gauge>::default();
+        let oom_kills = Family::<SessionLabel, Counter>::default();
+        for u in self.usage.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let label = SessionLabel { session: u.id.clone(), user: u.user.clone() };
+            if let Some(bytes) = u.workspace_bytes {
+                workspace_bytes.get_or_create(&label).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            if let Some(kills) = u.oom_kills {
+                oom_kills.get_or_create(&label).inc_by(kills);
+            }
+        }
+        current.register_with_unit(
+            "sandman_workspace",
+            "Disk use of each running session's workspace, as of the last reaper pass",
+            Unit::Bytes,
+            workspace_bytes,
+        );
+        current.register(
+            "sandman_session_oom_kills",
+            "Processes the kernel's OOM killer killed inside each running session's container",
+            oom_kills,
+        );
 
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -195,6 +245,31 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("gpu_slices_free"));
+        assert!(!text.contains("sandman_workspace_bytes{"), "nothing measured yet");
+    }
+
+    #[test]
+    fn session_usage_is_rendered_and_new_oom_kills_are_reported_once() {
+        let m = Metrics::default();
+        let usage = |kills: Option<u64>| SessionUsage {
+            id: "s1".into(),
+            user: "alice".into(),
+            workspace_bytes: Some(4096),
+            oom_kills: kills,
+        };
+        assert_eq!(m.observe_usage(vec![usage(Some(0))]), vec![]);
+        assert_eq!(m.observe_usage(vec![usage(Some(2))]), vec![(usage(Some(2)), 2)]);
+        assert_eq!(m.observe_usage(vec![usage(Some(2))]), vec![], "the same kills are not reported twice");
+        let text = m.render(&InUse { sessions: &[], ports_total: 1, gpu_slices_free: None });
+        for line in [
+            "sandman_workspace_bytes{session=\"s1\",user=\"alice\"} 4096",
+            "sandman_session_oom_kills_total{session=\"s1\",user=\"alice\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        m.observe_usage(vec![usage(None)]);
+        let text = m.render(&InUse { sessions: &[], ports_total: 1, gpu_slices_free: None });
+        assert!(!text.contains("sandman_session_oom_kills_total{"), "unreadable counts are left out:\n{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
         assert!(text.ends_with("# EOF\n"));
     }

@@ -346,10 +346,28 @@ async fn reaper(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(error = %e, "reap failed; trying again in {}s", every.as_secs());
             }
         }
+        observe_usage(&app).await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Measures what the sessions use, for `/metrics`, and logs the OOM kills since the last pass.
+async fn observe_usage(app: &App) {
+    match app.sessions.usage().await {
+        Ok(usage) => {
+            for (u, kills) in app.metrics.observe_usage(usage) {
+                tracing::warn!(
+                    session = %u.id,
+                    user = %u.user,
+                    kills,
+                    "out of memory: the kernel killed processes inside the session (the session goes on)"
+                );
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "session usage not measured"),
     }
 }
 

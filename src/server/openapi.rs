@@ -171,6 +171,24 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_in_the_document() {
+        let doc: serde_json::Value = serde_json::from_slice(&document(60)).unwrap();
+        let s = &doc["components"]["schemas"];
+        for field in ["memory", "cpus", "shm_size", "adopt_workspace"] {
+            assert!(
+                s["CreateSessionRequest"]["properties"][field].is_object(),
+                "{field}: {}",
+                s["CreateSessionRequest"]
+            );
+        }
+        for field in ["memory_bytes", "cpus", "shm_size_bytes", "pids", "log_size_bytes", "log_files"] {
+            assert!(s["SessionLimits"]["properties"][field].is_object(), "{field}: {}", s["SessionLimits"]);
+        }
+        assert!(s["Session"]["properties"]["limits"].is_object(), "{}", s["Session"]);
+        assert!(s["Session"]["properties"]["workspace_usage_bytes"].is_object(), "{}", s["Session"]);
+    }
+
+    #[test]
     fn the_document_carries_the_settings_and_rules() {
         let doc = doc();
         assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));

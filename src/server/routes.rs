@@ -17,6 +17,7 @@ use super::exchange::{Body, Exchange, JSON, Reply};
 use super::metrics::InUse;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::GpuRequest;
+use crate::limits::LimitRequest;
 use crate::sessions::CreateRequest;
 use crate::validate;
 use crate::views::{
@@ -244,7 +245,10 @@ pub(super) fn list(app: &App) -> Result<Reply, ApiError> {
         (status = 404, description = NOT_FOUND, body = ErrorBody),
     ))]
 pub(super) fn get(app: &App, id: &str) -> Result<Reply, ApiError> {
-    Ok(Reply::json(200, &SessionView::from(&app.sessions.get(id)?)))
+    let row = app.sessions.get(id)?;
+    let mut view = SessionView::from(&row);
+    view.workspace_usage_bytes = app.sessions.workspace_usage(&row);
+    Ok(Reply::json(200, &view))
 }
 
 #[utoipa::path(post, path = "/sessions", operation_id = "createSession",
@@ -468,6 +472,25 @@ pub struct CreateSessionRequest {
     /// later sessions accept too.
     #[serde(default)]
     ssh_public_key: Option<String>,
+    /// Memory limit, swap included: bytes or a size such as "512m", "16g", "1.5g". Absent or
+    /// null: [limits] memory, else a quarter of the host's RAM. Above max_memory: 400.
+    #[serde(default)]
+    #[schema(example = "16g")]
+    memory: Option<String>,
+    /// CPUs, fractions allowed. Absent or null: [limits] cpus, else half the host's CPUs.
+    /// Above max_cpus: 400.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>, example = 4)]
+    cpus: Option<Number>,
+    /// Size of /dev/shm, counted in the memory limit, written like memory. Absent or null:
+    /// [limits] shm_size, else half the memory limit, at most 8g. Above max_shm_size: 400.
+    #[serde(default)]
+    #[schema(example = "8g")]
+    shm_size: Option<String>,
+    /// For a new user whose directory under the workspace root already exists and belongs to
+    /// another uid: give it to this user. Without it such a create is refused (409).
+    #[serde(default)]
+    adopt_workspace: bool,
 }
 
 /// An extend.
@@ -515,8 +538,19 @@ fn refused(field: &'static str, e: &serde_json::Error) -> Error {
 
 /// The request bodies' field named `key` (errors name fields by `&'static str`), else "body".
 fn known_field(key: &str) -> &'static str {
-    const FIELDS: &[&str] =
-        &["user_id", "ttl_minutes", "mig_profile", "mig_instance_uuid", "image", "ssh_public_key", "public_key"];
+    const FIELDS: &[&str] = &[
+        "user_id",
+        "ttl_minutes",
+        "mig_profile",
+        "mig_instance_uuid",
+        "image",
+        "ssh_public_key",
+        "memory",
+        "cpus",
+        "shm_size",
+        "adopt_workspace",
+        "public_key",
+    ];
     FIELDS.iter().find(|f| **f == key).copied().unwrap_or("body")
 }
 
@@ -530,7 +564,23 @@ fn create_request(body: &[u8], max_ttl: u32) -> Result<CreateRequest> {
         Some(n) => Some(whole_minutes(&n, max_ttl)?).filter(|t| *t > 0),
         None => None,
     };
-    Ok(CreateRequest { user, ttl_minutes, image: given(b.image), gpu, public_key: b.ssh_public_key })
+    let limits = LimitRequest {
+        memory: b.memory.as_deref().map(|m| validate::size("memory", m)).transpose()?,
+        cpus: b
+            .cpus
+            .map(|n| n.as_f64().ok_or_else(|| Error::invalid("cpus", format!("{n} is not a number"))))
+            .transpose()?,
+        shm_size: b.shm_size.as_deref().map(|m| validate::size("shm_size", m)).transpose()?,
+    };
+    Ok(CreateRequest {
+        user,
+        ttl_minutes,
+        image: given(b.image),
+        gpu,
+        public_key: b.ssh_public_key,
+        limits,
+        adopt_workspace: b.adopt_workspace,
+    })
 }
 
 /// A whole number of minutes (its range is the service's rule); fractions and numbers beyond
@@ -568,6 +618,12 @@ mod tests {
         assert_eq!(r.image, None);
         let r = create_request(br#"{"user_id":"a","mig_instance_uuid":"MIG-1"}"#, 100).unwrap();
         assert_eq!(r.gpu, GpuRequest::Uuid("MIG-1".into()));
+        assert_eq!((r.limits, r.adopt_workspace), (LimitRequest::default(), false));
+        let r =
+            create_request(br#"{"user_id":"a","memory":"16g","cpus":4,"shm_size":"1.5g","adopt_workspace":true}"#, 100)
+                .unwrap();
+        let want = LimitRequest { memory: Some(16 << 30), cpus: Some(4.0), shm_size: Some(3 << 29) };
+        assert_eq!((r.limits, r.adopt_workspace), (want, true));
 
         for (body, want) in [
             ("{", "invalid body: malformed JSON: EOF while parsing an object"),
@@ -599,6 +655,11 @@ mod tests {
                 "invalid mig_profile: give mig_profile or mig_instance_uuid, not both",
             ),
             (r#"{"user_id":"a","image":["x"]}"#, "invalid image: invalid type: sequence, expected a string"),
+            (r#"{"user_id":"a","memory":"16q"}"#, "invalid memory: \"16q\" has an unknown unit 'q'"),
+            (r#"{"user_id":"a","memory":16}"#, "invalid memory: invalid type: integer `16`, expected a string"),
+            (r#"{"user_id":"a","shm_size":"0"}"#, "invalid shm_size: \"0\" is zero"),
+            (r#"{"user_id":"a","cpus":"4"}"#, "invalid cpus: invalid type: string \"4\", expected a JSON number"),
+            (r#"{"user_id":"a","adopt_workspace":"yes"}"#, "invalid adopt_workspace: invalid type: string"),
         ] {
             let e = err(body);
             assert!(e.starts_with(want), "{body}: {e}");

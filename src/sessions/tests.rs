@@ -111,7 +111,15 @@ impl Lab {
 }
 
 fn request(user: &str) -> CreateRequest {
-    CreateRequest { user: user.into(), ttl_minutes: None, image: None, gpu: GpuRequest::Default, public_key: None }
+    CreateRequest {
+        user: user.into(),
+        ttl_minutes: None,
+        image: None,
+        gpu: GpuRequest::Default,
+        public_key: None,
+        limits: LimitRequest::default(),
+        adopt_workspace: false,
+    }
 }
 
 fn unavailable(what: &'static str) -> impl FnOnce() -> Error + Send + 'static {
@@ -262,6 +270,7 @@ fn row(id: &str, state: State, expires_at: i64) -> SessionRow {
         expires_at,
         workspace: "/w".into(),
         host_key_fingerprint: "fp".into(),
+        limits: None,
     }
 }
 
@@ -319,7 +328,7 @@ async fn reap_removes_vanished_abandoned_and_orphaned() {
     };
     lab.sessions
         .store()
-        .reserve(&reservation, || Ok("key".into()), |_| Ok("fp".into()), |_| true, |_, _| Ok(None))
+        .reserve(&reservation, |_| Ok("key".into()), |_| Ok("fp".into()), |_| true, |_, _| Ok(None))
         .unwrap();
     let stray = lab.engine.add_container(
         "sandman-stray",
@@ -487,4 +496,98 @@ async fn a_failed_create_takes_back_the_key_it_added() {
     lab.assert_nothing_left("a failed create with a key");
     assert!(lab.sessions.user_keys("alice").unwrap().is_empty());
     assert_eq!(user_key_file(&lab, "alice"), "");
+}
+
+#[tokio::test]
+async fn a_create_passes_the_resolved_limits_to_the_engine_and_the_row() {
+    let lab = Lab::with(|s| {
+        s.pids_limit = 256;
+        s.limits = toml::from_str(
+            r#"memory = "2g"
+               cpus = 1
+               max_memory = "8g"
+               max_cpus = 2
+               [profile."1g.5gb"]
+               memory = "3g"
+               max_memory = "4g""#,
+        )
+        .unwrap();
+    });
+    let g = 1u64 << 30;
+    let asked = CreateRequest {
+        limits: LimitRequest { memory: None, cpus: Some(1.5), shm_size: Some(g / 2) },
+        ..request("alice")
+    };
+    let created = lab.create_with(asked, &CancellationToken::new()).await.unwrap();
+    let want = SessionLimits { memory: 3 * g, cpus: 1.5, shm_size: g / 2, pids: 256, log_size: 10 << 20, log_files: 3 };
+    let container = lab.engine.container(created.session.container_id.as_deref().unwrap()).unwrap();
+    assert_eq!(container.limits, Some(want), "the profile's default memory, the asked CPUs and /dev/shm");
+    assert_eq!(created.session.limits, Some(want));
+    assert_eq!(lab.sessions.get(&created.session.id).unwrap().limits, Some(want), "stored on the row");
+
+    // Above the profile's maximum: refused naming it, after the pick, and nothing is left.
+    let greedy = CreateRequest { limits: LimitRequest { memory: Some(5 * g), ..Default::default() }, ..request("bob") };
+    let Err(e) = lab.create_with(greedy, &CancellationToken::new()).await else { panic!("created") };
+    assert_eq!(e.kind(), crate::error::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("5g is above the maximum 4g (max_memory of [limits.profile.\"1g.5gb\"])"), "{e}");
+    assert_eq!(lab.sessions.list().unwrap().len(), 1, "only alice's session");
+    assert_eq!(lab.engine.containers().len(), 1);
+}
+
+#[tokio::test]
+async fn limits_above_the_maxima_are_refused_before_anything_is_reserved() {
+    let lab = Lab::with(|s| s.limits.max_cpus = Some(2.0));
+    let greedy = CreateRequest { limits: LimitRequest { cpus: Some(3.0), ..Default::default() }, ..request("bob") };
+    let Err(e) = lab.create_with(greedy, &CancellationToken::new()).await else { panic!("created") };
+    assert!(e.to_string().contains("invalid cpus: 3 is above the maximum 2 (max_cpus in [limits])"), "{e}");
+    assert!(lab.sessions.store().user("bob").unwrap().is_none(), "no user row either");
+    lab.assert_nothing_left("refused limits");
+}
+
+#[tokio::test]
+async fn a_new_users_foreign_workspace_is_refused_unless_adopted() {
+    use std::os::unix::fs::MetadataExt;
+    let lab = Lab::new();
+    let foreign = lab.settings.workspace_root.join("mallory");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "someone else's").unwrap();
+    let owner = std::fs::metadata(&foreign).unwrap().uid();
+
+    let Err(e) = lab.create("mallory").await else { panic!("created") };
+    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&foreign.display().to_string()) && text.contains("--adopt-workspace"), "{text}");
+    assert_eq!(std::fs::metadata(&foreign).unwrap().uid(), owner, "not handed over");
+    assert!(lab.sessions.store().user("mallory").unwrap().is_none(), "the user is not recorded");
+    lab.assert_nothing_left("refused workspace");
+
+    let adopted = CreateRequest { adopt_workspace: true, ..request("mallory") };
+    let created = lab.create_with(adopted, &CancellationToken::new()).await.unwrap();
+    let uid = lab.sessions.store().user("mallory").unwrap().unwrap().uid;
+    assert_eq!(std::fs::metadata(&foreign).unwrap().uid(), uid, "given to the user on purpose");
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "someone else's", "contents kept");
+    assert_eq!(created.session.user, "mallory");
+}
+
+#[tokio::test]
+async fn a_workspace_quota_that_cannot_be_enforced_refuses_the_create() {
+    let lab = Lab::with(|s| s.workspace_quota = Some(crate::limits::ByteSize(50 << 30)));
+    let Err(e) = lab.create("alice").await else { panic!("created without its quota") };
+    assert!(matches!(e, Error::Unavailable(_)), "{e}");
+    assert!(e.to_string().contains("workspace_quota = \"50g\"") && e.to_string().contains("project quotas"), "{e}");
+    lab.assert_nothing_left("an unenforceable quota");
+}
+
+#[tokio::test]
+async fn usage_reports_workspace_bytes_and_oom_kills_per_running_session() {
+    let lab = Lab::new();
+    let alice = lab.create("alice").await.unwrap().session;
+    std::fs::write(PathBuf::from(&alice.workspace).join("data/blob"), vec![1u8; 64 << 10]).unwrap();
+    lab.engine.set_oom_kills(alice.container_id.as_deref().unwrap(), 2);
+    let usage = lab.sessions.usage().await.unwrap();
+    assert_eq!(usage.len(), 1);
+    assert_eq!((usage[0].id.as_str(), usage[0].user.as_str()), (alice.id.as_str(), "alice"));
+    assert_eq!(usage[0].oom_kills, Some(2));
+    assert!(usage[0].workspace_bytes.unwrap() >= 64 << 10, "{usage:?}");
+    assert_eq!(lab.sessions.workspace_usage(&alice), usage[0].workspace_bytes);
 }

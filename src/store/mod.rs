@@ -16,6 +16,7 @@ use anyhow::Context;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, IoContext, Result};
+use crate::limits::SessionLimits;
 
 const SCHEMA: &[&str] = &[
     // version 1
@@ -56,6 +57,13 @@ const SCHEMA: &[&str] = &[
         key_line TEXT NOT NULL,
         added_at INTEGER NOT NULL,
         PRIMARY KEY (user_name, fingerprint));",
+    // version 6: the resource limits a session runs under (NULL for sessions made before)
+    "ALTER TABLE sessions ADD COLUMN memory_bytes INTEGER;
+     ALTER TABLE sessions ADD COLUMN nano_cpus INTEGER;
+     ALTER TABLE sessions ADD COLUMN shm_size_bytes INTEGER;
+     ALTER TABLE sessions ADD COLUMN pids_limit INTEGER;
+     ALTER TABLE sessions ADD COLUMN log_size_bytes INTEGER;
+     ALTER TABLE sessions ADD COLUMN log_files INTEGER;",
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
@@ -113,6 +121,8 @@ pub struct SessionRow {
     pub expires_at: i64,
     pub workspace: String,
     pub host_key_fingerprint: String,
+    /// Set once the create has resolved them; `None` for sessions made before limits existed.
+    pub limits: Option<SessionLimits>,
 }
 
 /// One of a user's public keys.
@@ -344,13 +354,14 @@ impl Store {
         self.run(|conn| Ok(conn.query_row("SELECT value FROM meta WHERE key = 'instance_id'", [], |r| r.get(0))?))
     }
 
-    /// Reserves everything a new session needs, or nothing. `new_host_key` is called only for a
-    /// user seen for the first time; `port_free` checks a candidate port on the host; `pick_gpu`
+    /// Reserves everything a new session needs, or nothing. `new_user` is called only for a
+    /// user seen for the first time, with the uid they get, and returns their host key (an
+    /// error refuses the user); `port_free` checks a candidate port on the host; `pick_gpu`
     /// gets the GPU UUIDs already taken and the GPU tables, in this transaction.
     pub fn reserve(
         &mut self,
         r: &Reservation,
-        new_host_key: impl FnOnce() -> Result<String>,
+        new_user: impl FnOnce(u32) -> Result<String>,
         host_key_fingerprint: impl FnOnce(&str) -> Result<String>,
         port_free: impl Fn(u16) -> bool,
         pick_gpu: impl FnOnce(&HashSet<String>, &GpuLedger) -> Result<Option<GpuPick>>,
@@ -375,7 +386,7 @@ impl Store {
                             r.user, r.uid_start
                         )));
                     }
-                    let host_key = new_host_key()?;
+                    let host_key = new_user(uid)?;
                     tx.execute(
                         "INSERT INTO users (name, uid, host_key, created_at) VALUES (?1, ?2, ?3, ?4)",
                         params![r.user, uid, host_key, r.now],
@@ -406,6 +417,7 @@ impl Store {
                 expires_at: r.now + i64::from(r.ttl_minutes) * 60,
                 workspace: r.workspace.to_string(),
                 host_key_fingerprint: fingerprint,
+                limits: None,
             };
             tx.execute(
                 "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
@@ -477,6 +489,18 @@ impl Store {
             let n = conn.execute(
                 "UPDATE sessions SET state = ?4, container_id = ?2, container_ip = ?3 WHERE id = ?1",
                 params![id, container_id, container_ip, State::Running.as_str()],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Records the limits a session's container is created with; false if no such session.
+    pub fn set_limits(&self, id: &str, l: &SessionLimits) -> Result<bool> {
+        self.run(|conn| {
+            let n = conn.execute(
+                "UPDATE sessions SET memory_bytes = ?2, nano_cpus = ?3, shm_size_bytes = ?4, pids_limit = ?5,
+                                     log_size_bytes = ?6, log_files = ?7 WHERE id = ?1",
+                params![id, l.memory as i64, l.nano_cpus(), l.shm_size as i64, l.pids, l.log_size as i64, l.log_files],
             )?;
             Ok(n == 1)
         })
@@ -687,7 +711,8 @@ fn uri_path(path: &Path) -> String {
 }
 
 const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
-    mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint FROM sessions";
+    mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint,
+    memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
@@ -709,6 +734,30 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
         expires_at: r.get(11)?,
         workspace: r.get(12)?,
         host_key_fingerprint: r.get(13)?,
+        limits: limits_from_row(r, 14)?,
+    })
+}
+
+/// The limit columns from `first` on; `None` unless all are set.
+fn limits_from_row(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<SessionLimits>> {
+    let memory: Option<i64> = r.get(first)?;
+    let nano_cpus: Option<i64> = r.get(first + 1)?;
+    let shm: Option<i64> = r.get(first + 2)?;
+    let pids: Option<i64> = r.get(first + 3)?;
+    let log_size: Option<i64> = r.get(first + 4)?;
+    let log_files: Option<u32> = r.get(first + 5)?;
+    Ok(match (memory, nano_cpus, shm, pids, log_size, log_files) {
+        (Some(memory), Some(nano_cpus), Some(shm), Some(pids), Some(log_size), Some(log_files)) => {
+            Some(SessionLimits {
+                memory: memory as u64,
+                cpus: nano_cpus as f64 / 1e9,
+                shm_size: shm as u64,
+                pids,
+                log_size: log_size as u64,
+                log_files,
+            })
+        }
+        _ => None,
     })
 }
 
@@ -751,7 +800,7 @@ mod tests {
     ) -> Result<(SessionRow, UserRow)> {
         store.reserve(
             &reservation(id, user),
-            || Ok(format!("key-of-{user}")),
+            |_| Ok(format!("key-of-{user}")),
             |k| Ok(format!("fp({k})")),
             port_free,
             |_, _| Ok(None),
@@ -777,7 +826,7 @@ mod tests {
         let (_, again) = store
             .reserve(
                 &reservation("5", "alice"),
-                || panic!("no new key for a known user"),
+                |_| panic!("no new key for a known user"),
                 |k| Ok(k.into()),
                 |_| true,
                 |_, _| Ok(None),
@@ -835,7 +884,7 @@ mod tests {
         let e = store
             .reserve(
                 &reservation("1", "alice"),
-                || Ok("k".into()),
+                |_| Ok("k".into()),
                 |k| Ok(k.into()),
                 |_| true,
                 |_, _| Err(Error::Exhausted("no slice".into())),
@@ -871,6 +920,25 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_stored_with_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        reserve(&mut store, "1", "alice", |_| true).unwrap();
+        assert!(store.session("1").unwrap().unwrap().limits.is_none(), "unset until the create resolves them");
+        let limits = SessionLimits {
+            memory: 16 << 30,
+            cpus: 1.5,
+            shm_size: 8 << 30,
+            pids: 512,
+            log_size: 10 << 20,
+            log_files: 3,
+        };
+        assert!(store.set_limits("1", &limits).unwrap());
+        assert_eq!(store.session("1").unwrap().unwrap().limits, Some(limits));
+        assert!(!store.set_limits("2", &limits).unwrap());
+    }
+
+    #[test]
     fn version_changes_on_own_and_other_connections_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
@@ -898,7 +966,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let mut store = Store::open(&path).unwrap();
         store
-            .reserve(&reservation("1", "alice"), || Ok("k".into()), |k| Ok(k.into()), |_| true, |_, _| Ok(None))
+            .reserve(&reservation("1", "alice"), |_| Ok("k".into()), |k| Ok(k.into()), |_| true, |_, _| Ok(None))
             .unwrap();
         let _holder = hold_write_lock(&path);
 

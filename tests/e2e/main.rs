@@ -13,6 +13,7 @@ mod errors;
 mod gpu;
 mod hostile;
 mod image;
+mod limits;
 mod login;
 mod package;
 mod reap;

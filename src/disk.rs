@@ -1,0 +1,119 @@
+//! Disk use of workspaces and what the host can do to bound it: a walk that measures one
+//! workspace, and the detection of project quotas and of a writable-layer size limit.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bytes a directory tree occupies on disk (allocated blocks, each hard-linked file once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    /// False when the walk ran out of time or met unreadable directories: `bytes` is then a
+    /// lower bound.
+    pub complete: bool,
+}
+
+/// Measures `dir` like `du -sx`: symlinks are counted, never followed, and other file systems
+/// mounted inside are not entered. Stops at `budget`, so a huge or hostile tree (the user owns
+/// its contents) cannot stall the caller.
+pub fn usage(dir: &Path, budget: Duration) -> std::io::Result<Usage> {
+    let deadline = Instant::now() + budget;
+    let top = std::fs::symlink_metadata(dir)?;
+    let device = top.dev();
+    let mut seen = HashSet::new();
+    let mut bytes = top.blocks() * 512;
+    let mut complete = true;
+    let mut pending: Vec<PathBuf> = if top.is_dir() { vec![dir.to_path_buf()] } else { Vec::new() };
+    while let Some(path) = pending.pop() {
+        if Instant::now() > deadline {
+            return Ok(Usage { bytes, complete: false });
+        }
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            complete = false;
+            continue;
+        };
+        for entry in entries.flatten() {
+            // DirEntry::metadata does not follow symlinks.
+            let Ok(meta) = entry.metadata() else {
+                complete = false;
+                continue;
+            };
+            if meta.dev() != device {
+                continue;
+            }
+            if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            bytes += meta.blocks() * 512;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(Usage { bytes, complete })
+}
+
+/// Whether the file system holding `path` enforces project quotas: ext4 or xfs mounted with
+/// `prjquota` (xfs also spells it `pquota`/`pqnoenforce`). Returns the mount line's words for
+/// the report: `(supported, "ext4 on / (rw,relatime)")`.
+pub fn project_quotas(path: &Path) -> (bool, String) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let Some((point, fs, options)) = mount_of(&mounts, path) else {
+        return (false, format!("no mount found for {}", path.display()));
+    };
+    let quota = options.split(',').any(|o| matches!(o, "prjquota" | "pquota" | "prjjquota"));
+    let supported = quota && matches!(fs.as_str(), "ext4" | "xfs");
+    (supported, format!("{fs} on {point} ({options})"))
+}
+
+/// The mount (point, type, options) of the deepest mount point holding `path` (or its nearest
+/// existing ancestor).
+fn mount_of(mounts: &str, path: &Path) -> Option<(String, String, String)> {
+    let mut probe = path.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    let path = probe.canonicalize().unwrap_or(probe);
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4).then(|| (f[1].replace("\\040", " "), f[2].to_string(), f[3].to_string()))
+        })
+        .filter(|(point, _, _)| path.starts_with(point))
+        .max_by_key(|(point, _, _)| point.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_files_once_and_follows_no_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("big"), vec![1u8; 1 << 20]).unwrap();
+        let empty = usage(dir.path(), Duration::from_secs(5)).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/data"), vec![7u8; 256 << 10]).unwrap();
+        std::fs::hard_link(dir.path().join("sub/data"), dir.path().join("again")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let used = usage(dir.path(), Duration::from_secs(5)).unwrap();
+        assert!(used.complete);
+        let grown = used.bytes - empty.bytes;
+        assert!((256 << 10..(256 << 10) + (64 << 10)).contains(&grown), "{grown}: one copy, not the link's target");
+        let rushed = usage(dir.path(), Duration::ZERO).unwrap();
+        assert!(!rushed.complete && rushed.bytes <= used.bytes, "{rushed:?}");
+    }
+
+    #[test]
+    fn project_quotas_are_read_from_the_mount_options() {
+        let mounts = "/dev/vda / ext4 rw,relatime 0 0\n/dev/vdb /srv xfs rw,prjquota 0 0\n";
+        let (point, fs, options) = mount_of(mounts, Path::new("/srv/workspaces/x")).unwrap();
+        assert_eq!((point.as_str(), fs.as_str(), options.as_str()), ("/srv", "xfs", "rw,prjquota"));
+        assert_eq!(mount_of(mounts, Path::new("/home")).unwrap().0, "/");
+        let (supported, words) = project_quotas(Path::new("/"));
+        assert!(words.contains(" on /"), "{words}");
+        assert_eq!(supported, words.contains("quota"), "{words}");
+    }
+}
