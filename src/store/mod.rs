@@ -221,7 +221,15 @@ impl Store {
             store.conn.pragma_update(None, "synchronous", "NORMAL")?;
             store.conn.pragma_update(None, "foreign_keys", true)
         };
-        match setup() {
+        // Switching a new database to WAL can answer "busy" at once, without waiting, while
+        // another process opens it too: retry that within the same bound.
+        let deadline = std::time::Instant::now() + busy_wait;
+        let mut result = setup();
+        while result.as_ref().is_err_and(is_busy) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            result = setup();
+        }
+        match result {
             Ok(()) => Ok(store),
             Err(e) if shared_memory_failed(&e, path) => {
                 drop(store);
@@ -638,6 +646,10 @@ fn choose_port(
             "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
         ))
     })
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 /// SQLite maps the `-shm` file into memory, and a process whose mapping turns out unusable dies
