@@ -7,7 +7,7 @@ mod reap;
 #[cfg(test)]
 mod tests;
 
-pub use reap::{Action, ReapFailure, ReapReport, classify};
+pub use reap::{Action, FailedSession, ReapFailure, ReapReport, classify};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -332,14 +332,12 @@ impl Sessions {
         interrupted(cancel)?;
 
         progress("waiting for sshd");
-        let probe_ip =
-            if s.publish_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { s.publish_address };
         let timeout = Duration::from_secs(s.ssh_ready_timeout_secs);
         let (ip, ready) = tokio::select! {
             both = async {
                 tokio::join!(
                     engine.ip_address(&container, &s.network),
-                    ssh::wait_for_banner(SocketAddr::new(probe_ip, row.ssh_port), timeout)
+                    ssh::wait_for_banner(self.ssh_address(row.ssh_port), timeout)
                 )
             } => both,
             () = cancel.cancelled() => return Err(Error::Interrupted),
@@ -349,6 +347,12 @@ impl Sessions {
             return Err(if log.is_empty() { e } else { Error::Unavailable(format!("{e}; container log: {log}")) });
         }
         Ok((container, ip?))
+    }
+
+    /// Where this host answers on a session's published port.
+    fn ssh_address(&self, port: u16) -> SocketAddr {
+        let publish = self.settings.publish_address;
+        SocketAddr::new(if publish.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { publish }, port)
     }
 
     /// Removes a session: container first (so its port stays reserved until it is free), then the

@@ -293,6 +293,7 @@ impl Engine for Docker {
                     .trim_start_matches('/')
                     .to_string(),
                 session_id: c.labels.and_then(|mut l| l.remove(LABEL_SESSION)),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
             })
             .collect())
     }

@@ -41,6 +41,8 @@ pub struct FakeContainer {
     pub image: String,
     pub labels: HashMap<String, String>,
     pub running: bool,
+    /// Paused (`docker pause`): still running, but nothing in it answers.
+    pub paused: bool,
     /// The host address its port is published on, once started.
     pub published: Option<SocketAddr>,
     /// Files written into it, by path (without the leading '/').
@@ -110,6 +112,39 @@ impl FakeEngine {
         self.lock().sshd_silent = true;
     }
 
+    /// Stops a container, as `docker kill` does: it stays listed, exited, and its port is closed.
+    pub fn kill(&self, id_or_name: &str) {
+        self.stop_sshd(id_or_name);
+        let mut state = self.lock();
+        if let Some(id) = find(&state, id_or_name) {
+            state.containers.get_mut(&id).expect("found").running = false;
+        }
+    }
+
+    /// Pauses a container, as `docker pause` does.
+    pub fn pause(&self, id_or_name: &str) {
+        let mut state = self.lock();
+        if let Some(id) = find(&state, id_or_name) {
+            state.containers.get_mut(&id).expect("found").paused = true;
+        }
+    }
+
+    /// Ends the sshd of a running container (the user killed it, or it cannot restart): its
+    /// port no longer answers.
+    pub fn stop_sshd(&self, id_or_name: &str) {
+        let mut state = self.lock();
+        if let Some(id) = find(&state, id_or_name)
+            && let Some(task) = state.listeners.remove(&id)
+        {
+            task.abort();
+        }
+    }
+
+    /// Removes a network, as an admin's `docker network rm` would (after disconnecting).
+    pub fn remove_network(&self, name: &str) {
+        self.lock().networks.remove(name);
+    }
+
     pub fn containers(&self) -> Vec<FakeContainer> {
         self.lock().containers.values().cloned().collect()
     }
@@ -136,6 +171,7 @@ impl FakeEngine {
             image: String::new(),
             labels,
             running: true,
+            paused: false,
             published: None,
             files: BTreeMap::new(),
             spec: None,
@@ -270,6 +306,7 @@ impl Engine for FakeEngine {
             image: spec.image.clone(),
             labels: spec.labels.clone(),
             running: false,
+            paused: false,
             published: None,
             files,
             spec: Some(spec.clone()),
@@ -371,6 +408,11 @@ impl Engine for FakeEngine {
                 id: c.id.clone(),
                 name: c.name.clone(),
                 session_id: c.labels.get(LABEL_SESSION).cloned(),
+                state: match (c.running, c.paused) {
+                    (true, false) => super::RUNNING.to_string(),
+                    (true, true) => "paused".to_string(),
+                    (false, _) => "exited".to_string(),
+                },
             })
             .collect())
     }

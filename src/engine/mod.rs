@@ -57,7 +57,12 @@ pub struct ManagedContainer {
     pub id: String,
     pub name: String,
     pub session_id: Option<String>,
+    /// The engine's word for its state; only `running` is healthy (`RUNNING`).
+    pub state: String,
 }
+
+/// The state of a container whose processes run (not paused, not exited).
+pub const RUNNING: &str = "running";
 
 /// A file system tree as a tar stream, for `import_image`.
 pub type TarStream = Box<dyn AsyncRead + Send + Unpin>;

@@ -46,6 +46,30 @@ const SCHEMA: &[&str] = &[
     gpu::SCHEMA,
     // version 4: boot id, profile and placement of the GPU instances sandman created
     gpu::SCHEMA_IDENTITY,
+    // version 5: the `failed` state and why. SQLite cannot change a CHECK constraint in place,
+    // so the table is rebuilt (nothing references it).
+    "CREATE TABLE sessions_v5 (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL UNIQUE REFERENCES users(name),
+        state TEXT NOT NULL CHECK (state IN ('creating', 'running', 'failed')),
+        ssh_port INTEGER NOT NULL UNIQUE,
+        container_id TEXT,
+        container_ip TEXT,
+        image TEXT NOT NULL,
+        gpu_uuid TEXT UNIQUE,
+        mig_profile TEXT,
+        ttl_minutes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        workspace TEXT NOT NULL,
+        host_key_fingerprint TEXT NOT NULL,
+        failure TEXT);
+     INSERT INTO sessions_v5 (id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
+                              mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint)
+        SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
+               mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint FROM sessions;
+     DROP TABLE sessions;
+     ALTER TABLE sessions_v5 RENAME TO sessions;",
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
@@ -57,15 +81,20 @@ const GPU_TABLES_VERSION: usize = 3;
 pub enum State {
     Creating,
     Running,
+    /// Its container or sshd stopped answering: a reaper pass removed the container and released
+    /// the slice; the row stays, with `failure`, until the user's next create, its port is
+    /// needed, or its expiry.
+    Failed,
 }
 
 impl State {
-    pub const ALL: [State; 2] = [State::Creating, State::Running];
+    pub const ALL: [State; 3] = [State::Creating, State::Running, State::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             State::Creating => "creating",
             State::Running => "running",
+            State::Failed => "failed",
         }
     }
 }
@@ -103,6 +132,8 @@ pub struct SessionRow {
     pub expires_at: i64,
     pub workspace: String,
     pub host_key_fingerprint: String,
+    /// Why a `failed` session failed.
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +235,9 @@ impl Store {
         pick_gpu: impl FnOnce(&HashSet<String>, &GpuLedger) -> Result<Option<GpuPick>>,
     ) -> Result<(SessionRow, UserRow)> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // A failed session whose container is gone is only a record of what happened: a new
+        // create replaces it.
+        tx.execute(&format!("DELETE FROM sessions WHERE user_name = ?1 AND {}", failed_and_cleaned()), [r.user])?;
         let existing: Option<String> =
             tx.query_row("SELECT id FROM sessions WHERE user_name = ?1", [r.user], |row| row.get(0)).optional()?;
         if let Some(id) = existing {
@@ -232,13 +266,16 @@ impl Store {
         };
         let fingerprint = host_key_fingerprint(&user.host_key)?;
 
-        let used_ports: HashSet<u16> = collect(&tx, "SELECT ssh_port FROM sessions")?;
+        let used_ports: HashSet<u16> =
+            collect(&tx, &format!("SELECT ssh_port FROM sessions WHERE NOT ({})", failed_and_cleaned()))?;
         let (start, end) = r.port_range;
         let port = (start..=end).find(|p| !used_ports.contains(p) && port_free(*p)).ok_or_else(|| {
             Error::Exhausted(format!(
                 "no free SSH port in {start}-{end}: widen ssh_port_start/ssh_port_end or remove sessions"
             ))
         })?;
+        // A failed session's port is free (its container is gone); its record makes way.
+        tx.execute(&format!("DELETE FROM sessions WHERE ssh_port = ?1 AND {}", failed_and_cleaned()), [port])?;
 
         let ledger = GpuLedger::new(&tx);
         let gpu = pick_gpu(&ledger.held()?, &ledger)?;
@@ -258,6 +295,7 @@ impl Store {
             expires_at: r.now + i64::from(r.ttl_minutes) * 60,
             workspace: r.workspace.to_string(),
             host_key_fingerprint: fingerprint,
+            failure: None,
         };
         tx.execute(
             "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
@@ -338,15 +376,35 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1)
     }
 
-    /// Deletes a running session's row if it has expired by `now`; false if it has not (an
-    /// extend committed first) or is gone. The check and the delete are one statement, so an
-    /// extend is never lost to a reaper that judged an older copy of the row.
+    /// Deletes a running (or failed) session's row if it has expired by `now`; false if it has
+    /// not (an extend committed first) or is gone. The check and the delete are one statement, so
+    /// an extend is never lost to a reaper that judged an older copy of the row.
     pub fn delete_expired(&self, id: &str, now: i64) -> Result<bool> {
         let n = self.conn.execute(
-            "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND expires_at <= ?3",
-            params![id, State::Running.as_str(), now],
+            "DELETE FROM sessions WHERE id = ?1 AND state IN (?2, ?3) AND expires_at <= ?4",
+            params![id, State::Running.as_str(), State::Failed.as_str(), now],
         )?;
         Ok(n == 1)
+    }
+
+    /// Marks a running session failed, with why; false if it is gone or no longer running.
+    /// A session already failed keeps its first reason (and answers true).
+    pub fn mark_failed(&self, id: &str, reason: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE sessions SET state = ?2, failure = COALESCE(failure, ?3) WHERE id = ?1 AND state IN (?4, ?2)",
+            params![id, State::Failed.as_str(), reason, State::Running.as_str()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A failed session's container is gone: it holds no container and no GPU slice any more
+    /// (`container_id` NULL marks a failed row as cleaned up).
+    pub fn finish_failed(&self, id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET gpu_uuid = NULL, container_id = NULL, container_ip = NULL WHERE id = ?1 AND state = ?2",
+            params![id, State::Failed.as_str()],
+        )?;
+        Ok(())
     }
 
     /// Deletes a running session's row (its container vanished); false if it is gone.
@@ -380,8 +438,13 @@ impl Store {
     }
 }
 
+/// The condition for a failed row whose container is gone.
+fn failed_and_cleaned() -> String {
+    format!("state = '{}' AND container_id IS NULL", State::Failed.as_str())
+}
+
 const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
-    mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint FROM sessions";
+    mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint, failure FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
@@ -403,6 +466,7 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
         expires_at: r.get(11)?,
         workspace: r.get(12)?,
         host_key_fingerprint: r.get(13)?,
+        failure: r.get(14)?,
     })
 }
 
@@ -506,7 +570,7 @@ mod tests {
             assert_eq!(state.as_str().parse::<State>().unwrap(), state);
         }
         let e = "stopped".parse::<State>().unwrap_err();
-        assert!(e.to_string().contains("\"stopped\" is not one of creating, running"), "{e}");
+        assert!(e.to_string().contains("\"stopped\" is not one of creating, running, failed"), "{e}");
     }
 
     #[test]
