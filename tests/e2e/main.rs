@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod errors;
 mod gpu;
+mod health;
 mod hostile;
 mod image;
 mod login;
