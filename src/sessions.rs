@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuBackend, GpuDevice, GpuRequest, MigInstance};
 use crate::locks::{self, FileLock};
 use crate::progress::Progress;
-use crate::store::{Reservation, SessionRow, State, Store, Version};
+use crate::store::{Identity, Reservation, SessionRow, State, Store, Version};
 use crate::{ssh, validate, workspace};
 
 pub struct CreateRequest {
@@ -138,6 +138,7 @@ impl Sessions {
         validate::image_reference(&image)?;
         let authorized_key = req.public_key.as_deref().map(ssh::parse_public_key).transpose()?;
 
+        self.check_identity().await?;
         let engine = self.engine().await?;
         let Some(image_id) = engine.image_id(&image).await? else {
             return Err(if req.image.is_some() {
@@ -349,6 +350,41 @@ impl Sessions {
         Ok((container, ip?))
     }
 
+    /// Refuses to act on containers when this database is a copy of another (its containers are
+    /// the original's), or is new while containers of another instance use its network (the
+    /// database they belong to was lost). A new database with no such neighbours is confirmed.
+    async fn check_identity(&self) -> Result<()> {
+        let identity = self.store().identity().clone();
+        let db = self.settings.db.display();
+        match identity {
+            Identity::Confirmed => Ok(()),
+            Identity::Moved { recorded, actual } => Err(Error::Unavailable(format!(
+                "database {db} is not the file it was created as (file {recorded}, now {actual}): it is a copy or \
+                 was moved, and acting on it could remove the original's containers; use the original, or, if \
+                 this file is the host's database from now on (restored or moved on purpose, the original no longer \
+                 used), run `sandman doctor --adopt-database`"
+            ))),
+            Identity::New => {
+                let network = &self.settings.network;
+                let others: Vec<String> = (self.engine().await?.instances_on_network(network).await?)
+                    .into_iter()
+                    .filter(|i| *i != self.instance)
+                    .collect();
+                if others.is_empty() {
+                    return self.store().adopt(&self.settings.db);
+                }
+                Err(Error::Unavailable(format!(
+                    "database {db} is new (it was missing or empty), but containers of another sandman instance \
+                     ({}) use network {network}: their database was lost or is elsewhere; restore it (or point --db \
+                     at it), or remove those containers (docker rm -f $(docker ps -aq --filter \
+                     label=sandman.instance={})) and run `sandman doctor --adopt-database` to start afresh",
+                    others.join(", "),
+                    others[0]
+                )))
+            }
+        }
+    }
+
     /// Where this host answers on a session's published port.
     fn ssh_address(&self, port: u16) -> SocketAddr {
         let publish = self.settings.publish_address;
@@ -359,6 +395,7 @@ impl Sessions {
     /// GPU slice and the row. The workspace is never touched.
     pub async fn remove(&self, id: &str) -> Result<SessionRow> {
         let row = self.get(id)?;
+        self.check_identity().await?;
         let mut creator_lock = None;
         if row.state == State::Creating {
             match FileLock::try_acquire(&locks::session_lock_path(&self.settings.state_dir(), id))? {

@@ -298,6 +298,16 @@ impl Engine for Docker {
             .collect())
     }
 
+    async fn instances_on_network(&self, network: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([("label", vec![LABEL_INSTANCE]), ("network", vec![network])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let list = self.client.list_containers(Some(options)).await.map_err(|e| map_err(e, "list containers"))?;
+        let mut ids: Vec<String> = list.into_iter().filter_map(|c| c.labels?.remove(LABEL_INSTANCE)).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// The last lines of a container's log, for error messages.
     async fn log_tail(&self, id: &str, lines: usize) -> String {
         use bollard::query_parameters::LogsOptionsBuilder;

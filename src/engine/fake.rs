@@ -397,6 +397,20 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn instances_on_network(&self, network: &str) -> Result<Vec<String>> {
+        self.injected(Op::ListManaged, &[network])?;
+        let mut ids: Vec<String> = self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| c.spec.as_ref().is_some_and(|s| s.network == network))
+            .filter_map(|c| c.labels.get(LABEL_INSTANCE).cloned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
         self.injected(Op::ListManaged, &[])?;
         Ok(self

@@ -127,6 +127,9 @@ pub trait Engine: Send + Sync {
 
     /// Every container labelled for this sandman instance, running or not.
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>>;
+
+    /// The sandman instances (the `LABEL_INSTANCE` values) with containers on `network`.
+    async fn instances_on_network(&self, network: &str) -> Result<Vec<String>>;
 }
 
 /// The engine sandman runs sessions on: the Docker engine (honouring `DOCKER_HOST`).

@@ -160,6 +160,10 @@ impl Sessions {
             report.busy = true;
             return Ok(report);
         };
+        if let Err(e) = self.check_identity().await {
+            drop(reap_lock);
+            return Err(e);
+        }
         let engine = self.engine().await?;
         let containers = engine.list_managed(&self.instance).await?;
         let rows = self.list()?;

@@ -164,6 +164,30 @@ pub struct GpuPick {
 
 pub struct Store {
     conn: Connection,
+    identity: Identity,
+}
+
+/// Whether this database file is the one it was created as (see `Store::identity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The file it was created as, and confirmed as this host's database.
+    Confirmed,
+    /// Created by this open or the last ones (the file was missing or empty), and not yet
+    /// checked against the engine for containers of a lost database.
+    New,
+    /// A copy or a move: the file is not the one the database was created as.
+    Moved { recorded: String, actual: String },
+}
+
+/// The meta keys of the database's identity: the file it was created as (`device:inode`), and
+/// whether it was confirmed as this host's database.
+const META_FILE: &str = "database_file";
+const META_CONFIRMED: &str = "confirmed";
+
+fn file_identity(path: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).io_context(|| format!("read the metadata of database {}", path.display()))?;
+    Ok(format!("{}:{}", meta.dev(), meta.ino()))
 }
 
 /// See `Store::version`.
@@ -178,6 +202,8 @@ impl Store {
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        // A missing or empty file becomes a new database: it must not adopt a lost one's containers.
+        let fresh = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
         // The database holds the users' SSH host keys: owner only.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -188,9 +214,53 @@ impl Store {
         // which the reaper reconciles like any crash. It saves an fsync per write.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        let mut store = Store { conn };
+        let mut store = Store { conn, identity: Identity::Confirmed };
         store.migrate(dir)?;
+        store.identity = store.read_identity(path, fresh)?;
         Ok(store)
+    }
+
+    /// Records the file's identity on first open; then compares it with the recorded one.
+    fn read_identity(&self, path: &Path, fresh: bool) -> Result<Identity> {
+        let actual = file_identity(path)?;
+        let tx = self.conn.unchecked_transaction()?;
+        let recorded: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = ?1", [META_FILE], |r| r.get(0)).optional()?;
+        let identity = match recorded {
+            None => {
+                tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", [META_FILE, &actual])?;
+                // A database from before identities existed is this host's; a fresh one must
+                // first be checked against the engine.
+                if !fresh {
+                    tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, 'yes')", [META_CONFIRMED])?;
+                }
+                if fresh { Identity::New } else { Identity::Confirmed }
+            }
+            Some(recorded) if recorded != actual => Identity::Moved { recorded, actual },
+            Some(_) => {
+                let confirmed: Option<String> =
+                    tx.query_row("SELECT value FROM meta WHERE key = ?1", [META_CONFIRMED], |r| r.get(0)).optional()?;
+                if confirmed.is_some() { Identity::Confirmed } else { Identity::New }
+            }
+        };
+        tx.commit()?;
+        Ok(identity)
+    }
+
+    /// Whether this database is the file it was created as, and confirmed as this host's.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Makes this file the host's database: records its identity and confirms it.
+    pub fn adopt(&mut self, path: &Path) -> Result<()> {
+        let actual = file_identity(path)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [META_FILE, &actual])?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, 'yes')", [META_CONFIRMED])?;
+        tx.commit()?;
+        self.identity = Identity::Confirmed;
+        Ok(())
     }
 
     /// Brings the schema up to date; `state_dir` holds the files older versions kept state in.
@@ -586,6 +656,25 @@ mod tests {
         assert!(!store.delete_expired("1", expires).unwrap(), "extended");
         assert!(store.delete_expired("1", expires + 3600).unwrap());
         assert!(!store.delete_running("1").unwrap(), "already gone");
+    }
+
+    #[test]
+    fn a_database_knows_its_own_file_and_a_copy_must_be_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        assert_eq!(Store::open(&path).unwrap().identity(), &Identity::New, "created by this open");
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.identity(), &Identity::New, "still unconfirmed");
+        store.adopt(&path).unwrap();
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().identity(), &Identity::Confirmed);
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let mut copied = Store::open(&copy).unwrap();
+        assert!(matches!(copied.identity(), Identity::Moved { .. }), "{:?}", copied.identity());
+        copied.adopt(&copy).unwrap();
+        assert_eq!(Store::open(&copy).unwrap().identity(), &Identity::Confirmed);
+        assert_eq!(Store::open(&path).unwrap().identity(), &Identity::Confirmed, "the original is unaffected");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod errors;
 mod gpu;
 mod health;
 mod hostile;
+mod identity;
 mod image;
 mod login;
 mod package;
