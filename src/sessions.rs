@@ -62,13 +62,22 @@ pub struct Sessions {
     instance: String,
     engine: OnceCell<Arc<dyn Engine>>,
     gpu: Arc<dyn GpuBackend>,
+    /// Set once the session network was found safe (or absent) by this process.
+    network_checked: OnceCell<()>,
 }
 
 impl Sessions {
     pub fn open(settings: Settings, gpu: Arc<dyn GpuBackend>) -> Result<Sessions> {
         let store = Store::open(&settings.db)?;
         let instance = store.instance_id()?;
-        Ok(Sessions { settings, store: Mutex::new(store), instance, engine: OnceCell::new(), gpu })
+        Ok(Sessions {
+            settings,
+            store: Mutex::new(store),
+            instance,
+            engine: OnceCell::new(),
+            gpu,
+            network_checked: OnceCell::new(),
+        })
     }
 
     /// A service on a given engine (the fake one, in tests) instead of the one `settings` name.
@@ -268,6 +277,7 @@ impl Sessions {
             let _net = FileLock::acquire(&locks::dir(&s.state_dir()).join("network.lock"))?;
             engine.ensure_network(&s.network).await
         };
+        self.network_checked.get_or_try_init(|| async { check_network(engine, s).await }).await?;
         let container = match engine.create(&spec).await {
             Err(Error::NotFound(_)) => {
                 ensure_network().await?;
@@ -461,6 +471,25 @@ impl Sessions {
         }
         self.get(id)
     }
+}
+
+/// Refuses a session network on which containers may reach one another, unless `allow_icc`.
+/// A missing network is fine: sandman creates it with inter-container traffic off.
+pub async fn check_network(engine: &dyn Engine, s: &Settings) -> Result<()> {
+    match engine.network_icc(&s.network).await? {
+        Some(true) if !s.allow_icc => Err(Error::Unavailable(network_icc_problem(&s.network))),
+        _ => Ok(()),
+    }
+}
+
+/// What is wrong with a network that lets containers reach one another, and the fixes.
+pub fn network_icc_problem(network: &str) -> String {
+    format!(
+        "network {network} lets containers reach one another (it lacks com.docker.network.bridge.enable_icc=false), \
+         so sessions could reach each other's services: remove it (docker network rm {network}) and sandman \
+         creates it safely, or create it with -o com.docker.network.bridge.enable_icc=false, or set \
+         allow_icc = true to accept it"
+    )
 }
 
 /// `Interrupted` once the create was cancelled.

@@ -57,9 +57,20 @@ pub async fn run(settings: &Settings, json: bool, adopt_database: bool) -> Resul
                 ),
                 Err(e) => fail("image", e.to_string(), "check the Docker engine"),
             });
-            checks.push(match docker.network_exists(&settings.network).await {
-                Ok(true) => pass("network", format!("{} exists", settings.network)),
-                Ok(false) => pass("network", format!("{} will be created by the first session", settings.network)),
+            checks.push(match docker.network_icc(&settings.network).await {
+                Ok(Some(true)) if !settings.allow_icc => fail(
+                    "network",
+                    crate::sessions::network_icc_problem(&settings.network),
+                    format!(
+                        "docker network rm {} (sandman then creates it with inter-container traffic off)",
+                        settings.network
+                    ),
+                ),
+                Ok(Some(true)) => {
+                    pass("network", format!("{} exists; inter-container traffic on (allow_icc)", settings.network))
+                }
+                Ok(Some(false)) => pass("network", format!("{} exists; inter-container traffic off", settings.network)),
+                Ok(None) => pass("network", format!("{} will be created by the first session", settings.network)),
                 Err(e) => fail("network", e.to_string(), "check the Docker engine"),
             });
         }

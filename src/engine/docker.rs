@@ -18,6 +18,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::gpu::GpuAccess;
 use crate::progress::Progress;
 
+/// The bridge driver's option for inter-container traffic.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
 pub struct Docker {
     client: bollard::Docker,
 }
@@ -102,7 +105,7 @@ impl Engine for Docker {
         let request = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
-            options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
+            options: Some(HashMap::from([(ICC_OPTION.into(), "false".into())])),
             labels: Some(HashMap::from([("sandman.managed".into(), "true".into())])),
             ..Default::default()
         };
@@ -111,6 +114,21 @@ impl Engine for Docker {
             Err(e) if status(&e) == Some(409) => Ok(()),
             Err(e) => Err(map_err(e, &format!("create network {name}"))),
         }
+    }
+
+    async fn network_icc(&self, name: &str) -> Result<Option<bool>> {
+        if !self.network_exists(name).await? {
+            return Ok(None);
+        }
+        let options = bollard::query_parameters::InspectNetworkOptions::default();
+        let network = self
+            .client
+            .inspect_network(name, Some(options))
+            .await
+            .map_err(|e| map_err(e, &format!("inspect network {name}")))?;
+        // A bridge allows inter-container traffic unless the option says false.
+        let icc = network.options.unwrap_or_default().get(ICC_OPTION).is_none_or(|v| v != "false");
+        Ok(Some(icc))
     }
 
     async fn network_exists(&self, name: &str) -> Result<bool> {

@@ -63,6 +63,8 @@ struct Failure {
 struct State {
     images: HashMap<String, String>,
     networks: HashSet<String>,
+    /// Networks made by an admin with inter-container traffic on.
+    icc_networks: HashSet<String>,
     containers: BTreeMap<String, FakeContainer>,
     listeners: HashMap<String, JoinHandle<()>>,
     failures: Vec<Failure>,
@@ -138,6 +140,13 @@ impl FakeEngine {
         {
             task.abort();
         }
+    }
+
+    /// A network an admin made with the bridge's default options (inter-container traffic on).
+    pub fn add_icc_network(&self, name: &str) {
+        let mut state = self.lock();
+        state.networks.insert(name.to_string());
+        state.icc_networks.insert(name.to_string());
     }
 
     /// Removes a network, as an admin's `docker network rm` would (after disconnecting).
@@ -274,6 +283,12 @@ impl Engine for FakeEngine {
     async fn network_exists(&self, name: &str) -> Result<bool> {
         self.injected(Op::NetworkExists, &[name])?;
         Ok(self.lock().networks.contains(name))
+    }
+
+    async fn network_icc(&self, name: &str) -> Result<Option<bool>> {
+        self.injected(Op::NetworkExists, &[name])?;
+        let state = self.lock();
+        Ok(state.networks.contains(name).then(|| state.icc_networks.contains(name)))
     }
 
     async fn ensure_network(&self, name: &str) -> Result<()> {

@@ -96,6 +96,10 @@ pub trait Engine: Send + Sync {
 
     async fn network_exists(&self, name: &str) -> Result<bool>;
 
+    /// Whether containers on network `name` may reach one another (inter-container traffic on);
+    /// `None` when the network does not exist.
+    async fn network_icc(&self, name: &str) -> Result<Option<bool>>;
+
     /// Creates the session bridge network unless it exists. Containers on it cannot reach
     /// one another; they reach the outside as usual. Callers serialise this with a file lock:
     /// old engines allow duplicate network names.

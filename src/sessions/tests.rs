@@ -539,3 +539,20 @@ async fn removing_several_goes_on_past_failures_and_counts_the_already_gone_as_r
     assert_eq!(report.orphans, vec![bob.container_id.unwrap()]);
     lab.assert_nothing_left("removing all and a reap");
 }
+
+/// A network an admin made with inter-container traffic on is refused, naming it and the fix,
+/// unless `allow_icc`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_with_inter_container_traffic_is_refused_unless_allowed() {
+    let lab = Lab::new();
+    lab.engine.add_icc_network(&lab.settings.network);
+    let e = lab.create("alice").await.err().expect("the create succeeded");
+    let text = e.to_string();
+    assert!(matches!(e, Error::Unavailable(_)), "{e}");
+    assert!(text.contains(&lab.settings.network) && text.contains("enable_icc=false") && text.contains("allow_icc"));
+    lab.assert_nothing_left("a refused network");
+
+    let lab = Lab::with(|s| s.allow_icc = true);
+    lab.engine.add_icc_network(&lab.settings.network);
+    lab.create("alice").await.unwrap();
+}

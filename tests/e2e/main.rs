@@ -15,5 +15,6 @@ mod hostile;
 mod identity;
 mod image;
 mod login;
+mod network;
 mod package;
 mod reap;
