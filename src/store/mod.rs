@@ -221,9 +221,11 @@ impl Store {
     }
 
     /// Records the file's identity on first open; then compares it with the recorded one.
-    fn read_identity(&self, path: &Path, fresh: bool) -> Result<Identity> {
+    fn read_identity(&mut self, path: &Path, fresh: bool) -> Result<Identity> {
         let actual = file_identity(path)?;
-        let tx = self.conn.unchecked_transaction()?;
+        // Immediate: it may write, and a read transaction upgraded to a write fails at once
+        // (without waiting) when another process writes meanwhile.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let recorded: Option<String> =
             tx.query_row("SELECT value FROM meta WHERE key = ?1", [META_FILE], |r| r.get(0)).optional()?;
         let identity = match recorded {
