@@ -332,7 +332,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__doctor)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --adopt-database --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -370,6 +370,7 @@ sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l json -d 'Print the checks as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l adopt-database -d 'Make the database file (--db) this host\'s database: one copied, moved or restored from a backup, or a new one beside another instance\'s containers. Only when the original is no longer used'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s h -l help -d 'Print help'

@@ -113,6 +113,11 @@ server after the requests in flight are answered.")]
         /// Print the checks as JSON
         #[arg(long)]
         json: bool,
+        /// Make the database file (--db) this host's database: one copied, moved or restored
+        /// from a backup, or a new one beside another instance's containers. Only when the
+        /// original is no longer used
+        #[arg(long)]
+        adopt_database: bool,
     },
     /// Print a shell completion script
     #[command(after_help = "Examples:

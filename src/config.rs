@@ -28,6 +28,8 @@ pub struct Settings {
     pub publish_address: IpAddr,
     /// Docker bridge network for sessions; created with inter-container traffic disabled.
     pub network: String,
+    /// Accept an existing `network` on which containers may reach one another.
+    pub allow_icc: bool,
     /// Workspace image used when a create names none.
     pub image: String,
     pub default_ttl_minutes: u32,
@@ -108,6 +110,7 @@ impl Default for Settings {
             ssh_host: default_host_name(),
             publish_address: IpAddr::from([0, 0, 0, 0]),
             network: "worknet".into(),
+            allow_icc: false,
             image: "gpu-workspace".into(),
             default_ttl_minutes: 60,
             max_ttl_minutes: 7 * 24 * 60,

@@ -9,7 +9,7 @@ mod reap;
 mod tests;
 
 pub use keys::user_keys_dir;
-pub use reap::{Action, ReapFailure, ReapReport, classify};
+pub use reap::{Action, FailedSession, ReapFailure, ReapReport, classify};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -26,7 +26,7 @@ use crate::gpu::{GpuBackend, GpuDevice, GpuRequest, MigInstance};
 use crate::limits::{Host, LimitRequest, SessionLimits};
 use crate::locks::{self, FileLock};
 use crate::progress::Progress;
-use crate::store::{Reservation, SessionRow, State, Store, Version};
+use crate::store::{Identity, Reservation, SessionRow, State, Store, Version};
 use crate::{ssh, validate, workspace};
 
 /// How long measuring one workspace may take (`session show`, `/metrics`).
@@ -107,6 +107,8 @@ pub struct Sessions {
     gpu: Arc<dyn GpuBackend>,
     /// This machine's memory and CPUs, the base of the default limits.
     host: Host,
+    /// Set once the session network was found safe (or absent) by this process.
+    network_checked: OnceCell<()>,
 }
 
 impl Sessions {
@@ -122,6 +124,7 @@ impl Sessions {
             engine: OnceCell::new(),
             gpu,
             host: Host::detect(),
+            network_checked: OnceCell::new(),
         })
     }
 
@@ -253,6 +256,7 @@ impl Sessions {
             self.session_limits(&req.limits, None)?;
         }
 
+        self.check_identity().await?;
         let engine = self.engine().await?;
         let Some(image_id) = engine.image_id(&image).await? else {
             return Err(if req.image.is_some() {
@@ -420,6 +424,7 @@ impl Sessions {
             let _net = FileLock::acquire(&locks::dir(&s.state_dir()).join("network.lock"))?;
             engine.ensure_network(&s.network).await
         };
+        self.network_checked.get_or_try_init(|| async { check_network(engine, s).await }).await?;
         let container = match engine.create(&spec).await {
             Err(Error::NotFound(_)) => {
                 ensure_network().await?;
@@ -485,14 +490,12 @@ impl Sessions {
         interrupted(cancel)?;
 
         progress("waiting for sshd");
-        let probe_ip =
-            if s.publish_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { s.publish_address };
         let timeout = Duration::from_secs(s.ssh_ready_timeout_secs);
         let (ip, ready) = tokio::select! {
             both = async {
                 tokio::join!(
                     engine.ip_address(&container, &s.network),
-                    ssh::wait_for_banner(SocketAddr::new(probe_ip, row.ssh_port), timeout)
+                    ssh::wait_for_banner(self.ssh_address(row.ssh_port), timeout)
                 )
             } => both,
             () = cancel.cancelled() => return Err(Error::Interrupted),
@@ -504,10 +507,52 @@ impl Sessions {
         Ok((container, ip?))
     }
 
+    /// Refuses to act on containers when this database is a copy of another (its containers are
+    /// the original's), or is new while containers of another instance use its network (the
+    /// database they belong to was lost). A new database with no such neighbours is confirmed.
+    async fn check_identity(&self) -> Result<()> {
+        let identity = self.store().identity().clone();
+        let db = self.settings.db.display();
+        match identity {
+            Identity::Confirmed => Ok(()),
+            Identity::Moved { recorded, actual } => Err(Error::Unavailable(format!(
+                "database {db} is not the file it was created as (file {recorded}, now {actual}): it is a copy or \
+                 was moved, and acting on it could remove the original's containers; use the original, or, if \
+                 this file is the host's database from now on (restored or moved on purpose, the original no longer \
+                 used), run `sandman doctor --adopt-database`"
+            ))),
+            Identity::New => {
+                let network = &self.settings.network;
+                let others: Vec<String> = (self.engine().await?.instances_on_network(network).await?)
+                    .into_iter()
+                    .filter(|i| *i != self.instance)
+                    .collect();
+                if others.is_empty() {
+                    return self.store().adopt(&self.settings.db);
+                }
+                Err(Error::Unavailable(format!(
+                    "database {db} is new (it was missing or empty), but containers of another sandman instance \
+                     ({}) use network {network}: their database was lost or is elsewhere; restore it (or point --db \
+                     at it), or remove those containers (docker rm -f $(docker ps -aq --filter \
+                     label=sandman.instance={})) and run `sandman doctor --adopt-database` to start afresh",
+                    others.join(", "),
+                    others[0]
+                )))
+            }
+        }
+    }
+
+    /// Where this host answers on a session's published port.
+    fn ssh_address(&self, port: u16) -> SocketAddr {
+        let publish = self.settings.publish_address;
+        SocketAddr::new(if publish.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { publish }, port)
+    }
+
     /// Removes a session: container first (so its port stays reserved until it is free), then the
     /// GPU slice and the row. The workspace is never touched.
     pub async fn remove(&self, id: &str) -> Result<SessionRow> {
         let row = self.get(id)?;
+        self.check_identity().await?;
         let mut creator_lock = None;
         if row.state == State::Creating {
             match FileLock::try_acquire(&locks::session_lock_path(&self.settings.state_dir(), id))? {
@@ -593,6 +638,25 @@ pub fn workspace_quota_refusal(quota: u64, root: &std::path::Path) -> String {
             root.display()
         )
     }
+}
+
+/// Refuses a session network on which containers may reach one another, unless `allow_icc`.
+/// A missing network is fine: sandman creates it with inter-container traffic off.
+pub async fn check_network(engine: &dyn Engine, s: &Settings) -> Result<()> {
+    match engine.network_icc(&s.network).await? {
+        Some(true) if !s.allow_icc => Err(Error::Unavailable(network_icc_problem(&s.network))),
+        _ => Ok(()),
+    }
+}
+
+/// What is wrong with a network that lets containers reach one another, and the fixes.
+pub fn network_icc_problem(network: &str) -> String {
+    format!(
+        "network {network} lets containers reach one another (it lacks com.docker.network.bridge.enable_icc=false), \
+         so sessions could reach each other's services: remove it (docker network rm {network}) and sandman \
+         creates it safely, or create it with -o com.docker.network.bridge.enable_icc=false, or set \
+         allow_icc = true to accept it"
+    )
 }
 
 /// `Interrupted` once the create was cancelled.

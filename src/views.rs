@@ -36,6 +36,9 @@ pub struct SessionView {
     pub expires_at: String,
     #[schema(schema_with = session_states)]
     pub state: &'static str,
+    /// Why the session failed (state `failed`): its container stopped or is paused, or its sshd
+    /// did not answer. Its container is removed; a new create for the user replaces it.
+    pub failure: Option<String>,
     pub host_key_fingerprint: String,
     /// The resource limits the container runs under; null for sessions made before sandman
     /// recorded them.
@@ -99,6 +102,7 @@ impl From<&SessionRow> for SessionView {
             created_at: timestamp(r.created_at),
             expires_at: timestamp(r.expires_at),
             state: r.state.as_str(),
+            failure: r.failure.clone(),
             host_key_fingerprint: r.host_key_fingerprint.clone(),
             limits: r.limits.as_ref().map(LimitsView::from),
             workspace_usage_bytes: None,

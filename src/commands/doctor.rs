@@ -10,7 +10,7 @@ use super::print_json;
 use crate::config::{GpuBackendKind, GpuDeviceAccess, MigMode, Settings};
 use crate::engine::{self, Engine};
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Identity, Store};
 
 #[derive(Serialize)]
 struct Check {
@@ -29,7 +29,11 @@ fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) 
     Check { check, ok: false, detail: detail.into(), fix: Some(fix.into()) }
 }
 
-pub async fn run(settings: &Settings, json: bool) -> Result<()> {
+pub async fn run(settings: &Settings, json: bool, adopt_database: bool) -> Result<()> {
+    if adopt_database {
+        Store::open(&settings.db)?.adopt(&settings.db)?;
+        eprintln!("{} is now this host's database", settings.db.display());
+    }
     let mut checks = Vec::new();
     checks.push(if unsafe { libc::geteuid() } == 0 {
         pass("privileges", "running as root")
@@ -57,9 +61,20 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
                 Ok((driver, backing)) => pass("writable layer", writable_layer(&driver, backing.as_deref())),
                 Err(e) => fail("writable layer", e.to_string(), "check the Docker engine"),
             });
-            checks.push(match docker.network_exists(&settings.network).await {
-                Ok(true) => pass("network", format!("{} exists", settings.network)),
-                Ok(false) => pass("network", format!("{} will be created by the first session", settings.network)),
+            checks.push(match docker.network_icc(&settings.network).await {
+                Ok(Some(true)) if !settings.allow_icc => fail(
+                    "network",
+                    crate::sessions::network_icc_problem(&settings.network),
+                    format!(
+                        "docker network rm {} (sandman then creates it with inter-container traffic off)",
+                        settings.network
+                    ),
+                ),
+                Ok(Some(true)) => {
+                    pass("network", format!("{} exists; inter-container traffic on (allow_icc)", settings.network))
+                }
+                Ok(Some(false)) => pass("network", format!("{} exists; inter-container traffic off", settings.network)),
+                Ok(None) => pass("network", format!("{} will be created by the first session", settings.network)),
                 Err(e) => fail("network", e.to_string(), "check the Docker engine"),
             });
         }
@@ -73,7 +88,15 @@ pub async fn run(settings: &Settings, json: bool) -> Result<()> {
     ));
     checks.push(workspace_quota(settings));
     checks.push(limits(settings));
-    checks.push(match Store::open(&settings.db) {
+    checks.push(match Store::open(&settings.db).map(|s| s.identity().clone()) {
+        Ok(Identity::Moved { recorded, actual }) => fail(
+            "database",
+            format!(
+                "{} is a copy or was moved (file {recorded}, now {actual}); sandman refuses to act on it",
+                settings.db.display()
+            ),
+            "use the original; or, if this file is the host's database from now on, sandman doctor --adopt-database",
+        ),
         Ok(_) => pass("database", format!("{} opens", settings.db.display())),
         Err(e) => fail("database", e.to_string(), "make its directory writable or set --db"),
     });

@@ -30,7 +30,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             serve::run(service(load(g, &flags)?)?).await
         }
         Command::Image(cmd) => image::run(&settings(&cli.global)?, cmd, quiet).await,
-        Command::Doctor { json } => doctor::run(&settings(&cli.global)?, json).await,
+        Command::Doctor { json, adopt_database } => doctor::run(&settings(&cli.global)?, json, adopt_database).await,
     }
 }
 

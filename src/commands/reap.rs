@@ -33,6 +33,9 @@ fn print_text(report: &ReapReport) {
             println!("{verb} {what} {id}");
         }
     }
+    for f in &report.failed_sessions {
+        println!("{verb} failed session {} ({})", f.id, f.reason);
+    }
     for f in &report.failed {
         eprintln!("could not reap {}: {}", f.id, f.error);
     }

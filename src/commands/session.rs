@@ -257,6 +257,7 @@ fn print_details(r: &SessionRow, v: SessionView) -> Result<()> {
         ("id", v.id),
         ("user", v.user_id),
         ("state", v.state.to_string()),
+        ("failure", v.failure.unwrap_or_else(|| "-".into())),
         ("ssh port", v.ssh_port.to_string()),
         ("container", v.container_id.unwrap_or_else(|| "-".into())),
         ("container ip", v.container_ip.unwrap_or_else(|| "-".into())),

@@ -20,6 +20,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::gpu::GpuAccess;
 use crate::progress::Progress;
 
+/// The bridge driver's option for inter-container traffic.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
 pub struct Docker {
     client: bollard::Docker,
 }
@@ -115,7 +118,7 @@ impl Engine for Docker {
         let request = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
-            options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".into(), "false".into())])),
+            options: Some(HashMap::from([(ICC_OPTION.into(), "false".into())])),
             labels: Some(HashMap::from([("sandman.managed".into(), "true".into())])),
             ..Default::default()
         };
@@ -124,6 +127,21 @@ impl Engine for Docker {
             Err(e) if status(&e) == Some(409) => Ok(()),
             Err(e) => Err(map_err(e, &format!("create network {name}"))),
         }
+    }
+
+    async fn network_icc(&self, name: &str) -> Result<Option<bool>> {
+        if !self.network_exists(name).await? {
+            return Ok(None);
+        }
+        let options = bollard::query_parameters::InspectNetworkOptions::default();
+        let network = self
+            .client
+            .inspect_network(name, Some(options))
+            .await
+            .map_err(|e| map_err(e, &format!("inspect network {name}")))?;
+        // A bridge allows inter-container traffic unless the option says false.
+        let icc = network.options.unwrap_or_default().get(ICC_OPTION).is_none_or(|v| v != "false");
+        Ok(Some(icc))
     }
 
     async fn network_exists(&self, name: &str) -> Result<bool> {
@@ -323,6 +341,7 @@ impl Engine for Docker {
                     .trim_start_matches('/')
                     .to_string(),
                 session_id: c.labels.and_then(|mut l| l.remove(LABEL_SESSION)),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
             })
             .collect())
     }
@@ -341,6 +360,16 @@ impl Engine for Docker {
         ];
         let text = candidates.iter().find_map(|p| std::fs::read_to_string(p).ok())?;
         text.lines().find_map(|l| l.strip_prefix("oom_kill "))?.trim().parse().ok()
+    }
+
+    async fn instances_on_network(&self, network: &str) -> Result<Vec<String>> {
+        let filters = HashMap::from([("label", vec![LABEL_INSTANCE]), ("network", vec![network])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let list = self.client.list_containers(Some(options)).await.map_err(|e| map_err(e, "list containers"))?;
+        let mut ids: Vec<String> = list.into_iter().filter_map(|c| c.labels?.remove(LABEL_INSTANCE)).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// The last lines of a container's log, for error messages.

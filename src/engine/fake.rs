@@ -42,6 +42,8 @@ pub struct FakeContainer {
     pub image: String,
     pub labels: HashMap<String, String>,
     pub running: bool,
+    /// Paused (`docker pause`): still running, but nothing in it answers.
+    pub paused: bool,
     /// The host address its port is published on, once started.
     pub published: Option<SocketAddr>,
     /// Files written into it, by path (without the leading '/').
@@ -64,6 +66,8 @@ struct Failure {
 struct State {
     images: HashMap<String, String>,
     networks: HashSet<String>,
+    /// Networks made by an admin with inter-container traffic on.
+    icc_networks: HashSet<String>,
     containers: BTreeMap<String, FakeContainer>,
     listeners: HashMap<String, JoinHandle<()>>,
     failures: Vec<Failure>,
@@ -114,6 +118,46 @@ impl FakeEngine {
         self.lock().sshd_silent = true;
     }
 
+    /// Stops a container, as `docker kill` does: it stays listed, exited, and its port is closed.
+    pub fn kill(&self, id_or_name: &str) {
+        self.stop_sshd(id_or_name);
+        let mut state = self.lock();
+        if let Some(id) = find(&state, id_or_name) {
+            state.containers.get_mut(&id).expect("found").running = false;
+        }
+    }
+
+    /// Pauses a container, as `docker pause` does.
+    pub fn pause(&self, id_or_name: &str) {
+        let mut state = self.lock();
+        if let Some(id) = find(&state, id_or_name) {
+            state.containers.get_mut(&id).expect("found").paused = true;
+        }
+    }
+
+    /// Ends the sshd of a running container (the user killed it, or it cannot restart): its
+    /// port no longer answers.
+    pub fn stop_sshd(&self, id_or_name: &str) {
+        let mut state = self.lock();
+        if let Some(id) = find(&state, id_or_name)
+            && let Some(task) = state.listeners.remove(&id)
+        {
+            task.abort();
+        }
+    }
+
+    /// A network an admin made with the bridge's default options (inter-container traffic on).
+    pub fn add_icc_network(&self, name: &str) {
+        let mut state = self.lock();
+        state.networks.insert(name.to_string());
+        state.icc_networks.insert(name.to_string());
+    }
+
+    /// Removes a network, as an admin's `docker network rm` would (after disconnecting).
+    pub fn remove_network(&self, name: &str) {
+        self.lock().networks.remove(name);
+    }
+
     pub fn containers(&self) -> Vec<FakeContainer> {
         self.lock().containers.values().cloned().collect()
     }
@@ -145,6 +189,7 @@ impl FakeEngine {
             image: String::new(),
             labels,
             running: true,
+            paused: false,
             published: None,
             files: BTreeMap::new(),
             limits: None,
@@ -250,6 +295,12 @@ impl Engine for FakeEngine {
         Ok(self.lock().networks.contains(name))
     }
 
+    async fn network_icc(&self, name: &str) -> Result<Option<bool>> {
+        self.injected(Op::NetworkExists, &[name])?;
+        let state = self.lock();
+        Ok(state.networks.contains(name).then(|| state.icc_networks.contains(name)))
+    }
+
     async fn ensure_network(&self, name: &str) -> Result<()> {
         self.injected(Op::EnsureNetwork, &[name])?;
         self.lock().networks.insert(name.to_string());
@@ -280,6 +331,7 @@ impl Engine for FakeEngine {
             image: spec.image.clone(),
             labels: spec.labels.clone(),
             running: false,
+            paused: false,
             published: None,
             files,
             limits: Some(spec.limits),
@@ -371,6 +423,20 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn instances_on_network(&self, network: &str) -> Result<Vec<String>> {
+        self.injected(Op::ListManaged, &[network])?;
+        let mut ids: Vec<String> = self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| c.spec.as_ref().is_some_and(|s| s.network == network))
+            .filter_map(|c| c.labels.get(LABEL_INSTANCE).cloned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     async fn list_managed(&self, instance: &str) -> Result<Vec<ManagedContainer>> {
         self.injected(Op::ListManaged, &[])?;
         Ok(self
@@ -382,6 +448,11 @@ impl Engine for FakeEngine {
                 id: c.id.clone(),
                 name: c.name.clone(),
                 session_id: c.labels.get(LABEL_SESSION).cloned(),
+                state: match (c.running, c.paused) {
+                    (true, false) => super::RUNNING.to_string(),
+                    (true, true) => "paused".to_string(),
+                    (false, _) => "exited".to_string(),
+                },
             })
             .collect())
     }

@@ -62,7 +62,12 @@ pub struct ManagedContainer {
     pub id: String,
     pub name: String,
     pub session_id: Option<String>,
+    /// The engine's word for its state; only `running` is healthy (`RUNNING`).
+    pub state: String,
 }
+
+/// The state of a container whose processes run (not paused, not exited).
+pub const RUNNING: &str = "running";
 
 /// A file system tree as a tar stream, for `import_image`.
 pub type TarStream = Box<dyn AsyncRead + Send + Unpin>;
@@ -95,6 +100,10 @@ pub trait Engine: Send + Sync {
     async fn import_image(&self, rootfs: TarStream, tag: &str) -> Result<()>;
 
     async fn network_exists(&self, name: &str) -> Result<bool>;
+
+    /// Whether containers on network `name` may reach one another (inter-container traffic on);
+    /// `None` when the network does not exist.
+    async fn network_icc(&self, name: &str) -> Result<Option<bool>>;
 
     /// Creates the session bridge network unless it exists. Containers on it cannot reach
     /// one another; they reach the outside as usual. Callers serialise this with a file lock:
@@ -139,6 +148,9 @@ pub trait Engine: Send + Sync {
     async fn oom_kills(&self, _id: &str) -> Option<u64> {
         None
     }
+
+    /// The sandman instances (the `LABEL_INSTANCE` values) with containers on `network`.
+    async fn instances_on_network(&self, network: &str) -> Result<Vec<String>>;
 }
 
 /// The engine sandman runs sessions on: the Docker engine (honouring `DOCKER_HOST`).

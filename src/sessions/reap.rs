@@ -2,11 +2,12 @@
 //! on past a failed action so that one stuck container never stops every later removal.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{Sessions, container_ref};
-use crate::engine::ManagedContainer;
+use crate::engine::{self, ManagedContainer};
 use crate::error::{Error, Result};
 use crate::locks::{self, FileLock};
 use crate::store::{SessionRow, State};
@@ -22,7 +23,15 @@ pub enum Action {
     Vanished { id: String },
     /// A sandman container with no row (by container id).
     Orphan { container: String },
+    /// A running session whose container stopped or is paused, or whose sshd does not answer
+    /// (or a failed session whose cleanup did not finish): marked failed, its container removed
+    /// and its slice released.
+    Failed { id: String, reason: String },
 }
+
+/// How long a reaper pass waits for a running session's sshd to send its banner. Generous, so
+/// that a busy host does not fail a healthy session.
+pub const SSHD_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one reaper pass did (or, dry, would do), by session id.
 #[derive(Debug, Default, Serialize)]
@@ -37,6 +46,8 @@ pub struct ReapReport {
     pub vanished: Vec<String>,
     /// sandman containers with no row (container ids).
     pub orphans: Vec<String>,
+    /// Running sessions found broken: marked failed and their container removed.
+    pub failed_sessions: Vec<FailedSession>,
     /// MIG instances sandman created that no session holds (destroyed).
     pub gpu_instances: Vec<String>,
     /// Actions that failed; the rest of the pass went on. The next pass tries again.
@@ -45,8 +56,20 @@ pub struct ReapReport {
 
 impl ReapReport {
     pub fn total(&self) -> usize {
-        self.expired.len() + self.abandoned.len() + self.vanished.len() + self.orphans.len() + self.gpu_instances.len()
+        self.expired.len()
+            + self.abandoned.len()
+            + self.vanished.len()
+            + self.orphans.len()
+            + self.failed_sessions.len()
+            + self.gpu_instances.len()
     }
+}
+
+/// A session a pass found broken, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedSession {
+    pub id: String,
+    pub reason: String,
 }
 
 /// An action of a pass that failed: a session id, a container id for an orphan, or
@@ -65,24 +88,54 @@ fn as_message<S: serde::Serializer>(error: &Error, out: S) -> std::result::Resul
     out.collect_str(error)
 }
 
+/// The running sessions whose sshd a pass must probe: not expired, with a running container.
+pub fn to_probe<'r>(rows: &'r [SessionRow], containers: &[ManagedContainer], now: i64) -> Vec<&'r SessionRow> {
+    let running: HashSet<&str> =
+        containers.iter().filter(|c| c.state == engine::RUNNING).filter_map(|c| c.session_id.as_deref()).collect();
+    rows.iter().filter(|r| r.state == State::Running && r.expires_at > now && running.contains(r.id.as_str())).collect()
+}
+
 /// What a pass should remove, given the rows, the labelled containers (listed before the rows),
-/// the time, and whether the process creating a session still runs. Nothing here has effects.
+/// the time, whether the process creating a session still runs, and the sessions whose sshd
+/// did not answer. Nothing here has effects.
 pub fn classify(
     rows: &[SessionRow],
     containers: &[ManagedContainer],
     now: i64,
     creator_alive: impl Fn(&str) -> bool,
+    sshd_silent: &HashSet<String>,
 ) -> Vec<Action> {
-    let with_container: HashSet<&str> = containers.iter().filter_map(|c| c.session_id.as_deref()).collect();
+    let by_session: HashMap<&str, &ManagedContainer> =
+        containers.iter().filter_map(|c| c.session_id.as_deref().map(|id| (id, c))).collect();
     let mut actions = Vec::new();
     for row in rows {
         let id = row.id.clone();
         match row.state {
             State::Running if row.expires_at <= now => actions.push(Action::Expire { id }),
-            State::Running if !with_container.contains(row.id.as_str()) => actions.push(Action::Vanished { id }),
-            State::Running => {}
+            State::Running => match by_session.get(row.id.as_str()) {
+                None => actions.push(Action::Vanished { id }),
+                Some(c) if c.state != engine::RUNNING => {
+                    let state = if c.state.is_empty() { "in an unknown state" } else { c.state.as_str() };
+                    actions.push(Action::Failed { id, reason: format!("its container is {state}") });
+                }
+                Some(_) if sshd_silent.contains(&row.id) => actions.push(Action::Failed {
+                    id,
+                    reason: format!(
+                        "its sshd did not answer on port {} within {}s",
+                        row.ssh_port,
+                        SSHD_ANSWER_TIMEOUT.as_secs()
+                    ),
+                }),
+                Some(_) => {}
+            },
             State::Creating if !creator_alive(&row.id) => actions.push(Action::Abandoned { id }),
             State::Creating => {}
+            // Its cleanup did not finish: try again.
+            State::Failed if row.container_id.is_some() => {
+                actions.push(Action::Failed { id, reason: row.failure.clone().unwrap_or_default() })
+            }
+            State::Failed if row.expires_at <= now => actions.push(Action::Expire { id }),
+            State::Failed => {}
         }
     }
     // A row is always written before its container, and the containers were listed first: a
@@ -107,11 +160,20 @@ impl Sessions {
             report.busy = true;
             return Ok(report);
         };
+        if let Err(e) = self.check_identity().await {
+            drop(reap_lock);
+            return Err(e);
+        }
         let engine = self.engine().await?;
         let containers = engine.list_managed(&self.instance).await?;
         let rows = self.list()?;
         let now = chrono::Utc::now().timestamp();
-        let mut actions = classify(&rows, &containers, now, |id| self.creator_alive(id));
+        let probes = to_probe(&rows, &containers, now).into_iter().map(|row| async move {
+            let answered = crate::ssh::wait_for_banner(self.ssh_address(row.ssh_port), SSHD_ANSWER_TIMEOUT).await;
+            answered.is_err().then(|| row.id.clone())
+        });
+        let sshd_silent: HashSet<String> = futures_util::future::join_all(probes).await.into_iter().flatten().collect();
+        let mut actions = classify(&rows, &containers, now, |id| self.creator_alive(id), &sshd_silent);
 
         // A create may have marked its session running between the two listings, with a container
         // the first one missed: look again before taking such a session for vanished.
@@ -125,20 +187,30 @@ impl Sessions {
         // Slices whose container may still run although their row is gone: not unowned yet.
         let mut still_in_use = HashSet::new();
         for action in actions {
-            let (list, id) = match &action {
-                Action::Expire { id } => (&mut report.expired, id),
-                Action::Abandoned { id } => (&mut report.abandoned, id),
-                Action::Vanished { id } => (&mut report.vanished, id),
-                Action::Orphan { container } => (&mut report.orphans, container),
+            let record = |report: &mut ReapReport| match &action {
+                Action::Expire { id } => report.expired.push(id.clone()),
+                Action::Abandoned { id } => report.abandoned.push(id.clone()),
+                Action::Vanished { id } => report.vanished.push(id.clone()),
+                Action::Orphan { container } => report.orphans.push(container.clone()),
+                Action::Failed { id, reason } => {
+                    report.failed_sessions.push(FailedSession { id: id.clone(), reason: reason.clone() })
+                }
             };
             if dry_run {
-                list.push(id.clone());
+                record(&mut report);
                 continue;
             }
+            let id = match &action {
+                Action::Expire { id }
+                | Action::Abandoned { id }
+                | Action::Vanished { id }
+                | Action::Failed { id, .. }
+                | Action::Orphan { container: id } => id,
+            };
             match self.execute(&action, &rows, now, &mut still_in_use).await {
                 Ok(true) => {
                     tracing::info!(?action, "reaped");
-                    list.push(id.clone());
+                    record(&mut report);
                 }
                 Ok(false) => tracing::debug!(?action, "nothing to reap: the session changed meanwhile"),
                 Err(error) => {
@@ -228,6 +300,24 @@ impl Sessions {
                 result
             }
             Action::Orphan { container } => engine.remove(container).await.map(|()| true),
+            Action::Failed { id, reason } => {
+                let row = row(id)?;
+                // Failed first, so list, show and the API say why while the removal runs, and
+                // still say so if it fails (the next pass retries it).
+                if !self.store().mark_failed(id, reason)? {
+                    return Ok(false);
+                }
+                tracing::warn!(session = %id, user = %row.user, %reason, "session failed; removing its container");
+                if let Err(e) = engine.remove(&container_ref(row)).await {
+                    still_in_use.extend(row.gpu_uuid.clone());
+                    return Err(e);
+                }
+                self.store().finish_failed(id)?;
+                if let Some(uuid) = &row.gpu_uuid {
+                    self.store().with_gpu_ledger(|ledger| self.gpu.release(uuid, ledger))?;
+                }
+                Ok(true)
+            }
         }
     }
 }

@@ -231,10 +231,16 @@ fn reap_classification_table() {
         let row = row(&id, case.state, now + case.expires_in);
         let containers: Vec<ManagedContainer> =
             case.container.then(|| container(&format!("c{i}"), Some(&id))).into_iter().collect();
-        let actions = classify(&[row], &containers, now, |asked| {
-            assert_eq!(asked, id, "only a creating row's creator is asked about");
-            case.creator_alive
-        });
+        let actions = classify(
+            &[row],
+            &containers,
+            now,
+            |asked| {
+                assert_eq!(asked, id, "only a creating row's creator is asked about");
+                case.creator_alive
+            },
+            &HashSet::new(),
+        );
         let expected: Vec<Action> = case
             .expect
             .map(|kind| match kind {
@@ -250,8 +256,47 @@ fn reap_classification_table() {
     // Containers: with a row, with an unknown session, with no session label at all.
     let rows = [row("s1", State::Running, now + 60)];
     let containers = [container("c1", Some("s1")), container("c2", Some("gone")), container("c3", None)];
-    let actions = classify(&rows, &containers, now, |_| panic!("no creating rows"));
+    let actions = classify(&rows, &containers, now, |_| panic!("no creating rows"), &HashSet::new());
     assert_eq!(actions, vec![Action::Orphan { container: "c2".into() }, Action::Orphan { container: "c3".into() }]);
+
+    // Health: a session's state and its container's, whether its sshd answered, and the verdict.
+    // (row state, container state, sshd silent, expires in, expected failure reason)
+    type HealthCase = (State, Option<&'static str>, bool, i64, Option<&'static str>);
+    let health: [HealthCase; 9] = [
+        (State::Running, Some("running"), false, 60, None),
+        (State::Running, Some("exited"), false, 60, Some("its container is exited")),
+        (State::Running, Some("paused"), false, 60, Some("its container is paused")),
+        (State::Running, Some("running"), true, 60, Some("its sshd did not answer on port 10000 within 10s")),
+        // Expiry comes first: an expired session is removed as expired, whatever its health.
+        (State::Running, Some("exited"), true, -5, None),
+        // A failed session whose container removal did not finish is tried again.
+        (State::Failed, Some("exited"), false, 60, Some("earlier reason")),
+        (State::Failed, None, false, 60, Some("earlier reason")),
+        // Cleaned up: kept as a record until its expiry.
+        (State::Failed, None, false, 60, None),
+        (State::Failed, None, false, -5, None),
+    ];
+    for (i, (state, container_state, silent, expires_in, reason)) in health.into_iter().enumerate() {
+        let id = format!("h{i}");
+        let mut row = row(&id, state, now + expires_in);
+        // Cases 5 and 6 have a container id recorded (cleanup unfinished); 7 and 8 do not.
+        if state == State::Running || i < 7 {
+            row.container_id = Some(format!("c{i}"));
+        }
+        row.failure = (state == State::Failed).then(|| "earlier reason".to_string());
+        let containers: Vec<ManagedContainer> = container_state
+            .map(|s| ManagedContainer { state: s.into(), ..container(&format!("c{i}"), Some(&id)) })
+            .into_iter()
+            .collect();
+        let silent: HashSet<String> = silent.then(|| id.clone()).into_iter().collect();
+        let actions = classify(&[row], &containers, now, |_| panic!("no creating rows"), &silent);
+        let expected: Vec<Action> = match (reason, expires_in) {
+            (Some(reason), _) => vec![Action::Failed { id: id.clone(), reason: reason.into() }],
+            (None, e) if e < 0 => vec![Action::Expire { id: id.clone() }],
+            (None, _) => vec![],
+        };
+        assert_eq!(actions, expected, "health case {i}");
+    }
 }
 
 fn row(id: &str, state: State, expires_at: i64) -> SessionRow {
@@ -271,11 +316,81 @@ fn row(id: &str, state: State, expires_at: i64) -> SessionRow {
         workspace: "/w".into(),
         host_key_fingerprint: "fp".into(),
         limits: None,
+        failure: None,
     }
 }
 
 fn container(id: &str, session: Option<&str>) -> ManagedContainer {
-    ManagedContainer { id: id.into(), name: format!("sandman-{id}"), session_id: session.map(str::to_string) }
+    ManagedContainer {
+        id: id.into(),
+        name: format!("sandman-{id}"),
+        session_id: session.map(str::to_string),
+        state: crate::engine::RUNNING.into(),
+    }
+}
+
+/// Each way a session breaks (its container killed or paused, its sshd gone, its network
+/// removed) is found by one pass: the session is marked failed with why, its container removed
+/// and its slice released; the user's next create replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_session_fails_is_cleaned_in_one_pass_and_the_next_create_replaces_it() {
+    type Breakage = (&'static str, fn(&Lab, &str), &'static str);
+    let breakages: [Breakage; 4] = [
+        ("killed", |lab, c| lab.engine.kill(c), "its container is exited"),
+        ("paused", |lab, c| lab.engine.pause(c), "its container is paused"),
+        ("sshd gone", |lab, c| lab.engine.stop_sshd(c), "its sshd did not answer"),
+        (
+            "network removed",
+            |lab, c| {
+                lab.engine.remove_network(&lab.settings.network);
+                lab.engine.stop_sshd(c);
+            },
+            "its sshd did not answer",
+        ),
+    ];
+    for (what, break_it, reason) in breakages {
+        let lab = Lab::new();
+        let healthy = lab.create("bob").await.unwrap().session;
+        let broken = lab.create("alice").await.unwrap().session;
+        assert_eq!(lab.gpu_instances().len(), 2);
+        break_it(&lab, broken.container_id.as_deref().unwrap());
+
+        let report = lab.sessions.reap(false).await.unwrap();
+        assert_eq!(report.failed_sessions.len(), 1, "{what}: {report:?}");
+        assert_eq!(report.failed_sessions[0].id, broken.id, "{what}");
+        assert!(report.failed_sessions[0].reason.contains(reason), "{what}: {report:?}");
+        assert!(report.failed.is_empty(), "{what}: {report:?}");
+        let row = lab.sessions.get(&broken.id).unwrap();
+        assert_eq!(row.state, State::Failed, "{what}");
+        assert!(row.failure.as_deref().is_some_and(|f| f.contains(reason)), "{what}: {row:?}");
+        assert!(lab.engine.container(broken.container_id.as_deref().unwrap()).is_none(), "{what}: container left");
+        assert_eq!(lab.gpu_instances().len(), 1, "{what}: the slice is released");
+        assert!(row.gpu_uuid.is_none() && row.container_id.is_none(), "{what}: {row:?}");
+
+        let again = lab.sessions.reap(false).await.unwrap();
+        assert_eq!(again.total(), 0, "{what}: a second pass has nothing to do: {again:?}");
+        assert_eq!(lab.sessions.get(&healthy.id).unwrap().state, State::Running, "{what}: the neighbour is untouched");
+
+        let replaced = lab.create("alice").await.unwrap().session;
+        assert_eq!(replaced.state, State::Running, "{what}");
+        assert!(lab.sessions.get(&broken.id).is_err(), "{what}: the failed record is replaced");
+        assert_eq!(lab.sessions.list().unwrap().len(), 2, "{what}");
+    }
+}
+
+/// A failed session's port is free: when the range has no other, a create for another user
+/// takes it, and the failed record makes way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sessions_port_goes_to_the_next_create() {
+    let lab = Lab::with(|s| s.ssh_port_end = s.ssh_port_start);
+    let broken = lab.create("alice").await.unwrap().session;
+    lab.engine.kill(broken.container_id.as_deref().unwrap());
+    let e = lab.create("bob").await.err().expect("the only port is taken");
+    assert!(matches!(e, Error::Exhausted(_)), "{e}");
+    lab.sessions.reap(false).await.unwrap();
+    let bob = lab.create("bob").await.unwrap().session;
+    assert_eq!(bob.ssh_port, broken.ssh_port);
+    assert!(lab.sessions.get(&broken.id).is_err());
 }
 
 #[tokio::test]
@@ -590,4 +705,21 @@ async fn usage_reports_workspace_bytes_and_oom_kills_per_running_session() {
     assert_eq!(usage[0].oom_kills, Some(2));
     assert!(usage[0].workspace_bytes.unwrap() >= 64 << 10, "{usage:?}");
     assert_eq!(lab.sessions.workspace_usage(&alice), usage[0].workspace_bytes);
+}
+
+/// A network an admin made with inter-container traffic on is refused, naming it and the fix,
+/// unless `allow_icc`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_with_inter_container_traffic_is_refused_unless_allowed() {
+    let lab = Lab::new();
+    lab.engine.add_icc_network(&lab.settings.network);
+    let e = lab.create("alice").await.err().expect("the create succeeded");
+    let text = e.to_string();
+    assert!(matches!(e, Error::Unavailable(_)), "{e}");
+    assert!(text.contains(&lab.settings.network) && text.contains("enable_icc=false") && text.contains("allow_icc"));
+    lab.assert_nothing_left("a refused network");
+
+    let lab = Lab::with(|s| s.allow_icc = true);
+    lab.engine.add_icc_network(&lab.settings.network);
+    lab.create("alice").await.unwrap();
 }

@@ -64,6 +64,38 @@ const SCHEMA: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN pids_limit INTEGER;
      ALTER TABLE sessions ADD COLUMN log_size_bytes INTEGER;
      ALTER TABLE sessions ADD COLUMN log_files INTEGER;",
+    // version 7: the `failed` state and why. SQLite cannot change a CHECK constraint in place,
+    // so the table is rebuilt (nothing references it).
+    "CREATE TABLE sessions_v7 (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL UNIQUE REFERENCES users(name),
+        state TEXT NOT NULL CHECK (state IN ('creating', 'running', 'failed')),
+        ssh_port INTEGER NOT NULL UNIQUE,
+        container_id TEXT,
+        container_ip TEXT,
+        image TEXT NOT NULL,
+        gpu_uuid TEXT UNIQUE,
+        mig_profile TEXT,
+        ttl_minutes INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        workspace TEXT NOT NULL,
+        host_key_fingerprint TEXT NOT NULL,
+        memory_bytes INTEGER,
+        nano_cpus INTEGER,
+        shm_size_bytes INTEGER,
+        pids_limit INTEGER,
+        log_size_bytes INTEGER,
+        log_files INTEGER,
+        failure TEXT);
+     INSERT INTO sessions_v7 (id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
+                              mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint,
+                              memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files)
+        SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
+               mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint,
+               memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files FROM sessions;
+     DROP TABLE sessions;
+     ALTER TABLE sessions_v7 RENAME TO sessions;",
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
@@ -75,15 +107,20 @@ const GPU_TABLES_VERSION: usize = 3;
 pub enum State {
     Creating,
     Running,
+    /// Its container or sshd stopped answering: a reaper pass removed the container and released
+    /// the slice; the row stays, with `failure`, until the user's next create, its port is
+    /// needed, or its expiry.
+    Failed,
 }
 
 impl State {
-    pub const ALL: [State; 2] = [State::Creating, State::Running];
+    pub const ALL: [State; 3] = [State::Creating, State::Running, State::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             State::Creating => "creating",
             State::Running => "running",
+            State::Failed => "failed",
         }
     }
 }
@@ -123,6 +160,8 @@ pub struct SessionRow {
     pub host_key_fingerprint: String,
     /// Set once the create has resolved them; `None` for sessions made before limits existed.
     pub limits: Option<SessionLimits>,
+    /// Why a `failed` session failed.
+    pub failure: Option<String>,
 }
 
 /// One of a user's public keys.
@@ -166,6 +205,30 @@ pub struct Store {
     path: PathBuf,
     /// Why this connection only reads (see `read_only_fallback`), for the error of a write.
     read_only_because: Option<String>,
+    identity: Identity,
+}
+
+/// Whether this database file is the one it was created as (see `Store::identity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The file it was created as, and confirmed as this host's database.
+    Confirmed,
+    /// Created by this open or the last ones (the file was missing or empty), and not yet
+    /// checked against the engine for containers of a lost database.
+    New,
+    /// A copy or a move: the file is not the one the database was created as.
+    Moved { recorded: String, actual: String },
+}
+
+/// The meta keys of the database's identity: the file it was created as (`device:inode`), and
+/// whether it was confirmed as this host's database.
+const META_FILE: &str = "database_file";
+const META_CONFIRMED: &str = "confirmed";
+
+fn file_identity(path: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).io_context(|| format!("read the metadata of database {}", path.display()))?;
+    Ok(format!("{}:{}", meta.dev(), meta.ino()))
 }
 
 /// How long a write waits for another connection's write lock before it gives up with
@@ -182,9 +245,15 @@ impl Store {
     /// The connection for writes (and reads inside them). Opening writes nothing unless the
     /// schema needs migrating, so that a full disk still lets sessions be listed.
     pub fn open(path: &Path) -> Result<Store> {
+        // A missing or empty file becomes a new database: it must not adopt a lost one's containers.
+        let fresh = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
         let mut store = Store::connect(path, WRITE_LOCK_WAIT)?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         store.migrate(dir).map_err(|e| store.named(e))?;
+        // A store that can only read (full disk) cannot record an identity; it cannot act either.
+        if store.read_only_because.is_none() {
+            store.identity = store.read_identity(path, fresh).map_err(|e| store.named(e))?;
+        }
         Ok(store)
     }
 
@@ -206,7 +275,7 @@ impl Store {
             .io_context(|| format!("create the state directory {}", dir.display()))?;
         check_shared_memory(path)?;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
-        let store = Store { conn, path: path.to_path_buf(), read_only_because: None };
+        let store = Store { conn, path: path.to_path_buf(), read_only_because: None, identity: Identity::Confirmed };
         // The database holds the users' SSH host keys: owner only.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .io_context(|| format!("restrict the database {} to its owner", path.display()))?;
@@ -266,7 +335,7 @@ impl Store {
         let conn = Connection::open_with_flags(uri, flags)
             .with_context(|| format!("cannot open database {} read-only", path.display()))?;
         tracing::debug!(db = %path.display(), "the session database can only be read: {reason}");
-        Ok(Store { conn, path: path.to_path_buf(), read_only_because: Some(reason) })
+        Ok(Store { conn, path: path.to_path_buf(), read_only_because: Some(reason), identity: Identity::Confirmed })
     }
 
     /// `f` on the connection, its errors named (see `named`).
@@ -316,6 +385,61 @@ impl Store {
         };
         Error::Unavailable(format!("cannot use the session database {path}: {fix} ({failure})"))
     }
+
+    /// Records the file's identity on first open; then compares it with the recorded one. Only
+    /// the first open writes, so opening a known database never waits for the write lock.
+    fn read_identity(&mut self, path: &Path, fresh: bool) -> Result<Identity> {
+        let actual = file_identity(path)?;
+        let meta = |conn: &Connection, key: &str| -> Result<Option<String>> {
+            Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        };
+        if let Some(recorded) = meta(&self.conn, META_FILE)? {
+            if recorded != actual {
+                return Ok(Identity::Moved { recorded, actual });
+            }
+            let confirmed = meta(&self.conn, META_CONFIRMED)?.is_some();
+            return Ok(if confirmed { Identity::Confirmed } else { Identity::New });
+        }
+        // Immediate: it writes, and a read transaction upgraded to a write fails at once
+        // (without waiting) when another process writes meanwhile.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(recorded) = meta(&tx, META_FILE)? {
+            // Another process recorded it meanwhile.
+            drop(tx);
+            return Ok(if recorded != actual {
+                Identity::Moved { recorded, actual }
+            } else if meta(&self.conn, META_CONFIRMED)?.is_some() {
+                Identity::Confirmed
+            } else {
+                Identity::New
+            });
+        }
+        tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", [META_FILE, &actual])?;
+        // A database from before identities existed is this host's; a fresh one must first be
+        // checked against the engine.
+        if !fresh {
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, 'yes')", [META_CONFIRMED])?;
+        }
+        tx.commit()?;
+        Ok(if fresh { Identity::New } else { Identity::Confirmed })
+    }
+
+    /// Whether this database is the file it was created as, and confirmed as this host's.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Makes this file the host's database: records its identity and confirms it.
+    pub fn adopt(&mut self, path: &Path) -> Result<()> {
+        let actual = file_identity(path)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", [META_FILE, &actual])?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, 'yes')", [META_CONFIRMED])?;
+        tx.commit()?;
+        self.identity = Identity::Confirmed;
+        Ok(())
+    }
+
     /// Brings the schema up to date; `state_dir` holds the files older versions kept state in.
     fn migrate(&mut self, state_dir: &Path) -> Result<()> {
         if self.up_to_date()? {
@@ -376,6 +500,9 @@ impl Store {
     ) -> Result<(SessionRow, UserRow)> {
         self.run_mut(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // A failed session whose container is gone is only a record of what happened: a new
+            // create replaces it.
+            tx.execute(&format!("DELETE FROM sessions WHERE user_name = ?1 AND {}", failed_and_cleaned()), [r.user])?;
             let existing: Option<String> =
                 tx.query_row("SELECT id FROM sessions WHERE user_name = ?1", [r.user], |row| row.get(0)).optional()?;
             if let Some(id) = existing {
@@ -405,6 +532,8 @@ impl Store {
             let fingerprint = host_key_fingerprint(&user.host_key)?;
 
             let port = choose_port(&tx, r.user, r.port_range, &port_free)?;
+            // A failed session's port is free (its container is gone); its record makes way.
+            tx.execute(&format!("DELETE FROM sessions WHERE ssh_port = ?1 AND {}", failed_and_cleaned()), [port])?;
             tx.execute("UPDATE users SET last_port = ?2 WHERE name = ?1", params![r.user, port])?;
 
             let ledger = GpuLedger::new(&tx);
@@ -426,6 +555,7 @@ impl Store {
                 workspace: r.workspace.to_string(),
                 host_key_fingerprint: fingerprint,
                 limits: None,
+                failure: None,
             };
             tx.execute(
                 "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
@@ -530,17 +660,37 @@ impl Store {
         self.run(|conn| Ok(conn.execute("DELETE FROM sessions WHERE id = ?1", [id])? == 1))
     }
 
-    /// Deletes a running session's row if it has expired by `now`; false if it has not (an
-    /// extend committed first) or is gone. The check and the delete are one statement, so an
-    /// extend is never lost to a reaper that judged an older copy of the row.
+    /// Deletes a running (or failed) session's row if it has expired by `now`; false if it has
+    /// not (an extend committed first) or is gone. The check and the delete are one statement, so
+    /// an extend is never lost to a reaper that judged an older copy of the row.
     pub fn delete_expired(&self, id: &str, now: i64) -> Result<bool> {
         self.run(|conn| {
             let n = conn.execute(
-                "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND expires_at <= ?3",
-                params![id, State::Running.as_str(), now],
+                "DELETE FROM sessions WHERE id = ?1 AND state IN (?2, ?3) AND expires_at <= ?4",
+                params![id, State::Running.as_str(), State::Failed.as_str(), now],
             )?;
             Ok(n == 1)
         })
+    }
+
+    /// Marks a running session failed, with why; false if it is gone or no longer running.
+    /// A session already failed keeps its first reason (and answers true).
+    pub fn mark_failed(&self, id: &str, reason: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE sessions SET state = ?2, failure = COALESCE(failure, ?3) WHERE id = ?1 AND state IN (?4, ?2)",
+            params![id, State::Failed.as_str(), reason, State::Running.as_str()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A failed session's container is gone: it holds no container and no GPU slice any more
+    /// (`container_id` NULL marks a failed row as cleaned up).
+    pub fn finish_failed(&self, id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET gpu_uuid = NULL, container_id = NULL, container_ip = NULL WHERE id = ?1 AND state = ?2",
+            params![id, State::Failed.as_str()],
+        )?;
+        Ok(())
     }
 
     /// Deletes a running session's row (its container vanished); false if it is gone.
@@ -618,6 +768,11 @@ impl Store {
     }
 }
 
+/// The condition for a failed row whose container is gone.
+fn failed_and_cleaned() -> String {
+    format!("state = '{}' AND container_id IS NULL", State::Failed.as_str())
+}
+
 /// A session's port: the user's last one whenever it is free (so their ssh config and
 /// known_hosts entries keep working), else the first free port no other user remembers, else
 /// (the range is crowded with remembered ports) the first free one.
@@ -627,7 +782,8 @@ fn choose_port(
     (start, end): (u16, u16),
     port_free: &impl Fn(u16) -> bool,
 ) -> Result<u16> {
-    let used: HashSet<u16> = collect(conn, "SELECT ssh_port FROM sessions")?;
+    let used: HashSet<u16> =
+        collect(conn, &format!("SELECT ssh_port FROM sessions WHERE NOT ({})", failed_and_cleaned()))?;
     let free = |p: u16| (start..=end).contains(&p) && !used.contains(&p) && port_free(p);
     let last: Option<u16> = conn
         .query_row("SELECT last_port FROM users WHERE name = ?1", [user], |r| r.get::<_, Option<u16>>(0))
@@ -724,7 +880,7 @@ fn uri_path(path: &Path) -> String {
 
 const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
     mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint,
-    memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files FROM sessions";
+    memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files, failure FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
@@ -747,6 +903,7 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
         workspace: r.get(12)?,
         host_key_fingerprint: r.get(13)?,
         limits: limits_from_row(r, 14)?,
+        failure: r.get(20)?,
     })
 }
 
@@ -913,7 +1070,7 @@ mod tests {
             assert_eq!(state.as_str().parse::<State>().unwrap(), state);
         }
         let e = "stopped".parse::<State>().unwrap_err();
-        assert!(e.to_string().contains("\"stopped\" is not one of creating, running"), "{e}");
+        assert!(e.to_string().contains("\"stopped\" is not one of creating, running, failed"), "{e}");
     }
 
     #[test]
@@ -948,6 +1105,25 @@ mod tests {
         assert!(store.set_limits("1", &limits).unwrap());
         assert_eq!(store.session("1").unwrap().unwrap().limits, Some(limits));
         assert!(!store.set_limits("2", &limits).unwrap());
+    }
+
+    #[test]
+    fn a_database_knows_its_own_file_and_a_copy_must_be_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        assert_eq!(Store::open(&path).unwrap().identity(), &Identity::New, "created by this open");
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.identity(), &Identity::New, "still unconfirmed");
+        store.adopt(&path).unwrap();
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().identity(), &Identity::Confirmed);
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let mut copied = Store::open(&copy).unwrap();
+        assert!(matches!(copied.identity(), Identity::Moved { .. }), "{:?}", copied.identity());
+        copied.adopt(&copy).unwrap();
+        assert_eq!(Store::open(&copy).unwrap().identity(), &Identity::Confirmed);
+        assert_eq!(Store::open(&path).unwrap().identity(), &Identity::Confirmed, "the original is unaffected");
     }
 
     #[test]
