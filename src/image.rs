@@ -209,36 +209,13 @@ fn wrap(text: &str, width: usize) -> String {
     text.as_bytes().chunks(width).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\n")
 }
 
-/// Standard base64 with padding; `None` for anything else.
+/// Standard base64 with padding; `None` for anything else (empty text included).
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = text.as_bytes();
-    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
+    use base64ct::Encoding;
+    if text.is_empty() {
         return None;
     }
-    let padding = bytes.iter().rev().take_while(|&&b| b == b'=').count();
-    if padding > 2 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    for chunk in bytes[..bytes.len() - padding].chunks(4) {
-        let mut acc = 0u32;
-        for &c in chunk {
-            acc = acc << 6 | value(c)?;
-        }
-        acc <<= 6 * (4 - chunk.len() as u32);
-        out.extend_from_slice(&acc.to_be_bytes()[1..chunk.len()]);
-    }
-    Some(out)
+    base64ct::Base64::decode_vec(text).ok()
 }
 
 fn length_prefixed_hash(parts: &[String]) -> Vec<u8> {
