@@ -119,6 +119,9 @@ server after the requests in flight are answered.")]
         #[arg(long)]
         adopt_database: bool,
     },
+    /// Show, apply or remove the firewall rules that keep sessions away from the host
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// Print a shell completion script
     #[command(after_help = "Examples:
   sandman completions bash > /etc/bash_completion.d/sandman
@@ -422,4 +425,36 @@ impl From<GpuBackendArg> for GpuBackendKind {
             GpuBackendArg::None => GpuBackendKind::None,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// sandman's rules for the session network, as they are and as the settings want them
+    #[command(after_help = "Examples:
+  sandman firewall show
+  sandman firewall show --json | jq .up_to_date
+
+Exits 5 when the rules differ from what block_host, blocked_cidrs and allowed_host_ports ask.")]
+    Show {
+        /// Print the state as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install or update the rules now (session create does it too); with the policy off, remove them
+    #[command(after_help = "Examples:
+  sandman firewall apply      # after editing block_host, blocked_cidrs or allowed_host_ports
+  sandman firewall apply --json")]
+    Apply {
+        /// Print the resulting state as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every rule sandman made for the session network (also once the network is gone)
+    #[command(after_help = "Examples:
+  sandman firewall remove     # before uninstalling; the next session create installs them again")]
+    Remove {
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -10,6 +10,9 @@ use crate::limits::{self, ByteSize, Host, Limits};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sandman/config.toml";
 
+/// List settings whose entries are numbers (from a comma-separated variable).
+const INTEGER_LIST_KEYS: &[&str] = &["allowed_host_ports"];
+
 /// Settings that default to nothing.
 const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file", "workspace_quota"];
 
@@ -75,6 +78,13 @@ pub struct Settings {
     pub workspace_quota: Option<ByteSize>,
     /// Per-session memory, CPUs and /dev/shm: defaults and maxima, per MIG profile too.
     pub limits: Limits,
+    /// Sessions may not open connections to the host's own addresses (firewall rules on the
+    /// session bridge; see `firewall`).
+    pub block_host: bool,
+    /// IPv4 networks sessions may not reach (169.254.0.0/16: cloud metadata and link-local).
+    pub blocked_cidrs: Vec<String>,
+    /// TCP and UDP ports on the host that sessions may reach despite `block_host`.
+    pub allowed_host_ports: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,6 +143,9 @@ impl Default for Settings {
             reap_interval_secs: 60,
             workspace_quota: None,
             limits: Limits::default(),
+            block_host: true,
+            blocked_cidrs: vec!["169.254.0.0/16".into()],
+            allowed_host_ports: Vec::new(),
         }
     }
 }
@@ -209,8 +222,14 @@ impl Settings {
                         raw.split(',')
                             .map(str::trim)
                             .filter(|s| !s.is_empty())
-                            .map(|s| toml::Value::String(s.to_string()))
-                            .collect(),
+                            .map(|s| match INTEGER_LIST_KEYS.contains(&key.as_str()) {
+                                true => s
+                                    .parse()
+                                    .map(toml::Value::Integer)
+                                    .with_context(|| format!("{var}={raw:?}: {s:?} is not a whole number")),
+                                false => Ok(toml::Value::String(s.to_string())),
+                            })
+                            .collect::<anyhow::Result<_>>()?,
                     ),
                     _ => toml::Value::String(raw.clone()),
                 };
@@ -305,6 +324,12 @@ impl Settings {
             bail!("api_max_body_bytes {} is too small for a create request: use 1024 or more", self.api_max_body_bytes);
         }
         self.limits.check(Host::detect())?;
+        for cidr in &self.blocked_cidrs {
+            crate::firewall::parse_cidr(cidr).map_err(anyhow::Error::msg)?;
+        }
+        if let Some(p) = self.allowed_host_ports.iter().find(|p| !(1..=65535).contains(*p)) {
+            bail!("allowed_host_ports entry {p} is not a port (1-65535)");
+        }
         if !self.workspace_root.is_absolute() {
             bail!("workspace_root {} must be an absolute path", self.workspace_root.display());
         }
@@ -417,6 +442,34 @@ mod tests {
         assert!(format!("{e:#}").contains("SANDMAN_LIMITS_CPUS=\"two\""), "{e:#}");
         let s = Settings::from_layers(Some("workspace_quota = \"50g\""), &[]).unwrap();
         assert_eq!(s.workspace_quota, Some(ByteSize(50 << 30)));
+    }
+
+    #[test]
+    fn the_egress_settings_come_from_the_file_and_the_environment_and_are_checked() {
+        let s = Settings::default();
+        assert!(s.block_host && s.blocked_cidrs == ["169.254.0.0/16"] && s.allowed_host_ports.is_empty());
+        let s = Settings::from_layers(
+            Some("blocked_cidrs = [\"10.0.0.0/8\"]\nallowed_host_ports = [53]"),
+            &env(&[("SANDMAN_BLOCK_HOST", "false"), ("SANDMAN_ALLOWED_HOST_PORTS", "8443, 9000")]),
+        )
+        .unwrap();
+        assert!(!s.block_host);
+        assert_eq!(
+            (s.blocked_cidrs.as_slice(), s.allowed_host_ports.as_slice()),
+            (["10.0.0.0/8".to_string()].as_slice(), [8443, 9000].as_slice())
+        );
+        assert!(s.check().is_ok());
+        let s = Settings::from_layers(None, &env(&[("SANDMAN_BLOCKED_CIDRS", "")])).unwrap();
+        assert!(s.blocked_cidrs.is_empty(), "an empty variable is an empty list");
+        let e = Settings::from_layers(None, &env(&[("SANDMAN_ALLOWED_HOST_PORTS", "http")])).unwrap_err();
+        assert!(format!("{e:#}").contains("\"http\" is not a whole number"), "{e:#}");
+        let s = Settings::from_layers(Some("allowed_host_ports = [0]"), &[]).unwrap();
+        assert!(s.check().unwrap_err().to_string().contains("allowed_host_ports entry 0 is not a port"));
+        let s = Settings::from_layers(Some("allowed_host_ports = [70000]"), &[]).unwrap();
+        assert!(s.check().unwrap_err().to_string().contains("entry 70000"));
+        let s = Settings::from_layers(Some("blocked_cidrs = [\"169.254.169.254/16\"]"), &[]).unwrap();
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("\"169.254.169.254/16\"") && e.contains("169.254.0.0/16"), "{e}");
     }
 
     #[test]

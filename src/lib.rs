@@ -10,6 +10,7 @@ pub mod config;
 pub mod disk;
 pub mod engine;
 pub mod error;
+pub mod firewall;
 pub mod gpu;
 pub mod image;
 pub mod limits;

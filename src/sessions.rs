@@ -27,7 +27,7 @@ use crate::limits::{Host, LimitRequest, SessionLimits};
 use crate::locks::{self, FileLock};
 use crate::progress::Progress;
 use crate::store::{Identity, Reservation, SessionRow, State, Store, Version};
-use crate::{ssh, validate, workspace};
+use crate::{firewall, ssh, validate, workspace};
 
 /// How long measuring one workspace may take (`session show`, `/metrics`).
 pub const WORKSPACE_WALK_BUDGET: Duration = Duration::from_secs(2);
@@ -109,6 +109,8 @@ pub struct Sessions {
     host: Host,
     /// Set once the session network was found safe (or absent) by this process.
     network_checked: OnceCell<()>,
+    /// The host's iptables (in memory for the core's tests): the egress policy of sessions.
+    firewall: Arc<dyn firewall::Runner>,
 }
 
 impl Sessions {
@@ -125,14 +127,94 @@ impl Sessions {
             gpu,
             host: Host::detect(),
             network_checked: OnceCell::new(),
+            firewall: Arc::new(firewall::Iptables),
         })
     }
 
-    /// A service on a given engine (the fake one, in tests) instead of the one `settings` name.
+    /// A service on a given engine (the fake one, in tests) instead of the one `settings` name,
+    /// with its firewall rules kept in memory (`firewall::Memory`) rather than in the host's.
     pub fn with_engine(settings: Settings, gpu: Arc<dyn GpuBackend>, engine: Arc<dyn Engine>) -> Result<Sessions> {
-        let sessions = Sessions::open(settings, gpu)?;
+        let mut sessions = Sessions::open(settings, gpu)?;
         sessions.engine.set(engine).map_err(|_| Error::Internal(anyhow::anyhow!("engine set twice")))?;
+        sessions.firewall = Arc::new(firewall::Memory::new());
         Ok(sessions)
+    }
+
+    /// The same service with another firewall runner (tests).
+    pub fn with_firewall(mut self, runner: Arc<dyn firewall::Runner>) -> Sessions {
+        self.firewall = runner;
+        self
+    }
+
+    /// The state of the session network's firewall rules against the settings.
+    pub async fn firewall_status(&self) -> Result<firewall::Status> {
+        let policy = firewall::Policy::from_settings(&self.settings)?;
+        let bridge = self.engine().await?.network_bridge(&self.settings.network).await?;
+        let (runner, network) = (self.firewall.clone(), self.settings.network.clone());
+        blocking(move || firewall::status(runner.as_ref(), &policy, &network, bridge.as_deref())).await
+    }
+
+    /// Installs (or updates, or with the policy off removes) the session network's firewall
+    /// rules. With `create_network`, a missing network is created first when rules are wanted;
+    /// otherwise a missing network has nothing to apply to. Cheap when the rules are right: one
+    /// `iptables -S`. Returns the bridge, if the network exists.
+    pub async fn firewall_apply(&self, create_network: bool) -> Result<Option<String>> {
+        let s = &self.settings;
+        let policy = firewall::Policy::from_settings(s)?;
+        let engine = self.engine().await?;
+        let bridge = match engine.network_bridge(&s.network).await? {
+            Some(b) => b,
+            None if create_network && policy.enabled() => {
+                self.make_network(engine).await?;
+                engine.network_bridge(&s.network).await?.ok_or_else(|| {
+                    Error::Unavailable(format!("network {} vanished right after it was created", s.network))
+                })?
+            }
+            None => return Ok(None),
+        };
+        let started = std::time::Instant::now();
+        let (runner, network, lock) =
+            (self.firewall.clone(), s.network.clone(), locks::dir(&s.state_dir()).join("firewall.lock"));
+        let for_apply = bridge.clone();
+        let applied = blocking(move || {
+            let status = firewall::status(runner.as_ref(), &policy, &network, Some(&for_apply))?;
+            if status.up_to_date {
+                return Ok(firewall::Applied::Unchanged);
+            }
+            // Two creates must not both add the jumps: the check is repeated under the lock.
+            let _lock = FileLock::acquire(&lock)?;
+            firewall::apply(runner.as_ref(), &policy, &network, &for_apply)
+        })
+        .await;
+        tracing::debug!(bridge, elapsed_ms = started.elapsed().as_millis() as u64, result = ?applied, "firewall checked");
+        match applied {
+            Ok(_) => Ok(Some(bridge)),
+            Err(e) if self.firewall_wanted()? => Err(firewall::install_failure(&s.network, &bridge, &e)),
+            Err(e) => {
+                // Nothing to enforce: leftover rules could not be removed, which harms no session.
+                tracing::warn!(network = %s.network, error = %e, "cannot check the firewall rules (the policy is off)");
+                Ok(Some(bridge))
+            }
+        }
+    }
+
+    /// Removes every firewall rule sandman made for the session network (also when the network
+    /// is gone); whether there were any.
+    pub async fn firewall_remove(&self) -> Result<bool> {
+        let bridge = self.engine().await?.network_bridge(&self.settings.network).await.ok().flatten();
+        let (runner, network) = (self.firewall.clone(), self.settings.network.clone());
+        blocking(move || firewall::remove(runner.as_ref(), &network, bridge.as_deref())).await
+    }
+
+    fn firewall_wanted(&self) -> Result<bool> {
+        Ok(firewall::Policy::from_settings(&self.settings)?.enabled())
+    }
+
+    /// Creates the session network, serialised with other processes by a file lock.
+    async fn make_network(&self, engine: &dyn Engine) -> Result<()> {
+        let s = &self.settings;
+        let _net = FileLock::acquire(&locks::dir(&s.state_dir()).join("network.lock"))?;
+        engine.ensure_network(&s.network).await
     }
 
     /// The container engine, connected on first use (listing sessions needs no engine).
@@ -419,12 +501,11 @@ impl Sessions {
             gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
         };
         // Its id reaches the row with the running state; until then teardown finds it by name.
-        // The network is made on first use only, which keeps a request off the common path.
-        let ensure_network = async || -> Result<()> {
-            let _net = FileLock::acquire(&locks::dir(&s.state_dir()).join("network.lock"))?;
-            engine.ensure_network(&s.network).await
-        };
+        // The network is made on first use only (here when firewall rules need its bridge).
+        let ensure_network = async || -> Result<()> { self.make_network(engine).await };
         self.network_checked.get_or_try_init(|| async { check_network(engine, s).await }).await?;
+        // The egress policy is in place before the container exists.
+        self.firewall_apply(true).await?;
         let container = match engine.create(&spec).await {
             Err(Error::NotFound(_)) => {
                 ensure_network().await?;
@@ -657,6 +738,11 @@ pub fn network_icc_problem(network: &str) -> String {
          creates it safely, or create it with -o com.docker.network.bridge.enable_icc=false, or set \
          allow_icc = true to accept it"
     )
+}
+
+/// Runs blocking work (iptables) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(anyhow::anyhow!("firewall task failed: {e}")))?
 }
 
 /// `Interrupted` once the create was cancelled.

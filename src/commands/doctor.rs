@@ -77,6 +77,7 @@ pub async fn run(settings: &Settings, json: bool, adopt_database: bool) -> Resul
                 Ok(None) => pass("network", format!("{} will be created by the first session", settings.network)),
                 Err(e) => fail("network", e.to_string(), "check the Docker engine"),
             });
+            checks.push(firewall(settings, docker.as_ref()).await);
         }
     }
 
@@ -130,6 +131,55 @@ pub async fn run(settings: &Settings, json: bool, adopt_database: bool) -> Resul
         Ok(())
     } else {
         Err(Error::Unavailable(format!("{} check(s) failed", checks.iter().filter(|c| !c.ok).count())))
+    }
+}
+
+/// The egress policy: sandman's rules on the session bridge match the settings.
+async fn firewall(settings: &Settings, docker: &dyn Engine) -> Check {
+    const CHECK: &str = "firewall";
+    const FIX: &str = "sandman firewall apply (as root, with iptables installed); or set block_host = false and \
+                       blocked_cidrs = [] to run sessions without these rules";
+    let policy = match crate::firewall::Policy::from_settings(settings) {
+        Ok(p) => p,
+        Err(e) => return fail(CHECK, e.to_string(), "fix blocked_cidrs / allowed_host_ports in the config"),
+    };
+    let bridge = match docker.network_bridge(&settings.network).await {
+        Ok(b) => b,
+        Err(e) => return fail(CHECK, e.to_string(), "check the Docker engine"),
+    };
+    let network = settings.network.clone();
+    let (for_status, b) = (policy.clone(), bridge.clone());
+    let status = tokio::task::spawn_blocking(move || {
+        crate::firewall::status(&crate::firewall::Iptables, &for_status, &network, b.as_deref())
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Internal(anyhow::anyhow!("{e}"))));
+    let what = format!(
+        "block_host = {}, blocked_cidrs = [{}], allowed_host_ports = {:?}",
+        policy.block_host,
+        policy.blocked_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        policy.allowed_host_ports
+    );
+    match (status, bridge) {
+        (Err(e), _) if policy.enabled() => fail(CHECK, format!("cannot read the rules ({e}); {what}"), FIX),
+        (Err(e), _) => pass(CHECK, format!("off ({what}); iptables unreadable: {e}")),
+        (Ok(_), None) if policy.enabled() => {
+            pass(CHECK, format!("{what}: installed when the first session creates network {}", settings.network))
+        }
+        (Ok(_), None) => pass(CHECK, format!("off ({what})")),
+        (Ok(s), Some(b)) if s.up_to_date && policy.enabled() => {
+            pass(CHECK, format!("rules on bridge {b} match the settings ({what})"))
+        }
+        (Ok(s), Some(_)) if s.up_to_date => pass(CHECK, format!("off ({what}); sandman has no rules installed")),
+        (Ok(s), Some(b)) => fail(
+            CHECK,
+            format!(
+                "sandman's rules on bridge {b} differ from the settings ({what}): {} rule(s) now, {} wanted",
+                s.current.len(),
+                s.desired.len()
+            ),
+            FIX,
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod docs;
 mod doctor;
+mod firewall;
 mod gpu;
 mod image;
 mod reap;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             serve::run(service(load(g, &flags)?)?).await
         }
         Command::Image(cmd) => image::run(&settings(&cli.global)?, cmd, quiet).await,
+        Command::Firewall(cmd) => firewall::run(&open(&cli.global)?, cmd).await,
         Command::Doctor { json, adopt_database } => doctor::run(&settings(&cli.global)?, json, adopt_database).await,
     }
 }

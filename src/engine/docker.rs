@@ -23,6 +23,17 @@ use crate::progress::Progress;
 /// The bridge driver's option for inter-container traffic.
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
+/// The bridge driver's option naming the host's bridge device.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// A bridge network's device: the name its option sets, else `br-` and the id's first 12 characters.
+fn bridge_device(option: Option<&String>, id: &str) -> String {
+    match option.filter(|o| !o.is_empty()) {
+        Some(name) => name.clone(),
+        None => format!("br-{}", &id[..id.len().min(12)]),
+    }
+}
+
 pub struct Docker {
     client: bollard::Docker,
 }
@@ -142,6 +153,30 @@ impl Engine for Docker {
         // A bridge allows inter-container traffic unless the option says false.
         let icc = network.options.unwrap_or_default().get(ICC_OPTION).is_none_or(|v| v != "false");
         Ok(Some(icc))
+    }
+
+    async fn network_bridge(&self, name: &str) -> Result<Option<String>> {
+        let options = bollard::query_parameters::InspectNetworkOptions::default();
+        let network = match self.client.inspect_network(name, Some(options)).await {
+            Ok(n) => n,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(map_err(e, &format!("inspect network {name}"))),
+        };
+        // Inspect also matches by id or id prefix: the name must be the one asked for.
+        if network.name.as_deref() != Some(name) {
+            return Ok(None);
+        }
+        let driver = network.driver.unwrap_or_default();
+        if driver != "bridge" {
+            return Err(Error::Unavailable(format!(
+                "network {name} uses the {driver} driver; sandman's sessions need a bridge network (remove it, and \
+                 sandman creates one)"
+            )));
+        }
+        Ok(Some(bridge_device(
+            network.options.unwrap_or_default().get(BRIDGE_NAME_OPTION),
+            &network.id.unwrap_or_default(),
+        )))
     }
 
     async fn network_exists(&self, name: &str) -> Result<bool> {
@@ -464,6 +499,13 @@ fn files_archive(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bridge_device_is_the_option_or_the_id_prefix() {
+        assert_eq!(bridge_device(None, "0123456789abcdef0123"), "br-0123456789ab");
+        assert_eq!(bridge_device(Some(&"docker0".to_string()), "0123456789abcdef"), "docker0");
+        assert_eq!(bridge_device(Some(&String::new()), "0123456789abcdef"), "br-0123456789ab");
+    }
 
     #[test]
     fn engine_failures_are_unavailable_with_their_fix() {

@@ -301,6 +301,13 @@ impl Engine for FakeEngine {
         Ok(state.networks.contains(name).then(|| state.icc_networks.contains(name)))
     }
 
+    /// `br-` and 12 hex digits of a hash of the name, like Docker's `br-<id>`.
+    async fn network_bridge(&self, name: &str) -> Result<Option<String>> {
+        self.injected(Op::NetworkExists, &[name])?;
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        Ok(self.lock().networks.contains(name).then(|| format!("br-{:012x}", hash & 0xffff_ffff_ffff)))
+    }
+
     async fn ensure_network(&self, name: &str) -> Result<()> {
         self.injected(Op::EnsureNetwork, &[name])?;
         self.lock().networks.insert(name.to_string());

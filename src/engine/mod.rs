@@ -105,6 +105,12 @@ pub trait Engine: Send + Sync {
     /// `None` when the network does not exist.
     async fn network_icc(&self, name: &str) -> Result<Option<bool>>;
 
+    /// The host's bridge device of network `name` (`br-<first 12 of its id>`, or the name its
+    /// `com.docker.network.bridge.name` option sets), where the firewall rules of its sessions
+    /// are scoped; `None` when the network does not exist. A network of another driver than
+    /// `bridge` is `Unavailable`.
+    async fn network_bridge(&self, name: &str) -> Result<Option<String>>;
+
     /// Creates the session bridge network unless it exists. Containers on it cannot reach
     /// one another; they reach the outside as usual. Callers serialise this with a file lock:
     /// old engines allow duplicate network names.

@@ -26,6 +26,8 @@ struct Lab {
     settings: Settings,
     engine: Arc<FakeEngine>,
     sessions: Arc<Sessions>,
+    /// The firewall of `sessions` (other services of the lab have their own).
+    firewall: Arc<firewall::Memory>,
 }
 
 const SIM_GPUS: &str = "[[gpu]]\nmodel = \"NVIDIA A100-SXM4-40GB\"\nmig = true\ninstances = []\n";
@@ -58,8 +60,9 @@ impl Lab {
         };
         adjust(&mut settings);
         let engine = Arc::new(FakeEngine::with_images(&[&settings.image]));
-        let sessions = Arc::new(Lab::service(&settings, &engine));
-        Lab { _dir: dir, settings, engine, sessions }
+        let firewall = Arc::new(firewall::Memory::new());
+        let sessions = Arc::new(Lab::service(&settings, &engine).with_firewall(firewall.clone()));
+        Lab { _dir: dir, settings, engine, sessions, firewall }
     }
 
     /// Another process on the same host: its own connection to the database, the same engine.
@@ -144,6 +147,45 @@ async fn a_create_runs_every_step_and_leaves_only_its_session() {
     assert_eq!(lab.engine.networks(), vec![lab.settings.network.clone()], "made on first use");
     assert_eq!(lab.session_lock_files(), Vec::<PathBuf>::new());
     assert_eq!(lab.sessions.get(&s.id).unwrap().state, State::Running);
+}
+
+#[tokio::test]
+async fn a_create_installs_the_egress_rules_once_and_is_refused_without_them() {
+    use crate::firewall::{Listing, Runner};
+    let lab = Lab::new();
+    lab.create("alice").await.unwrap();
+    let rules = lab.firewall.list().unwrap();
+    let current = Listing::parse(&rules).current(&lab.settings.network);
+    // Two jumps; INPUT: replies, 169.254.0.0/16, the host; DOCKER-USER: replies, 169.254.0.0/16.
+    assert_eq!(current.len(), 7, "{current:#?}");
+    assert!(
+        current[0].starts_with("-A INPUT -i br-") && current[0].contains(&format!("sandman:{}", lab.settings.network))
+    );
+    lab.create("bob").await.unwrap();
+    assert_eq!(lab.firewall.list().unwrap(), rules, "a second create changes nothing");
+    assert!(lab.sessions.firewall_status().await.unwrap().up_to_date);
+    assert!(lab.sessions.firewall_remove().await.unwrap());
+    assert!(Listing::parse(&lab.firewall.list().unwrap()).current(&lab.settings.network).is_empty());
+
+    // No iptables (or no root): the create is refused with the cause and the fixes, nothing made.
+    let lab = Lab::new();
+    *lab.firewall.fail.lock().unwrap() =
+        Some("iptables is not installed: install it (apt-get install iptables)".into());
+    let e = lab.create("alice").await.err().expect("the create succeeded");
+    assert!(
+        matches!(&e, Error::Unavailable(m) if m.contains("iptables is not installed")
+            && m.contains("block_host = false and blocked_cidrs = []")),
+        "{e}"
+    );
+    lab.assert_nothing_left("a create whose firewall rules could not be installed");
+
+    // With the policy off, iptables is not needed.
+    let lab = Lab::with(|s| {
+        s.block_host = false;
+        s.blocked_cidrs.clear();
+    });
+    *lab.firewall.fail.lock().unwrap() = Some("iptables is not installed".into());
+    lab.create("alice").await.unwrap();
 }
 
 #[tokio::test]

@@ -214,6 +214,8 @@ impl Drop for Env {
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
+        // The firewall rules a create installed on this network's bridge.
+        let _ = self.cmd().args(["firewall", "remove", "--quiet"]).output();
         let _ = Command::new("docker").args(["network", "rm", &self.network]).output();
     }
 }
