@@ -10,6 +10,7 @@ mod clients;
 mod concurrency;
 mod crash;
 mod errors;
+mod firewall;
 mod gpu;
 mod health;
 mod hostile;
