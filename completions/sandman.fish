@@ -45,6 +45,7 @@ complete -c sandman -n "__fish_sandman_needs_command" -f -a "reap" -d 'Remove ex
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "image" -d 'Build the workspace image'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "firewall" -d 'Show, apply or remove the firewall rules that keep sessions away from the host'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -375,6 +376,73 @@ complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s v -l verbose 
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -f -a "show" -d 'sandman\'s rules for the session network, as they are and as the settings want them'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -f -a "apply" -d 'Install or update the rules now (session create does it too); with the policy off, remove them'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -f -a "remove" -d 'Remove every rule sandman made for the session network (also once the network is gone)'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l json -d 'Print the state as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l json -d 'Print the resulting state as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l json -d 'Print what was done as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from help" -f -a "show" -d 'sandman\'s rules for the session network, as they are and as the settings want them'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from help" -f -a "apply" -d 'Install or update the rules now (session create does it too); with the policy off, remove them'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove every rule sandman made for the session network (also once the network is gone)'
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -404,16 +472,17 @@ complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "image" -d 'Build the workspace image'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "firewall" -d 'Show, apply or remove the firewall rules that keep sessions away from the host'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "create" -d 'Start a session for a user and print how to log in'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List sessions'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "show" -d 'Show one session'
@@ -425,3 +494,6 @@ complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_su
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "profiles" -d 'MIG profiles of the GPU models present'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "available" -d 'MIG devices no session holds'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "show" -d 'sandman\'s rules for the session network, as they are and as the settings want them'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "apply" -d 'Install or update the rules now (session create does it too); with the policy off, remove them'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "remove" -d 'Remove every rule sandman made for the session network (also once the network is gone)'

@@ -11,8 +11,8 @@ key="$dir/$user.key"
 
 source scripts/lib.sh
 # What a fresh Debian host with Docker lacks: debootstrap for the image, the ssh client for the
-# login check, python3 to read sandman's JSON.
-install_missing debootstrap:debootstrap ssh:openssh-client python3:python3
+# login check, python3 to read sandman's JSON, iptables for the sessions' firewall rules.
+install_missing debootstrap:debootstrap ssh:openssh-client python3:python3 iptables:iptables
 
 cargo build --release --locked
 bin=$(target_dir)/release/sandman

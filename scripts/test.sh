@@ -13,10 +13,10 @@ ANSIBLE_CORE_VERSION=2.19.14
 source scripts/lib.sh
 
 # The clients the end-to-end tests drive (OpenSSH, rsync, tmux, git), debootstrap for the
-# image, Python's venv for schemathesis and ansible-core.
+# image, Python's venv for schemathesis and ansible-core, iptables for the sessions' firewall.
 install_missing ssh:openssh-client scp:openssh-client sftp:openssh-client debootstrap:debootstrap \
     docker:docker.io jq:jq rsync:rsync tmux:tmux git:git venv:python3-venv \
-    docker-compose:docker-compose objdump:binutils strip:binutils
+    docker-compose:docker-compose objdump:binutils strip:binutils iptables:iptables
 
 if ! docker info >/dev/null 2>&1; then
     echo "the Docker engine is not answering; trying to start it"

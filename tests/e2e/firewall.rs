@@ -48,7 +48,11 @@ impl Drop for RulesGuard {
 fn rules_of(bridge: &str) -> Vec<String> {
     let out = Command::new("iptables").args(["-w", "5", "-S"]).output().unwrap();
     assert!(out.status.success(), "iptables -S: {}", stderr(&out));
-    stdout(&out).lines().filter(|l| l.contains(bridge) && (l.contains("SANDMAN-") || l.contains("sandman:"))).map(str::to_string).collect()
+    stdout(&out)
+        .lines()
+        .filter(|l| l.contains(bridge) && (l.contains("SANDMAN-") || l.contains("sandman:")))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A listener on the gateway address, on a free port.

@@ -145,7 +145,7 @@ fn deb_installs_with_its_files_and_removes_without_touching_workspaces_or_the_da
     let depends = field("Depends");
     assert!(depends.starts_with("libc6 (>= 2."), "{depends}");
     assert!(depends.ends_with(", docker.io | docker-ce, openssh-client"), "{depends}");
-    assert_eq!(field("Recommends"), "debootstrap");
+    assert_eq!(field("Recommends"), "debootstrap, iptables");
 
     let c = Scratch::start(&base);
     c.copy_in(&deb, "/tmp/sandman.deb");
