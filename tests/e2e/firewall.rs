@@ -110,6 +110,13 @@ fn a_session_reaches_the_host_only_on_an_allowed_port() {
     assert_eq!(answer.trim(), "open", "allowed port");
     assert!(accepted(&allowed, Duration::from_secs(5)), "the allowed listener saw no connection");
 
+    // Another session's published port, through the host, is refused too (docker-proxy listens
+    // on the host's addresses).
+    let other = env.create("olga", &[]);
+    let answer = connect_from(env, &s, gateway, other.port());
+    assert!(answer.contains("closed") && answer.contains("refused"), "another session's port: {answer}");
+    env.ok(&["session", "rm", other.id(), "--yes"]);
+
     let show = env.run(&["firewall", "show", "--json"]);
     assert!(show.status.success(), "{}", stderr(&show));
     let status: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
