@@ -9,7 +9,7 @@ mod reap;
 mod tests;
 
 pub use keys::user_keys_dir;
-pub use reap::{Action, FailedSession, ReapFailure, ReapReport, classify};
+pub use reap::{Action, FailedSession, OomKills, ReapFailure, ReapReport, classify};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -162,7 +162,15 @@ impl Sessions {
         let s = &self.settings;
         let policy = firewall::Policy::from_settings(s)?;
         let engine = self.engine().await?;
-        let bridge = match engine.network_bridge(&s.network).await? {
+        let found = match engine.network_bridge(&s.network).await {
+            // With the policy off a network sandman cannot firewall is no reason to refuse.
+            Err(e) if !policy.enabled() => {
+                tracing::debug!(network = %s.network, error = %e, "no bridge to check for leftover firewall rules");
+                return Ok(None);
+            }
+            found => found?,
+        };
+        let bridge = match found {
             Some(b) => b,
             None if create_network && policy.enabled() => {
                 self.make_network(engine).await?;

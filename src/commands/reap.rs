@@ -3,7 +3,22 @@ use crate::error::Result;
 use crate::sessions::{ReapReport, Sessions};
 
 pub async fn run(sessions: &Sessions, dry_run: bool, json: bool) -> Result<()> {
-    let report = sessions.reap(dry_run).await?;
+    let mut report = sessions.reap(dry_run).await?;
+    // Like serve's reaper: OOM kills inside sessions since the previous pass are logged.
+    if !report.busy {
+        match sessions.new_oom_kills(dry_run).await {
+            Ok(kills) => report.oom_kills = kills,
+            Err(e) => tracing::debug!(error = %e, "OOM kills not read"),
+        }
+    }
+    for k in &report.oom_kills {
+        tracing::warn!(
+            session = %k.id,
+            user = %k.user,
+            kills = k.kills,
+            "out of memory: the kernel killed processes inside the session (the session goes on)"
+        );
+    }
     if json {
         print_json(&report)?;
     } else {
@@ -36,10 +51,16 @@ fn print_text(report: &ReapReport) {
     for f in &report.failed_sessions {
         println!("{verb} failed session {} ({})", f.id, f.reason);
     }
+    for k in &report.oom_kills {
+        println!(
+            "out of memory in session {} ({}): {} process(es) killed since the last pass; the session goes on",
+            k.id, k.user, k.kills
+        );
+    }
     for f in &report.failed {
         eprintln!("could not reap {}: {}", f.id, f.error);
     }
-    if report.total() == 0 && report.failed.is_empty() {
+    if report.total() == 0 && report.failed.is_empty() && report.oom_kills.is_empty() {
         eprintln!("nothing to reap");
     }
 }

@@ -749,6 +749,24 @@ async fn usage_reports_workspace_bytes_and_oom_kills_per_running_session() {
     assert_eq!(lab.sessions.workspace_usage(&alice), usage[0].workspace_bytes);
 }
 
+#[tokio::test]
+async fn the_cli_reaper_reports_oom_kills_since_its_previous_pass() {
+    let lab = Lab::new();
+    let alice = lab.create("alice").await.unwrap().session;
+    let bob = lab.create("bob").await.unwrap().session;
+    assert_eq!(lab.sessions.new_oom_kills(false).await.unwrap(), vec![]);
+    lab.engine.set_oom_kills(alice.container_id.as_deref().unwrap(), 2);
+    let dry = lab.sessions.new_oom_kills(true).await.unwrap();
+    assert_eq!(dry, vec![OomKills { id: alice.id.clone(), user: "alice".into(), kills: 2 }]);
+    assert_eq!(lab.sessions.new_oom_kills(false).await.unwrap(), dry, "a dry run records nothing");
+    assert_eq!(lab.sessions.new_oom_kills(false).await.unwrap(), vec![], "reported once");
+    lab.engine.set_oom_kills(alice.container_id.as_deref().unwrap(), 5);
+    lab.engine.set_oom_kills(bob.container_id.as_deref().unwrap(), 1);
+    let mut next = lab.sessions.new_oom_kills(false).await.unwrap();
+    next.sort_by(|a, b| a.user.cmp(&b.user));
+    assert_eq!(next.iter().map(|k| (k.user.as_str(), k.kills)).collect::<Vec<_>>(), [("alice", 3), ("bob", 1)]);
+}
+
 /// A network an admin made with inter-container traffic on is refused, naming it and the fix,
 /// unless `allow_icc`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

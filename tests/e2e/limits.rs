@@ -82,6 +82,19 @@ fn limits_reach_the_container_and_an_oom_kill_stays_in_its_session() {
     let out = env.ssh(&bob, "echo bob-fine");
     assert_eq!(stdout(&out).trim(), "bob-fine", "{}", stderr(&out));
     assert!(env.sessions().iter().all(|s| s["state"] == "running"));
+
+    // The CLI's reaper reports the kill once, like serve's, and removes nothing for it.
+    let out = env.run(&["reap", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kills = report["oom_kills"].as_array().unwrap();
+    assert_eq!(kills.len(), 1, "{report}");
+    assert_eq!((kills[0]["id"].as_str(), kills[0]["user"].as_str()), (Some(alice.id()), Some("alice")), "{report}");
+    assert!(kills[0]["kills"].as_u64().unwrap() >= 1, "{report}");
+    assert!(stderr(&out).contains("out of memory"), "not logged: {}", stderr(&out));
+    let again: Value = serde_json::from_slice(&env.run(&["reap", "--json"]).stdout).unwrap();
+    assert_eq!(again["oom_kills"], serde_json::json!([]), "{again}");
+    assert_eq!(env.sessions().len(), 2);
 }
 
 #[test]
