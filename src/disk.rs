@@ -68,6 +68,17 @@ pub fn project_quotas(path: &Path) -> (bool, String) {
     (supported, format!("{fs} on {point} ({options})"))
 }
 
+/// The block device mounted where `path` lives (the mount's source, such as `/dev/loop3`), which
+/// `quotactl` names the file system by.
+pub fn mount_device(path: &Path) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let (point, _, _) = mount_of(&mounts, path)?;
+    mounts.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 2 && f[1].replace("\\040", " ") == point).then(|| PathBuf::from(f[0]))
+    })
+}
+
 /// The mount (point, type, options) of the deepest mount point holding `path` (or its nearest
 /// existing ancestor).
 fn mount_of(mounts: &str, path: &Path) -> Option<(String, String, String)> {
@@ -112,6 +123,7 @@ mod tests {
         let (point, fs, options) = mount_of(mounts, Path::new("/srv/workspaces/x")).unwrap();
         assert_eq!((point.as_str(), fs.as_str(), options.as_str()), ("/srv", "xfs", "rw,prjquota"));
         assert_eq!(mount_of(mounts, Path::new("/home")).unwrap().0, "/");
+        assert!(mount_device(Path::new("/")).is_some(), "the root file system has a source");
         let (supported, words) = project_quotas(Path::new("/"));
         assert!(words.contains(" on /"), "{words}");
         assert_eq!(supported, words.contains("quota"), "{words}");

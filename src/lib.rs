@@ -16,6 +16,7 @@ pub mod image;
 pub mod limits;
 pub mod locks;
 pub mod progress;
+pub mod quota;
 pub mod server;
 pub mod sessions;
 pub mod ssh;

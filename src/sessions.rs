@@ -291,6 +291,11 @@ impl Sessions {
         measure_workspace(&row.workspace, WORKSPACE_WALK_BUDGET)
     }
 
+    /// The project quota of a session's workspace (limit and use), where it has one.
+    pub fn workspace_quota(&self, row: &SessionRow) -> Option<crate::quota::WorkspaceQuota> {
+        crate::quota::of(&self.settings.workspace_root, std::path::Path::new(&row.workspace))
+    }
+
     /// What each running session uses now: its workspace's bytes and the OOM kills in its
     /// container. The walks run off the async threads; each is bounded in time.
     pub async fn usage(&self) -> Result<Vec<SessionUsage>> {
@@ -337,7 +342,9 @@ impl Sessions {
         let image = req.image.clone().unwrap_or_else(|| s.image.clone());
         validate::image_reference(&image)?;
         let own_key = req.public_key.as_deref().map(keys::user_key).transpose()?;
-        if let Some(quota) = s.workspace_quota {
+        if let Some(quota) = s.workspace_quota
+            && !crate::disk::project_quotas(&s.workspace_root).0
+        {
             return Err(Error::Unavailable(workspace_quota_refusal(quota.0, &s.workspace_root)));
         }
         // Without overrides per profile the limits do not depend on the GPU pick: check them
@@ -485,6 +492,18 @@ impl Sessions {
         let engine = self.engine().await?;
         progress("preparing workspace");
         let workspace = workspace::ensure(&s.workspace_root, &row.user, uid)?;
+        if let Some(quota) = s.workspace_quota {
+            // The project id is the user's uid: stable forever, one per workspace.
+            crate::quota::apply(&s.workspace_root, &workspace, uid, quota.0).map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot set the project quota of workspace {} (project {uid}, limit {}): {e}; check that {} is \
+                     on ext4 or xfs mounted with prjquota and that sandman runs as root, or remove workspace_quota",
+                    workspace.display(),
+                    validate::format_size(quota.0),
+                    s.workspace_root.display()
+                ))
+            })?;
+        }
         interrupted(cancel)?;
 
         progress("starting container");
@@ -709,24 +728,16 @@ impl Sessions {
     }
 }
 
-/// Why `workspace_quota` cannot be honoured here; a create is refused rather than run with a
-/// limit that is not there.
+/// Why `workspace_quota` cannot be honoured here (the file system of `workspace_root` has no
+/// project quotas); a create is refused rather than run with a limit that is not there.
 pub fn workspace_quota_refusal(quota: u64, root: &std::path::Path) -> String {
-    let (supported, mount) = crate::disk::project_quotas(root);
-    let quota = validate::format_size(quota);
-    if supported {
-        format!(
-            "workspace_quota = \"{quota}\" is set, and {} ({mount}) supports project quotas, but this sandman does not set them; \
-             remove workspace_quota, or set the quota per directory with setquota/xfs_quota",
-            root.display()
-        )
-    } else {
-        format!(
-            "workspace_quota = \"{quota}\" cannot be enforced: {} is on {mount}, without project quotas \
-             (ext4 or xfs mounted with prjquota); remove workspace_quota or move workspace_root",
-            root.display()
-        )
-    }
+    let (_, mount) = crate::disk::project_quotas(root);
+    format!(
+        "workspace_quota = \"{}\" cannot be enforced: {} is on {mount}, without project quotas \
+         (ext4 or xfs mounted with prjquota); remove workspace_quota or move workspace_root",
+        validate::format_size(quota),
+        root.display()
+    )
 }
 
 /// Refuses a session network on which containers may reach one another, unless `allow_icc`.

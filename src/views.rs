@@ -47,6 +47,10 @@ pub struct SessionView {
     /// /sessions/{id}`, `session show`); absent in lists and where it could not be measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_usage_bytes: Option<u64>,
+    /// The workspace's project quota (`workspace_quota`) in bytes, shown with the usage, where
+    /// one is set on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_quota_bytes: Option<u64>,
     pub metadata: Metadata,
 }
 
@@ -106,6 +110,7 @@ impl From<&SessionRow> for SessionView {
             host_key_fingerprint: r.host_key_fingerprint.clone(),
             limits: r.limits.as_ref().map(LimitsView::from),
             workspace_usage_bytes: None,
+            workspace_quota_bytes: None,
             metadata: Metadata {
                 image: r.image.clone(),
                 workspace: r.workspace.clone(),

@@ -209,10 +209,17 @@ fn workspace_quota(settings: &Settings) -> Check {
                 "not set; {mount} has no project quotas, so workspaces cannot be limited (usage is shown by session show and /metrics)"
             ),
         ),
+        Some(q) if supported => pass(
+            "workspace quota",
+            format!(
+                "{} per workspace, enforced with project quotas on {mount} (project id = the user's uid)",
+                crate::validate::format_size(q.0)
+            ),
+        ),
         Some(q) => fail(
             "workspace quota",
             crate::sessions::workspace_quota_refusal(q.0, &settings.workspace_root),
-            "remove workspace_quota: session create is refused while it is set",
+            "remove workspace_quota, or put workspace_root on ext4/xfs mounted with prjquota: session create is refused until then",
         ),
     }
 }

@@ -29,6 +29,7 @@ pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Resul
             let row = sessions.get(&id)?;
             let mut view = SessionView::from(&row);
             view.workspace_usage_bytes = sessions.workspace_usage(&row);
+            view.workspace_quota_bytes = sessions.workspace_quota(&row).and_then(|q| q.limit_bytes);
             if json { print_json(&view) } else { print_details(&row, view) }
         }
         SessionCommand::Extend { id, ttl, json } => {
@@ -249,10 +250,13 @@ fn print_details(r: &SessionRow, v: SessionView) -> Result<()> {
         ],
         None => vec![("limits", "not recorded (made by an older sandman)".to_string())],
     };
-    let usage = v.workspace_usage_bytes.map_or_else(
+    let mut usage = v.workspace_usage_bytes.map_or_else(
         || "not measured (too large to walk quickly, or unreadable)".into(),
         |b| format!("{b} bytes ({})", human(b)),
     );
+    if let Some(q) = v.workspace_quota_bytes {
+        usage.push_str(&format!(" of a {} quota", human(q)));
+    }
     for (k, val) in [
         ("id", v.id),
         ("user", v.user_id),

@@ -248,6 +248,7 @@ pub(super) fn get(app: &App, id: &str) -> Result<Reply, ApiError> {
     let row = app.sessions.get(id)?;
     let mut view = SessionView::from(&row);
     view.workspace_usage_bytes = app.sessions.workspace_usage(&row);
+    view.workspace_quota_bytes = app.sessions.workspace_quota(&row).and_then(|q| q.limit_bytes);
     Ok(Reply::json(200, &view))
 }
 

@@ -20,4 +20,5 @@ mod limits;
 mod login;
 mod network;
 mod package;
+mod quota;
 mod reap;
