@@ -317,6 +317,7 @@ fn row(id: &str, state: State, expires_at: i64) -> SessionRow {
         host_key_fingerprint: "fp".into(),
         limits: None,
         failure: None,
+        activity: Default::default(),
     }
 }
 
