@@ -70,6 +70,9 @@ pub struct CreateRequest {
     pub limits: LimitRequest,
     /// Give a new user an existing workspace directory that another uid owns.
     pub adopt_workspace: bool,
+    /// This session's idle timeout, shorter than the host's (`idle_timeout_minutes`); `None`:
+    /// the host's.
+    pub idle_timeout_minutes: Option<i64>,
 }
 
 /// The answer to a create: the session plus what is shown once and never stored.
@@ -247,6 +250,7 @@ impl Sessions {
         let image = req.image.clone().unwrap_or_else(|| s.image.clone());
         validate::image_reference(&image)?;
         let own_key = req.public_key.as_deref().map(keys::user_key).transpose()?;
+        let idle_timeout = req.idle_timeout_minutes.map(|m| idle_timeout_minutes(m, s)).transpose()?;
         if let Some(quota) = s.workspace_quota {
             return Err(Error::Unavailable(workspace_quota_refusal(quota.0, &s.workspace_root)));
         }
@@ -312,6 +316,10 @@ impl Sessions {
             let mut row = row;
             let provisioned = async {
                 let limits = self.record_limits(&mut row, &req.limits)?;
+                if let Some(minutes) = idle_timeout {
+                    self.store().set_idle_timeout(&row.id, minutes)?;
+                    row.activity.idle_timeout_minutes = Some(minutes);
+                }
                 if let Some(key) = &own_key {
                     key_added = self.store().add_user_key(&req.user, key)?;
                 }
@@ -618,6 +626,24 @@ impl Sessions {
         }
         self.get(id)
     }
+}
+
+/// A session's own idle timeout, within the host's bounds: at most the host's
+/// `idle_timeout_minutes` (a user may ask to be reaped sooner, not later), or, where the host
+/// reaps no idle sessions, at most `max_ttl_minutes`.
+pub fn idle_timeout_minutes(minutes: i64, s: &Settings) -> Result<u32> {
+    let (max, why) = if s.idle_timeout_minutes > 0 {
+        (s.idle_timeout_minutes, "the host's idle_timeout_minutes")
+    } else {
+        (s.max_ttl_minutes, "max_ttl_minutes; this host reaps no idle sessions unless asked")
+    };
+    if minutes < 1 || minutes > i64::from(max) {
+        return Err(Error::invalid(
+            "idle_timeout_minutes",
+            format!("{minutes} is out of range; use 1 to {max} minutes (the maximum is {why})"),
+        ));
+    }
+    Ok(minutes as u32)
 }
 
 /// Why `workspace_quota` cannot be honoured here; a create is refused rather than run with a

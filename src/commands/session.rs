@@ -104,6 +104,7 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
             shm_size: args.shm_size.as_deref().map(|m| validate::size("shm_size", m)).transpose()?,
         },
         adopt_workspace: args.adopt_workspace,
+        idle_timeout_minutes: args.idle_timeout,
     };
     let report = progress(quiet);
     // Ctrl-C asks the create to stop at its next step; it then removes what it made and
