@@ -419,6 +419,22 @@ pub enum GpuCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Simulated GPUs only (a testing aid): set how many compute processes a device runs, as
+    /// NVML would report them; idle detection counts them like real ones
+    #[command(after_help = "Examples:
+  sandman --gpu-backend sim --gpu-sim-file lab.toml gpu sim-busy --device MIG-... --processes 1
+  sandman --gpu-backend sim --gpu-sim-file lab.toml gpu sim-busy --device MIG-... --processes 0
+
+The count is kept in the session database beside the simulated GPUs, so every sandman process
+using that database (reap, serve) sees it.")]
+    SimBusy {
+        /// A MIG device or GPU UUID of the simulated backend
+        #[arg(long, value_name = "UUID")]
+        device: String,
+        /// Compute processes running on it (0: idle)
+        #[arg(long, value_name = "N")]
+        processes: u32,
+    },
 }
 
 /// `--gpu-backend`: the command line's spelling of `config::GpuBackendKind`.

@@ -159,6 +159,25 @@ impl Sessions {
         Ok(devices)
     }
 
+    /// Simulated GPUs only: sets the compute processes device `uuid` runs (`gpu sim-busy`).
+    pub fn set_sim_gpu_processes(&self, uuid: &str, processes: u32) -> Result<()> {
+        let backend = self.gpu.name();
+        if backend != "sim" {
+            return Err(Error::invalid(
+                "gpu backend",
+                format!(
+                    "sim-busy only acts on simulated GPUs; this host's gpu backend is {backend} (use --gpu-backend sim)"
+                ),
+            ));
+        }
+        let known =
+            self.gpu.devices()?.into_iter().any(|d| d.uuid == uuid || d.mig_instances.iter().any(|m| m.uuid == uuid));
+        if !known {
+            return Err(Error::NotFound(format!("no simulated GPU or MIG device {uuid}; `sandman gpu ls` lists them")));
+        }
+        self.store().set_sim_processes(uuid, processes)
+    }
+
     /// MIG devices no session holds.
     pub fn available(&self) -> Result<Vec<MigInstance>> {
         Ok(self.gpus()?.into_iter().flat_map(|d| d.mig_instances).filter(|m| !m.allocated).collect())

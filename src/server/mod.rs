@@ -334,6 +334,8 @@ async fn reaper(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 if report.total() > 0 {
                     tracing::info!(
                         expired = report.expired.len(),
+                        idle = report.idle.len(),
+                        failed = report.failed_sessions.len(),
                         abandoned = report.abandoned.len(),
                         vanished = report.vanished.len(),
                         orphans = report.orphans.len(),
