@@ -58,6 +58,9 @@ _sandman() {
             sandman__subcmd__gpu,profiles)
                 cmd="sandman__subcmd__gpu__subcmd__profiles"
                 ;;
+            sandman__subcmd__gpu,sim-busy)
+                cmd="sandman__subcmd__gpu__subcmd__sim__subcmd__busy"
+                ;;
             sandman__subcmd__gpu__subcmd__help,available)
                 cmd="sandman__subcmd__gpu__subcmd__help__subcmd__available"
                 ;;
@@ -69,6 +72,9 @@ _sandman() {
                 ;;
             sandman__subcmd__gpu__subcmd__help,profiles)
                 cmd="sandman__subcmd__gpu__subcmd__help__subcmd__profiles"
+                ;;
+            sandman__subcmd__gpu__subcmd__help,sim-busy)
+                cmd="sandman__subcmd__gpu__subcmd__help__subcmd__sim__subcmd__busy"
                 ;;
             sandman__subcmd__help,completions)
                 cmd="sandman__subcmd__help__subcmd__completions"
@@ -108,6 +114,9 @@ _sandman() {
                 ;;
             sandman__subcmd__help__subcmd__gpu,profiles)
                 cmd="sandman__subcmd__help__subcmd__gpu__subcmd__profiles"
+                ;;
+            sandman__subcmd__help__subcmd__gpu,sim-busy)
+                cmd="sandman__subcmd__help__subcmd__gpu__subcmd__sim__subcmd__busy"
                 ;;
             sandman__subcmd__help__subcmd__image,build)
                 cmd="sandman__subcmd__help__subcmd__image__subcmd__build"
@@ -248,7 +257,7 @@ _sandman() {
 
     case "${cmd}" in
         sandman)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version session user gpu reap serve image doctor completions man help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version session user gpu reap serve image doctor completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -282,6 +291,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -290,7 +315,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__completions)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version bash elvish fish powershell zsh"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -322,6 +347,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -332,7 +373,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__doctor)
-            opts="-v -q -h -V --json --adopt-database --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --adopt-database --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,6 +405,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -374,7 +431,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version ls profiles available help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version ls profiles available sim-busy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -408,6 +465,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -416,7 +489,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__available)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -450,6 +523,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -458,7 +547,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__help)
-            opts="ls profiles available help"
+            opts="ls profiles available sim-busy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -527,8 +616,22 @@ _sandman() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sandman__subcmd__gpu__subcmd__help__subcmd__sim__subcmd__busy)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sandman__subcmd__gpu__subcmd__ls)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -560,6 +663,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -570,7 +689,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__profiles)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -602,6 +721,88 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__gpu__subcmd__sim__subcmd__busy)
+            opts="-v -q -h -V --device --processes --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --processes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -654,7 +855,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__help__subcmd__gpu)
-            opts="ls profiles available"
+            opts="ls profiles available sim-busy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -696,6 +897,20 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__help__subcmd__gpu__subcmd__profiles)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__gpu__subcmd__sim__subcmd__busy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -962,7 +1177,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version build help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version build help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -996,6 +1211,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1004,7 +1235,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image__subcmd__build)
-            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --flavor --packages --ca-cert --print-digest --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --flavor --packages --ca-cert --print-digest --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1058,6 +1289,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1108,7 +1355,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__man)
-            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1146,6 +1393,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1154,7 +1417,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__reap)
-            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1188,6 +1451,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1196,7 +1475,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__serve)
-            opts="-v -q -h -V --port --bind --token-file --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --port --bind --token-file --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1242,6 +1521,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1250,7 +1545,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version create list show extend ssh-config rm help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version create list show extend ssh-config rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1284,6 +1579,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1292,7 +1603,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__create)
-            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --idle-timeout --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1338,6 +1649,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1366,6 +1681,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1374,7 +1705,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__extend)
-            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1410,6 +1741,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1532,7 +1879,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__list)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1564,6 +1911,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1574,7 +1937,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__rm)
-            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1606,6 +1969,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1616,7 +1995,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__show)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1650,6 +2029,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1658,7 +2053,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__ssh__subcmd__config)
-            opts="-v -q -h -V --user --identity-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --identity-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1700,6 +2095,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1708,7 +2119,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version key help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version key help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1740,6 +2151,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1834,7 +2261,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version add rm ls help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version add rm ls help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1868,6 +2295,22 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1876,7 +2319,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__add)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1908,6 +2351,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1988,7 +2447,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__ls)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2020,6 +2479,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2030,7 +2505,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__rm)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2062,6 +2537,22 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 *)
