@@ -651,10 +651,11 @@ impl Sessions {
 /// `idle_timeout_minutes` (a user may ask to be reaped sooner, not later), or, where the host
 /// reaps no idle sessions, at most `max_ttl_minutes`.
 pub fn idle_timeout_minutes(minutes: i64, s: &Settings) -> Result<u32> {
-    let (max, why) = if s.idle_timeout_minutes > 0 {
-        (s.idle_timeout_minutes, "the host's idle_timeout_minutes")
+    let max = max_idle_timeout(s);
+    let why = if s.idle_timeout_minutes > 0 {
+        "the host's idle_timeout_minutes"
     } else {
-        (s.max_ttl_minutes, "max_ttl_minutes; this host reaps no idle sessions unless asked")
+        "max_ttl_minutes; this host reaps no idle sessions unless asked"
     };
     if minutes < 1 || minutes > i64::from(max) {
         return Err(Error::invalid(
@@ -663,6 +664,11 @@ pub fn idle_timeout_minutes(minutes: i64, s: &Settings) -> Result<u32> {
         ));
     }
     Ok(minutes as u32)
+}
+
+/// The longest idle timeout a create may ask for (see `idle_timeout_minutes`).
+pub fn max_idle_timeout(s: &Settings) -> u32 {
+    if s.idle_timeout_minutes > 0 { s.idle_timeout_minutes } else { s.max_ttl_minutes }
 }
 
 /// Why `workspace_quota` cannot be honoured here; a create is refused rather than run with a

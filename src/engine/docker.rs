@@ -284,7 +284,11 @@ impl Engine for Docker {
     async fn start(&self, id: &str) -> Result<()> {
         self.client.start_container(id, None).await.map_err(|e| {
             let text = e.to_string();
-            if status(&e) == Some(404) && text.contains("network") {
+            // An engine in swarm mode answers a missing network with 500 "Could not attach to
+            // network X: ... NotFound".
+            if (status(&e) == Some(404) && text.contains("network"))
+                || (text.contains("Could not attach to network") && text.contains("NotFound"))
+            {
                 Error::NotFound(text)
             } else if text.contains("port is already allocated") || text.contains("address already in use") {
                 Error::Exhausted(format!("the chosen host port is taken by another program: {text}"))

@@ -213,7 +213,7 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
         runtime: tokio::runtime::Handle::current(),
         tokens,
         metrics: Metrics::default(),
-        openapi: openapi::document(s.max_ttl_minutes).into(),
+        openapi: openapi::document(s.max_ttl_minutes, crate::sessions::max_idle_timeout(s)).into(),
         list_cache: Mutex::new(None),
         extra_threads: AtomicUsize::new(0),
         creates: Arc::new(Semaphore::new(s.api_max_concurrent_creates)),

@@ -390,16 +390,19 @@ impl Sessions {
         let containers = engine.list_managed(&self.instance).await?;
         let rows = self.list()?;
         let now = chrono::Utc::now().timestamp();
-        let probes = to_probe(&rows, &containers, now).into_iter().map(|row| async move {
+        // Activity is read before the sshd probes, whose own connections would count as SSH use.
+        let candidates = to_probe(&rows, &containers, now);
+        let signals = self.read_signals(&candidates).await;
+        let probes = candidates.iter().map(|row| async move {
             let answered = crate::ssh::wait_for_banner(self.ssh_address(row.ssh_port), SSHD_ANSWER_TIMEOUT).await;
             answered.is_err().then(|| row.id.clone())
         });
         let sshd_silent: HashSet<String> = futures_util::future::join_all(probes).await.into_iter().flatten().collect();
         let mut actions = classify(&rows, &containers, now, |id| self.creator_alive(id), &sshd_silent);
         // Idle detection, for the running sessions found healthy.
-        let healthy: Vec<&SessionRow> =
-            to_probe(&rows, &containers, now).into_iter().filter(|r| !sshd_silent.contains(&r.id)).collect();
-        let verdicts = self.observe(&healthy, now, dry_run).await;
+        let (healthy, signals): (Vec<&SessionRow>, Vec<Observed>) =
+            candidates.iter().copied().zip(signals).filter(|(r, _)| !sshd_silent.contains(&r.id)).unzip();
+        let verdicts = self.judge_all(&healthy, &signals, now, dry_run);
         for (row, verdict) in healthy.iter().zip(&verdicts) {
             if verdict.idle {
                 actions.push(Action::Idle { id: row.id.clone() });
@@ -476,11 +479,10 @@ impl Sessions {
         Ok(report)
     }
 
-    /// Reads each session's activity signals (at once, each off the async threads), judges it,
-    /// and (unless dry) records what was seen on its row.
-    async fn observe(&self, rows: &[&SessionRow], now: i64, dry_run: bool) -> Vec<Verdict> {
+    /// Reads each session's activity signals, for all sessions at once.
+    async fn read_signals(&self, rows: &[&SessionRow]) -> Vec<Observed> {
         let Ok(engine) = self.engine().await else {
-            return Vec::new();
+            return vec![Observed::default(); rows.len()];
         };
         let started = std::time::Instant::now();
         let reads = rows.iter().map(|row| async move {
@@ -496,9 +498,14 @@ impl Sessions {
         });
         let seen = futures_util::future::join_all(reads).await;
         tracing::debug!(sessions = rows.len(), took_ms = started.elapsed().as_millis() as u64, "activity read");
+        seen
+    }
+
+    /// Judges each session on what was read and (unless dry) records it on its row.
+    fn judge_all(&self, rows: &[&SessionRow], seen: &[Observed], now: i64, dry_run: bool) -> Vec<Verdict> {
         let mut verdicts = Vec::with_capacity(rows.len());
         for (row, seen) in rows.iter().zip(seen) {
-            let verdict = judge(row, &seen, &Policy::of(&self.settings, row), now);
+            let verdict = judge(row, seen, &Policy::of(&self.settings, row), now);
             if !dry_run {
                 if let Err(e) = self.store().record_activity(&row.id, &verdict.update) {
                     tracing::warn!(session = %row.id, error = %e, "activity not recorded");
