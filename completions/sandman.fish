@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_sandman_global_optspecs
-    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= gpu-backend= gpu-sim-file= v/verbose q/quiet h/help V/version
+    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= gpu-backend= gpu-sim-file= idle-timeout-minutes= activity-bump-minutes= cpu-active-percent= protect-busy-gpu= v/verbose q/quiet h/help V/version
 end
 
 function __fish_sandman_needs_command
@@ -34,6 +34,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_needs_command" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_needs_command" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_needs_command" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_needs_command" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_needs_command" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_needs_command" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_needs_command" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_needs_command" -s h -l help -d 'Print help'
@@ -59,6 +64,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s h -l help -d 'Print help'
@@ -80,6 +90,7 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l memory -d 'Memory limit, swap included (512m, 16g, 1.5g) [default: [limits] memory, else a quarter of the host\'s RAM]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l cpus -d 'CPUs (fractions allowed: 1.5) [default: [limits] cpus, else half the host\'s CPUs]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l shm-size -d 'Size of /dev/shm, counted in the memory limit [default: [limits] shm_size, else half the memory, at most 8g]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l idle-timeout -d 'Reap the session after this many minutes without activity (at most the host\'s idle_timeout_minutes)' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -90,6 +101,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l adopt-workspace -d 'Give a new user the existing directory <workspace_root>/<user> even though another uid owns it'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l json -d 'Print the API\'s create answer as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -106,6 +122,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l json -d 'Print the API\'s session objects as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -121,6 +142,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l json -d 'Print the API\'s session object as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -137,6 +163,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l json
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -154,6 +185,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l json -d 'Print {ssh_config, ssh_config_known_hosts} as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -169,6 +205,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l all -d 'Remove every session'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s y -l yes -d 'Do not ask for confirmation'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l json
@@ -193,6 +234,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s h -l help -d 'Print help'
@@ -209,6 +255,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s h -l help -d 'Print help'
@@ -219,24 +270,30 @@ complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_su
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "key" -d 'A user\'s SSH public keys'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
 nvml\t''
 sim\t''
 none\t''"
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s q -l quiet -d 'Only errors on stderr; no progress'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s h -l help -d 'Print help'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "profiles" -d 'MIG profiles of the GPU models present'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "available" -d 'MIG devices no session holds'
-complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -f -a "profiles" -d 'MIG profiles of the GPU models present'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -f -a "available" -d 'MIG devices no session holds'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -f -a "sim-busy" -d 'Simulated GPUs only (a testing aid): set how many compute processes a device runs, as NVML would report them; idle detection counts them like real ones'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -247,6 +304,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l json -d 'Print the API\'s `GET /gpus` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -262,6 +324,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l json -d 'Print the API\'s `GET /gpus/profiles` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -277,14 +344,41 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l json -d 'Print the API\'s `GET /gpus/available` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l device -d 'A MIG device or GPU UUID of the simulated backend' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l processes -d 'Compute processes running on it (0: idle)' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -s V -l version -d 'Print version'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "profiles" -d 'MIG profiles of the GPU models present'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "available" -d 'MIG devices no session holds'
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "sim-busy" -d 'Simulated GPUs only (a testing aid): set how many compute processes a device runs, as NVML would report them; idle detection counts them like real ones'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
@@ -296,6 +390,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l dry-run -d 'Report what would be removed, remove nothing'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l json -d 'Print the report as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -315,6 +414,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s h -l help -d 'Print help'
@@ -329,6 +433,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s h -l help -d 'Print help'
@@ -351,6 +460,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l offline -d 'Make the base with debootstrap from this host\'s apt sources, then build on it'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l rebuild-base -d 'Rebuild the offline base even if it exists'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l print-digest -d 'Print the digest of these build inputs (the image\'s sandman.image.digest label) and build nothing'
@@ -370,6 +484,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l json -d 'Print the checks as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l adopt-database -d 'Make the database file (--db) this host\'s database: one copied, moved or restored from a backup, or a new one beside another instance\'s containers. Only when the original is no longer used'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -386,6 +505,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s h -l help -d 'Print help'
@@ -404,6 +528,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l json -d 'Print the state as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -419,6 +548,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l json -d 'Print the resulting state as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -434,6 +568,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l json -d 'Print what was done as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -453,6 +592,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s h -l help -d 'Print help'
@@ -468,6 +612,11 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand man" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
@@ -493,6 +642,7 @@ complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_su
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "ls" -d 'Every GPU with its MIG devices and which session holds them'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "profiles" -d 'MIG profiles of the GPU models present'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "available" -d 'MIG devices no session holds'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "sim-busy" -d 'Simulated GPUs only (a testing aid): set how many compute processes a device runs, as NVML would report them; idle detection counts them like real ones'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "show" -d 'sandman\'s rules for the session network, as they are and as the settings want them'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "apply" -d 'Install or update the rules now (session create does it too); with the policy off, remove them'

@@ -56,6 +56,19 @@ pub struct GlobalArgs {
     /// TOML file describing simulated GPUs (with --gpu-backend sim)
     #[arg(long, global = true, value_name = "FILE")]
     pub gpu_sim_file: Option<PathBuf>,
+    /// Minutes without activity after which a session is reaped; 0: never [default: 120]
+    #[arg(long, global = true, value_name = "MINUTES")]
+    pub idle_timeout_minutes: Option<u32>,
+    /// Activity moves a session's expiry to at least this many minutes from now; 0: off [default: 60]
+    #[arg(long, global = true, value_name = "MINUTES")]
+    pub activity_bump_minutes: Option<u32>,
+    /// CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]
+    #[arg(long, global = true, value_name = "PERCENT")]
+    pub cpu_active_percent: Option<u32>,
+    /// Whether GPU compute processes count as activity, so a busy session is never reaped for
+    /// idleness [default: true]
+    #[arg(long, global = true, value_name = "BOOL")]
+    pub protect_busy_gpu: Option<bool>,
     /// More log output (-v info, -vv debug); SANDMAN_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -263,6 +276,10 @@ pub struct CreateArgs {
     /// Give a new user the existing directory <workspace_root>/<user> even though another uid owns it
     #[arg(long)]
     pub adopt_workspace: bool,
+    /// Reap the session after this many minutes without activity (at most the host's
+    /// idle_timeout_minutes)
+    #[arg(long, value_name = "MINUTES", allow_hyphen_values = true)]
+    pub idle_timeout: Option<i64>,
     /// Print the API's create answer as JSON
     #[arg(long)]
     pub json: bool,
@@ -404,6 +421,22 @@ pub enum GpuCommand {
         /// Print the API's `GET /gpus/available` answer
         #[arg(long)]
         json: bool,
+    },
+    /// Simulated GPUs only (a testing aid): set how many compute processes a device runs, as
+    /// NVML would report them; idle detection counts them like real ones
+    #[command(after_help = "Examples:
+  sandman --gpu-backend sim --gpu-sim-file lab.toml gpu sim-busy --device MIG-... --processes 1
+  sandman --gpu-backend sim --gpu-sim-file lab.toml gpu sim-busy --device MIG-... --processes 0
+
+The count is kept in the session database beside the simulated GPUs, so every sandman process
+using that database (reap, serve) sees it.")]
+    SimBusy {
+        /// A MIG device or GPU UUID of the simulated backend
+        #[arg(long, value_name = "UUID")]
+        device: String,
+        /// Compute processes running on it (0: idle)
+        #[arg(long, value_name = "N")]
+        processes: u32,
     },
 }
 

@@ -73,6 +73,19 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// `sandman serve`: seconds between reaper passes.
     pub reap_interval_secs: u64,
+    /// A running session with no activity (SSH connection, CPU use, GPU process) for this many
+    /// minutes is reaped; 0: never for idleness. A create may ask for less.
+    pub idle_timeout_minutes: u32,
+    /// Activity moves a session's expiry to at least this many minutes from now, never past
+    /// `created_at + max_ttl_minutes`; 0: activity never moves it.
+    pub activity_bump_minutes: u32,
+    /// The share of one CPU, in percent, a session's container must use between two reap passes
+    /// for it to count as activity; 0: CPU use never counts.
+    pub cpu_active_percent: u32,
+    /// GPU compute processes on a session's device count as activity, so such a session is never
+    /// reaped for idleness (its expiry still ends it). false: a process holding the GPU (a
+    /// forgotten notebook kernel) keeps nobody's session alive.
+    pub protect_busy_gpu: bool,
     /// Largest size of one workspace, enforced with a project quota where the file system of
     /// `workspace_root` supports them (ext4 or xfs mounted with prjquota); refused elsewhere.
     pub workspace_quota: Option<ByteSize>,
@@ -141,6 +154,10 @@ impl Default for Settings {
             api_max_concurrent_creates: 4,
             cors_origins: vec!["*".into()],
             reap_interval_secs: 60,
+            idle_timeout_minutes: 120,
+            activity_bump_minutes: 60,
+            cpu_active_percent: 10,
+            protect_busy_gpu: true,
             workspace_quota: None,
             limits: Limits::default(),
             block_host: true,
@@ -162,6 +179,10 @@ pub struct Overrides {
     pub api_port: Option<u16>,
     pub api_bind: Option<IpAddr>,
     pub api_token_file: Option<PathBuf>,
+    pub idle_timeout_minutes: Option<u32>,
+    pub activity_bump_minutes: Option<u32>,
+    pub cpu_active_percent: Option<u32>,
+    pub protect_busy_gpu: Option<bool>,
 }
 
 impl Settings {
@@ -283,6 +304,18 @@ impl Settings {
         if let Some(v) = &flags.api_token_file {
             self.api_token_file = v.clone();
         }
+        if let Some(v) = flags.idle_timeout_minutes {
+            self.idle_timeout_minutes = v;
+        }
+        if let Some(v) = flags.activity_bump_minutes {
+            self.activity_bump_minutes = v;
+        }
+        if let Some(v) = flags.cpu_active_percent {
+            self.cpu_active_percent = v;
+        }
+        if let Some(v) = flags.protect_busy_gpu {
+            self.protect_busy_gpu = v;
+        }
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -322,6 +355,14 @@ impl Settings {
         }
         if self.api_max_body_bytes < 1024 {
             bail!("api_max_body_bytes {} is too small for a create request: use 1024 or more", self.api_max_body_bytes);
+        }
+        if self.idle_timeout_minutes > self.max_ttl_minutes || self.activity_bump_minutes > self.max_ttl_minutes {
+            bail!(
+                "idle_timeout_minutes {} and activity_bump_minutes {} must not exceed max_ttl_minutes {}",
+                self.idle_timeout_minutes,
+                self.activity_bump_minutes,
+                self.max_ttl_minutes
+            );
         }
         self.limits.check(Host::detect())?;
         for cidr in &self.blocked_cidrs {
@@ -470,6 +511,30 @@ mod tests {
         let s = Settings::from_layers(Some("blocked_cidrs = [\"169.254.169.254/16\"]"), &[]).unwrap();
         let e = s.check().unwrap_err().to_string();
         assert!(e.contains("\"169.254.169.254/16\"") && e.contains("169.254.0.0/16"), "{e}");
+    }
+
+    #[test]
+    fn idle_settings_come_from_every_layer() {
+        let d = Settings::default();
+        assert_eq!(
+            (d.idle_timeout_minutes, d.activity_bump_minutes, d.cpu_active_percent, d.protect_busy_gpu),
+            (120, 60, 10, true)
+        );
+        let s = Settings::from_layers(
+            Some("idle_timeout_minutes = 30\nprotect_busy_gpu = false\n"),
+            &env(&[("SANDMAN_IDLE_TIMEOUT_MINUTES", "45"), ("SANDMAN_CPU_ACTIVE_PERCENT", "25")]),
+        )
+        .unwrap();
+        assert_eq!((s.idle_timeout_minutes, s.cpu_active_percent, s.protect_busy_gpu), (45, 25, false));
+        let mut s = s;
+        s.apply(&Overrides { idle_timeout_minutes: Some(0), activity_bump_minutes: Some(5), ..Default::default() });
+        assert_eq!((s.idle_timeout_minutes, s.activity_bump_minutes), (0, 5));
+        assert!(s.check().is_ok());
+        s.idle_timeout_minutes = s.max_ttl_minutes + 1;
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("idle_timeout_minutes 10081") && e.contains("max_ttl_minutes 10080"), "{e}");
+        let e = Settings::from_layers(None, &env(&[("SANDMAN_PROTECT_BUSY_GPU", "maybe")])).unwrap_err();
+        assert!(format!("{e:#}").contains("SANDMAN_PROTECT_BUSY_GPU=\"maybe\""), "{e:#}");
     }
 
     #[test]

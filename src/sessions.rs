@@ -70,6 +70,9 @@ pub struct CreateRequest {
     pub limits: LimitRequest,
     /// Give a new user an existing workspace directory that another uid owns.
     pub adopt_workspace: bool,
+    /// This session's idle timeout, shorter than the host's (`idle_timeout_minutes`); `None`:
+    /// the host's.
+    pub idle_timeout_minutes: Option<i64>,
 }
 
 /// The answer to a create: the session plus what is shown once and never stored.
@@ -246,6 +249,25 @@ impl Sessions {
         Ok(devices)
     }
 
+    /// Simulated GPUs only: sets the compute processes device `uuid` runs (`gpu sim-busy`).
+    pub fn set_sim_gpu_processes(&self, uuid: &str, processes: u32) -> Result<()> {
+        let backend = self.gpu.name();
+        if backend != "sim" {
+            return Err(Error::invalid(
+                "gpu backend",
+                format!(
+                    "sim-busy only acts on simulated GPUs; this host's gpu backend is {backend} (use --gpu-backend sim)"
+                ),
+            ));
+        }
+        let known =
+            self.gpu.devices()?.into_iter().any(|d| d.uuid == uuid || d.mig_instances.iter().any(|m| m.uuid == uuid));
+        if !known {
+            return Err(Error::NotFound(format!("no simulated GPU or MIG device {uuid}; `sandman gpu ls` lists them")));
+        }
+        self.store().set_sim_processes(uuid, processes)
+    }
+
     /// MIG devices no session holds.
     pub fn available(&self) -> Result<Vec<MigInstance>> {
         Ok(self.gpus()?.into_iter().flat_map(|d| d.mig_instances).filter(|m| !m.allocated).collect())
@@ -342,6 +364,7 @@ impl Sessions {
         let image = req.image.clone().unwrap_or_else(|| s.image.clone());
         validate::image_reference(&image)?;
         let own_key = req.public_key.as_deref().map(keys::user_key).transpose()?;
+        let idle_timeout = req.idle_timeout_minutes.map(|m| idle_timeout_minutes(m, s)).transpose()?;
         if let Some(quota) = s.workspace_quota
             && !crate::disk::project_quotas(&s.workspace_root).0
         {
@@ -409,6 +432,10 @@ impl Sessions {
             let mut row = row;
             let provisioned = async {
                 let limits = self.record_limits(&mut row, &req.limits)?;
+                if let Some(minutes) = idle_timeout {
+                    self.store().set_idle_timeout(&row.id, minutes)?;
+                    row.activity.idle_timeout_minutes = Some(minutes);
+                }
                 if let Some(key) = &own_key {
                     key_added = self.store().add_user_key(&req.user, key)?;
                 }
@@ -726,6 +753,30 @@ impl Sessions {
         }
         self.get(id)
     }
+}
+
+/// A session's own idle timeout, within the host's bounds: at most the host's
+/// `idle_timeout_minutes` (a user may ask to be reaped sooner, not later), or, where the host
+/// reaps no idle sessions, at most `max_ttl_minutes`.
+pub fn idle_timeout_minutes(minutes: i64, s: &Settings) -> Result<u32> {
+    let max = max_idle_timeout(s);
+    let why = if s.idle_timeout_minutes > 0 {
+        "the host's idle_timeout_minutes"
+    } else {
+        "max_ttl_minutes; this host reaps no idle sessions unless asked"
+    };
+    if minutes < 1 || minutes > i64::from(max) {
+        return Err(Error::invalid(
+            "idle_timeout_minutes",
+            format!("{minutes} is out of range; use 1 to {max} minutes (the maximum is {why})"),
+        ));
+    }
+    Ok(minutes as u32)
+}
+
+/// The longest idle timeout a create may ask for (see `idle_timeout_minutes`).
+pub fn max_idle_timeout(s: &Settings) -> u32 {
+    if s.idle_timeout_minutes > 0 { s.idle_timeout_minutes } else { s.max_ttl_minutes }
 }
 
 /// Why `workspace_quota` cannot be honoured here (the file system of `workspace_root` has no

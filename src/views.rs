@@ -52,6 +52,28 @@ pub struct SessionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_quota_bytes: Option<u64>,
     pub metadata: Metadata,
+    /// The session's own idle timeout, asked for at create; null: the host's
+    /// idle_timeout_minutes.
+    pub idle_timeout_minutes: Option<u32>,
+    /// When a reap pass last saw activity (an SSH connection, CPU use, a GPU process); the
+    /// session's creation until then. UTC, RFC 3339, whole seconds.
+    #[schema(format = DateTime)]
+    pub last_activity_at: String,
+    /// What moved `last_activity_at`: ssh, cpu, gpu, or creation.
+    #[schema(schema_with = activity_signals)]
+    pub last_activity_signal: String,
+    /// Seconds since `last_activity_at`, as of this answer.
+    pub idle_seconds: i64,
+    /// Established SSH connections at the last reap pass; null before the first one (or where
+    /// they cannot be read).
+    pub ssh_connections: Option<u32>,
+    /// Compute processes on the session's GPU device at the last reap pass; null without a GPU,
+    /// before the first pass, or where the backend cannot tell.
+    pub gpu_processes: Option<u32>,
+}
+
+fn activity_signals() -> Object {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["ssh", "cpu", "gpu", "creation"])).build()
 }
 
 /// A session's resource limits.
@@ -116,6 +138,12 @@ impl From<&SessionRow> for SessionView {
                 workspace: r.workspace.clone(),
                 ssh_port: r.ssh_port.to_string(),
             },
+            idle_timeout_minutes: r.activity.idle_timeout_minutes,
+            last_activity_at: timestamp(r.activity.since(r.created_at)),
+            last_activity_signal: r.activity.last_activity_signal.clone().unwrap_or_else(|| "creation".into()),
+            idle_seconds: (Utc::now().timestamp() - r.activity.since(r.created_at)).max(0),
+            ssh_connections: r.activity.ssh_connections,
+            gpu_processes: r.activity.gpu_processes,
         }
     }
 }

@@ -11,6 +11,10 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 pub fn run(sessions: &Sessions, cmd: GpuCommand) -> Result<()> {
     let backend = sessions.gpu().name();
     match cmd {
+        GpuCommand::SimBusy { device, processes } => {
+            sessions.set_sim_gpu_processes(&device, processes)?;
+            eprintln!("simulated device {device} now runs {processes} compute process(es)");
+        }
         GpuCommand::Ls { json } => {
             let gpus = sessions.gpus()?;
             if json {

@@ -48,6 +48,10 @@ fn overrides(g: &GlobalArgs) -> Overrides {
         ssh_port_end: g.ssh_port_end,
         gpu_backend: g.gpu_backend.map(Into::into),
         gpu_sim_file: g.gpu_sim_file.clone(),
+        idle_timeout_minutes: g.idle_timeout_minutes,
+        activity_bump_minutes: g.activity_bump_minutes,
+        cpu_active_percent: g.cpu_active_percent,
+        protect_busy_gpu: g.protect_busy_gpu,
         ..Default::default()
     }
 }

@@ -39,6 +39,7 @@ fn print_text(report: &ReapReport) {
     let verb = if report.dry_run { "would remove" } else { "removed" };
     for (what, ids) in [
         ("expired session", &report.expired),
+        ("idle session", &report.idle),
         ("abandoned create", &report.abandoned),
         ("session whose container vanished", &report.vanished),
         ("orphaned container", &report.orphans),

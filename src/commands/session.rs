@@ -105,6 +105,7 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
             shm_size: args.shm_size.as_deref().map(|m| validate::size("shm_size", m)).transpose()?,
         },
         adopt_workspace: args.adopt_workspace,
+        idle_timeout_minutes: args.idle_timeout,
     };
     let report = progress(quiet);
     // Ctrl-C asks the create to stop at its next step; it then removes what it made and
@@ -223,7 +224,9 @@ fn print_table(rows: &[SessionRow]) {
         return;
     }
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["ID", "USER", "PORT", "GPU", "STATE", "EXPIRES", "IMAGE"]);
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(["ID", "USER", "PORT", "GPU", "STATE", "EXPIRES", "IDLE", "SSH/GPU", "IMAGE"]);
     for r in rows {
         table.add_row([
             r.id.clone(),
@@ -232,10 +235,28 @@ fn print_table(rows: &[SessionRow]) {
             r.mig_profile.clone().or(r.gpu_uuid.clone()).unwrap_or_else(|| "-".into()),
             r.state.to_string(),
             relative(r.expires_at),
+            idle_for(r),
+            format!("{}/{}", count(r.activity.ssh_connections), count(r.activity.gpu_processes)),
             r.image.clone(),
         ]);
     }
     println!("{table}");
+}
+
+/// How long a session has been idle, and what it last did: `12m ssh`, `3h creation`.
+fn idle_for(r: &SessionRow) -> String {
+    let since = chrono::Utc::now().timestamp() - r.activity.since(r.created_at);
+    let signal = r.activity.last_activity_signal.as_deref().unwrap_or("creation");
+    let span = match since.max(0) {
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    };
+    format!("{span} {signal}")
+}
+
+fn count(n: Option<u32>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
 }
 
 fn print_details(r: &SessionRow, v: SessionView) -> Result<()> {
@@ -273,6 +294,13 @@ fn print_details(r: &SessionRow, v: SessionView) -> Result<()> {
         ("host key", v.host_key_fingerprint),
         ("created", v.created_at),
         ("expires", format!("{} ({})", v.expires_at, relative(r.expires_at))),
+        ("last active", format!("{} ({}, idle {}s)", v.last_activity_at, v.last_activity_signal, v.idle_seconds)),
+        (
+            "idle timeout",
+            v.idle_timeout_minutes.map_or_else(|| "the host's".into(), |m| format!("{m} minutes (the session's own)")),
+        ),
+        ("ssh conns", count(v.ssh_connections)),
+        ("gpu procs", count(v.gpu_processes)),
     ]
     .into_iter()
     .chain(limits)

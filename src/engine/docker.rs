@@ -15,7 +15,10 @@ use bollard::query_parameters::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{ContainerSpec, Engine, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer, TarStream};
+use super::{
+    ContainerActivity, ContainerSpec, Engine, ExecOutput, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer,
+    TarStream,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::gpu::GpuAccess;
 use crate::progress::Progress;
@@ -316,7 +319,11 @@ impl Engine for Docker {
     async fn start(&self, id: &str) -> Result<()> {
         self.client.start_container(id, None).await.map_err(|e| {
             let text = e.to_string();
-            if status(&e) == Some(404) && text.contains("network") {
+            // An engine in swarm mode answers a missing network with 500 "Could not attach to
+            // network X: ... NotFound".
+            if (status(&e) == Some(404) && text.contains("network"))
+                || (text.contains("Could not attach to network") && text.contains("NotFound"))
+            {
                 Error::NotFound(text)
             } else if text.contains("port is already allocated") || text.contains("address already in use") {
                 Error::Exhausted(format!("the chosen host port is taken by another program: {text}"))
@@ -397,6 +404,63 @@ impl Engine for Docker {
         text.lines().find_map(|l| l.strip_prefix("oom_kill "))?.trim().parse().ok()
     }
 
+    /// The init process's network namespace (`/proc/<pid>/net/tcp` and `tcp6`) and cgroup
+    /// (`cpuacct.usage` on cgroup v1, `cpu.stat`'s `usage_usec` on v2), read on this host.
+    async fn activity(&self, id: &str, ssh_port: u16) -> ContainerActivity {
+        let pid = match self.client.inspect_container(id, None).await {
+            Ok(info) => info.state.and_then(|s| s.pid).filter(|p| *p > 0),
+            Err(e) => {
+                tracing::debug!(container = id, error = %e, "cannot inspect the container for its activity");
+                None
+            }
+        };
+        let Some(pid) = pid else {
+            return ContainerActivity::default();
+        };
+        tokio::task::spawn_blocking(move || ContainerActivity {
+            ssh_connections: established_on(pid, ssh_port),
+            cpu_usage_usec: cgroup_cpu_usec(pid),
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    async fn exec_as(&self, id: &str, uid: u32, command: &[String], timeout: Duration) -> Result<ExecOutput> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let run = async {
+            let exec = self
+                .client
+                .create_exec(
+                    id,
+                    CreateExecOptions {
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        user: Some(format!("{uid}:{uid}")),
+                        privileged: Some(false),
+                        cmd: Some(command.to_vec()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| map_err(e, &format!("run a command in container {id}")))?;
+            let mut output = String::new();
+            match self.client.start_exec(&exec.id, None).await.map_err(|e| map_err(e, "start a command"))? {
+                StartExecResults::Attached { output: mut stream, .. } => {
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        output.push_str(&chunk.to_string());
+                    }
+                }
+                StartExecResults::Detached => {}
+            }
+            let inspected =
+                self.client.inspect_exec(&exec.id).await.map_err(|e| map_err(e, "read a command's exit status"))?;
+            Ok(ExecOutput { exit_code: inspected.exit_code.unwrap_or(-1), output })
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| {
+            Error::Unavailable(format!("a command in container {id} did not finish within {}s", timeout.as_secs()))
+        })?
+    }
+
     async fn instances_on_network(&self, network: &str) -> Result<Vec<String>> {
         let filters = HashMap::from([("label", vec![LABEL_INSTANCE]), ("network", vec![network])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
@@ -415,6 +479,56 @@ impl Engine for Docker {
             self.client.logs(id, Some(options)).map_ok(|l| l.to_string()).try_collect().await.unwrap_or_default();
         chunks.concat().trim().to_string()
     }
+}
+
+/// Established TCP connections (state 01) whose local port is `port`, in the network namespace
+/// of process `pid`; `None` when neither table can be read.
+fn established_on(pid: i64, port: u16) -> Option<u32> {
+    let mut found = None;
+    for table in ["tcp", "tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) {
+            *found.get_or_insert(0) += count_established(&text, port);
+        }
+    }
+    found
+}
+
+/// Counts the rows of a `/proc/net/tcp`-style table that are established on local port `port`.
+pub(crate) fn count_established(table: &str, port: u16) -> u32 {
+    let wanted = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or_default();
+            let state = fields.nth(1).unwrap_or_default();
+            state == "01" && local.rsplit_once(':').is_some_and(|(_, p)| p.eq_ignore_ascii_case(&wanted))
+        })
+        .count() as u32
+}
+
+/// The cumulative CPU time of process `pid`'s cgroup, in microseconds: cgroup v1's
+/// `cpuacct.usage` (nanoseconds) where the process has a cpuacct cgroup, else v2's `cpu.stat`.
+fn cgroup_cpu_usec(pid: i64) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let safe = |path: &str| !path.split('/').any(|c| c == "..");
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "cpuacct") && safe(path) {
+            for dir in ["cpuacct", "cpu,cpuacct", "cpuacct,cpu"] {
+                if let Ok(text) = std::fs::read_to_string(format!("/sys/fs/cgroup/{dir}{path}/cpuacct.usage")) {
+                    return text.trim().parse::<u64>().ok().map(|ns| ns / 1000);
+                }
+            }
+        }
+    }
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).filter(|p| safe(p))?;
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].iter().find_map(|root| {
+        let text = std::fs::read_to_string(format!("{root}{path}/cpu.stat")).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("usage_usec "))?.trim().parse().ok()
+    })
 }
 
 fn status(e: &BollardError) -> Option<u16> {
@@ -505,6 +619,22 @@ mod tests {
         assert_eq!(bridge_device(None, "0123456789abcdef0123"), "br-0123456789ab");
         assert_eq!(bridge_device(Some(&"docker0".to_string()), "0123456789abcdef"), "docker0");
         assert_eq!(bridge_device(Some(&String::new()), "0123456789abcdef"), "br-0123456789ab");
+    }
+
+    #[test]
+    fn established_connections_are_counted_on_the_port_only() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000 20000 0 1 1 0000000000000000 100 0 0 10 0
+   1: 0200120A:08AE 0100120A:D2F4 01 00000000:00000000 02:0009F6E1 00000000 20000 0 2 2 0000000000000000 20 4 30 10 -1
+   2: 0200120A:08AE 0100120A:D2F6 01 00000000:00000000 02:0009F6E1 00000000 20000 0 3 2 0000000000000000 20 4 30 10 -1
+   3: 0200120A:08AE 0100120A:D2F8 06 00000000:00000000 03:00000DA4 00000000     0 0 0 3 0000000000000000
+   4: 0200120A:D2F4 0100120A:08AE 01 00000000:00000000 02:0009F6E1 00000000 20000 0 4 2 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(count_established(table, 2222), 2, "listening, TIME_WAIT and outgoing rows are not sessions");
+        assert_eq!(count_established(table, 22), 0);
+        let v6 = "  sl  local_address                         remote_address                        st
+   0: 0000000000000000FFFF00000200120A:08AE 0000000000000000FFFF00000100120A:D2F4 01 0";
+        assert_eq!(count_established(v6, 2222), 1);
     }
 
     #[test]

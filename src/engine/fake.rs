@@ -10,7 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use super::{ContainerSpec, Engine, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer, TarStream};
+use super::{
+    ContainerActivity, ContainerSpec, Engine, ExecOutput, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer,
+    TarStream,
+};
 use crate::error::{Error, Result};
 use crate::limits::SessionLimits;
 use crate::progress::Progress;
@@ -74,6 +77,16 @@ struct State {
     next_id: u64,
     sshd_silent: bool,
     oom_kills: HashMap<String, u64>,
+    activity: HashMap<String, ContainerActivity>,
+    execs: Vec<Exec>,
+}
+
+/// A command run in a container through `exec_as`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub container: String,
+    pub uid: u32,
+    pub command: Vec<String>,
 }
 
 #[derive(Default)]
@@ -170,6 +183,16 @@ impl FakeEngine {
     /// Sets the OOM kills the kernel would report for a container.
     pub fn set_oom_kills(&self, id: &str, kills: u64) {
         self.lock().oom_kills.insert(id.to_string(), kills);
+    }
+
+    /// Sets what the host would see of a container's activity (by container id).
+    pub fn set_activity(&self, id: &str, activity: ContainerActivity) {
+        self.lock().activity.insert(id.to_string(), activity);
+    }
+
+    /// The commands run through `exec_as`, oldest first.
+    pub fn execs(&self) -> Vec<Exec> {
+        self.lock().execs.clone()
     }
 
     pub fn networks(&self) -> Vec<String> {
@@ -462,6 +485,26 @@ impl Engine for FakeEngine {
                 },
             })
             .collect())
+    }
+
+    async fn activity(&self, id: &str, _ssh_port: u16) -> ContainerActivity {
+        self.lock().activity.get(id).copied().unwrap_or_default()
+    }
+
+    async fn exec_as(
+        &self,
+        id: &str,
+        uid: u32,
+        command: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<ExecOutput> {
+        let container = self.existing(id)?;
+        let mut state = self.lock();
+        if !state.containers[&container].running {
+            return Err(Error::Conflict(format!("container {id} is not running")));
+        }
+        state.execs.push(Exec { container, uid, command: command.to_vec() });
+        Ok(ExecOutput { exit_code: 0, output: String::new() })
     }
 
     async fn oom_kills(&self, id: &str) -> Option<u64> {

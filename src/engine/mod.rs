@@ -66,6 +66,24 @@ pub struct ManagedContainer {
     pub state: String,
 }
 
+/// What the host sees of a running container's activity, read without entering it; each part
+/// `None` where it cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerActivity {
+    /// Established TCP connections on the container's sshd port, from its network namespace.
+    pub ssh_connections: Option<u32>,
+    /// Cumulative CPU time of the container's cgroup, in microseconds.
+    pub cpu_usage_usec: Option<u64>,
+}
+
+/// What a command run in a container answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    /// Standard output and error together.
+    pub output: String,
+}
+
 /// The state of a container whose processes run (not paused, not exited).
 pub const RUNNING: &str = "running";
 
@@ -154,6 +172,17 @@ pub trait Engine: Send + Sync {
     async fn oom_kills(&self, _id: &str) -> Option<u64> {
         None
     }
+
+    /// The container's SSH connections on `ssh_port` (its sshd's port inside) and CPU time,
+    /// read from the host (`/proc/<pid>/net/tcp*` of its init process, its cgroup).
+    async fn activity(&self, _id: &str, _ssh_port: u16) -> ContainerActivity {
+        ContainerActivity::default()
+    }
+
+    /// Runs `command` in a running container as `uid` (group `uid`), never as root, waiting at
+    /// most `timeout`.
+    async fn exec_as(&self, id: &str, uid: u32, command: &[String], timeout: std::time::Duration)
+    -> Result<ExecOutput>;
 
     /// The sandman instances (the `LABEL_INSTANCE` values) with containers on `network`.
     async fn instances_on_network(&self, network: &str) -> Result<Vec<String>>;

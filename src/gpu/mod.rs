@@ -139,6 +139,12 @@ pub trait GpuBackend: Send + Sync {
 
     /// How a container is given `uuid`.
     fn access(&self, uuid: &str) -> GpuAccess;
+
+    /// How many compute processes (CUDA contexts) run on device `uuid` (a MIG device or a whole
+    /// GPU) now; `None` where this backend cannot tell.
+    fn compute_processes(&self, _uuid: &str) -> Result<Option<u32>> {
+        Ok(None)
+    }
 }
 
 /// The backend the settings ask for. `auto` means NVML where the driver library loads and

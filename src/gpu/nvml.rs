@@ -524,6 +524,26 @@ impl GpuBackend for NvmlBackend {
         Ok(destroyed)
     }
 
+    /// The device's compute processes: a whole GPU's own, or those on the MIG device handle with
+    /// this UUID (found by walking each GPU's MIG device slots). Per-slice utilisation is not
+    /// available on MIG devices (`nvmlDeviceGetUtilizationRates` answers for the whole GPU, or
+    /// not at all), so processes are the signal.
+    fn compute_processes(&self, uuid: &str) -> Result<Option<u32>> {
+        let count = self.api.device_count().map_err(|c| unavailable("count GPUs", c))?;
+        for gpu in 0..count {
+            if self.api.uuid(gpu).is_ok_and(|u| u == uuid) {
+                return Ok(self.api.compute_processes(gpu, None).ok());
+            }
+            let Ok(slots) = self.api.mig_device_slots(gpu) else { continue };
+            for slot in 0..slots {
+                if self.api.mig_device(gpu, slot).is_ok_and(|d| d.uuid == uuid) {
+                    return Ok(self.api.compute_processes(gpu, Some(slot)).ok());
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn access(&self, uuid: &str) -> GpuAccess {
         match self.access {
             GpuDeviceAccess::Nvidia => GpuAccess::NvidiaDevice(uuid.to_string()),
@@ -592,6 +612,22 @@ mod tests {
         fn instances(&self) -> Vec<MigInstance> {
             self.backend.devices().unwrap().into_iter().flat_map(|d| d.mig_instances).collect()
         }
+    }
+
+    #[test]
+    fn compute_processes_are_counted_per_mig_device_and_per_gpu() {
+        let mut h = a100_host(true);
+        let a = h.pick("3g").unwrap();
+        let b = h.pick("1g").unwrap();
+        assert_eq!(h.backend.compute_processes(&a).unwrap(), Some(0));
+        h.fake.hold(&a);
+        assert_eq!(h.backend.compute_processes(&a).unwrap(), Some(1));
+        assert_eq!(h.backend.compute_processes(&b).unwrap(), Some(0), "another slice of the same GPU is idle");
+        let gpu = h.fake.gpu_uuid(0);
+        assert_eq!(h.backend.compute_processes(&gpu).unwrap(), Some(1), "the whole GPU counts its slices' processes");
+        h.fake.let_go(&a);
+        assert_eq!(h.backend.compute_processes(&a).unwrap(), Some(0));
+        assert_eq!(h.backend.compute_processes("MIG-unknown").unwrap(), None);
     }
 
     #[test]

@@ -308,6 +308,12 @@ impl GpuBackend for SimBackend {
     fn access(&self, uuid: &str) -> GpuAccess {
         GpuAccess::EnvOnly(uuid.to_string())
     }
+
+    /// What `sandman gpu sim-busy` set for the device (0 unless set).
+    fn compute_processes(&self, uuid: &str) -> Result<Option<u32>> {
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        db.sim_processes(uuid).map(Some)
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,11 @@ struct SessionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -48,6 +53,7 @@ pub struct Metrics {
     reaper_removed: Counter,
     reaper_errors: Counter,
     reaper_failed_actions: Counter,
+    reaped_by_reason: Family<ReasonLabel, Counter>,
     /// Per-session use as of the last reaper pass.
     usage: Mutex<Vec<SessionUsage>>,
 }
@@ -65,6 +71,13 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let requests = Family::<StatusLabel, Counter>::default();
         registry.register("sandman_http_requests", "HTTP requests answered, by status code", requests.clone());
+        let reaped_by_reason = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "sandman_reaped",
+            "Sessions and containers this server's reaper removed, by reason: expired, idle, failed, abandoned, \
+             vanished, orphan",
+            reaped_by_reason.clone(),
+        );
         let create_duration = Histogram::new(CREATE_BUCKETS);
         registry.register_with_unit(
             "sandman_create_duration",
@@ -96,6 +109,7 @@ impl Default for Metrics {
                 "Removals and releases a reaper pass of this server could not do (the pass went on)",
             ),
             registry,
+            reaped_by_reason,
             requests,
             create_duration,
             usage: Mutex::default(),
@@ -125,6 +139,18 @@ impl Metrics {
                 self.reaper_runs.inc();
                 self.reaper_removed.inc_by(r.total() as u64);
                 self.reaper_failed_actions.inc_by(r.failed.len() as u64);
+                for (reason, n) in [
+                    ("expired", r.expired.len()),
+                    ("idle", r.idle.len()),
+                    ("failed", r.failed_sessions.len()),
+                    ("abandoned", r.abandoned.len()),
+                    ("vanished", r.vanished.len()),
+                    ("orphan", r.orphans.len()),
+                ] {
+                    if n > 0 {
+                        self.reaped_by_reason.get_or_create(&ReasonLabel { reason }).inc_by(n as u64);
+                    }
+                }
             }
             Err(()) => {
                 self.reaper_errors.inc();
@@ -194,6 +220,58 @@ impl Metrics {
             "sandman_session_oom_kills",
             "Processes the kernel's OOM killer killed inside each running session's container",
             oom_kills,
+        );
+
+        // Idle detection, per running session, as the last reap pass (any process's) recorded it;
+        // an ended session's series are gone with its row.
+        let at = chrono::Utc::now().timestamp();
+        let ssh = Family::<SessionLabel, Gauge>::default();
+        let cpu = Family::<SessionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let gpu = Family::<SessionLabel, Gauge>::default();
+        let idle = Family::<SessionLabel, Gauge>::default();
+        let expiry = Family::<SessionLabel, Gauge>::default();
+        for s in now.sessions.iter().filter(|s| s.state == State::Running) {
+            let label = SessionLabel { session: s.id.clone(), user: s.user.clone() };
+            let a = &s.activity;
+            if let Some(n) = a.ssh_connections {
+                ssh.get_or_create(&label).set(i64::from(n));
+            }
+            if let Some(usec) = a.cpu_usage_usec {
+                cpu.get_or_create(&label).set(usec as f64 / 1e6);
+            }
+            if let Some(n) = a.gpu_processes {
+                gpu.get_or_create(&label).set(i64::from(n));
+            }
+            idle.get_or_create(&label).set((at - a.since(s.created_at)).max(0));
+            expiry.get_or_create(&label).set((s.expires_at - at).max(0));
+        }
+        current.register(
+            "sandman_session_ssh_connections",
+            "Established SSH connections of each running session, at the last reaper pass",
+            ssh,
+        );
+        current.register_with_unit(
+            "sandman_session_cpu",
+            "CPU time each running session's container has used, at the last reaper pass",
+            Unit::Seconds,
+            cpu,
+        );
+        current.register(
+            "sandman_session_gpu_processes",
+            "Compute processes on each running session's GPU device, at the last reaper pass",
+            gpu,
+        );
+        current.register_with_unit(
+            "sandman_session_idle",
+            "Time since each running session's last activity (SSH, CPU or GPU), or since its creation",
+            Unit::Seconds,
+            idle,
+        );
+        current.register_with_unit(
+            "sandman_session_expires_in",
+            "Time until each running session's expiry",
+            Unit::Seconds,
+            expiry,
         );
 
         let mut out = String::new();
@@ -272,5 +350,62 @@ mod tests {
         assert!(!text.contains("sandman_session_oom_kills_total{"), "unreadable counts are left out:\n{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn idle_detection_is_rendered_per_running_session_and_reaps_by_reason() {
+        let m = Metrics::default();
+        m.reaped(Ok(&ReapReport {
+            expired: vec!["a".into()],
+            idle: vec!["b".into(), "c".into()],
+            orphans: vec!["x".into()],
+            ..Default::default()
+        }));
+        let now = chrono::Utc::now().timestamp();
+        let row = |id: &str, state: State| SessionRow {
+            id: id.into(),
+            user: format!("u-{id}"),
+            state,
+            ssh_port: 10000,
+            container_id: None,
+            container_ip: None,
+            image: "img".into(),
+            gpu_uuid: None,
+            mig_profile: None,
+            ttl_minutes: 60,
+            created_at: now - 600,
+            expires_at: now + 3000,
+            workspace: "/w".into(),
+            host_key_fingerprint: "fp".into(),
+            limits: None,
+            failure: None,
+            activity: crate::store::Activity {
+                ssh_connections: Some(2),
+                gpu_processes: Some(1),
+                cpu_usage_usec: Some(1_500_000),
+                last_activity_at: Some(now - 120),
+                ..Default::default()
+            },
+        };
+        let sessions = [row("s1", State::Running), row("s2", State::Failed)];
+        let text = m.render(&InUse { sessions: &sessions, ports_total: 1, gpu_slices_free: None });
+        for line in [
+            "sandman_reaped_total{reason=\"idle\"} 2",
+            "sandman_reaped_total{reason=\"expired\"} 1",
+            "sandman_reaped_total{reason=\"orphan\"} 1",
+            "sandman_session_ssh_connections{session=\"s1\",user=\"u-s1\"} 2",
+            "sandman_session_gpu_processes{session=\"s1\",user=\"u-s1\"} 1",
+            "sandman_session_cpu_seconds{session=\"s1\",user=\"u-s1\"} 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        let value = |name: &str| -> i64 {
+            let prefix = format!("{name}{{session=\"s1\",user=\"u-s1\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name}")).parse().unwrap()
+        };
+        assert!((120..125).contains(&value("sandman_session_idle_seconds")), "{text}");
+        assert!((2995..=3000).contains(&value("sandman_session_expires_in_seconds")), "{text}");
+        assert!(!text.contains("session=\"s2\""), "only running sessions have series:\n{text}");
+        assert!(!text.contains("reason=\"vanished\""), "{text}");
     }
 }

@@ -213,7 +213,7 @@ pub async fn serve(sessions: Arc<Sessions>, tokens: Tokens, announce: impl FnOnc
         runtime: tokio::runtime::Handle::current(),
         tokens,
         metrics: Metrics::default(),
-        openapi: openapi::document(s.max_ttl_minutes).into(),
+        openapi: openapi::document(s.max_ttl_minutes, crate::sessions::max_idle_timeout(s)).into(),
         list_cache: Mutex::new(None),
         extra_threads: AtomicUsize::new(0),
         creates: Arc::new(Semaphore::new(s.api_max_concurrent_creates)),
@@ -334,6 +334,8 @@ async fn reaper(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                 if report.total() > 0 {
                     tracing::info!(
                         expired = report.expired.len(),
+                        idle = report.idle.len(),
+                        failed = report.failed_sessions.len(),
                         abandoned = report.abandoned.len(),
                         vanished = report.vanished.len(),
                         orphans = report.orphans.len(),

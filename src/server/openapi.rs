@@ -119,12 +119,13 @@ fn add(op: &mut Operation, status: u16, response: ResponseBuilder) {
 
 /// The document as this server applies it: the generated one plus the limits that come from
 /// settings and the service's rules, so that clients and fuzzers see the rules it enforces.
-pub fn document(max_ttl_minutes: u32) -> Vec<u8> {
+pub fn document(max_ttl_minutes: u32, max_idle_timeout_minutes: u32) -> Vec<u8> {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     let schemas = &mut doc["components"]["schemas"];
     for request in ["CreateSessionRequest", "ExtendSessionRequest"] {
         schemas[request]["properties"]["ttl_minutes"]["maximum"] = json!(max_ttl_minutes);
     }
+    schemas["CreateSessionRequest"]["properties"]["idle_timeout_minutes"]["maximum"] = json!(max_idle_timeout_minutes);
     schemas["CreateSessionRequest"]["properties"]["user_id"]["not"] = json!({ "enum": validate::RESERVED_USERS });
     spell_links_in_camel_case(&mut doc);
     serde_json::to_vec_pretty(&doc).expect("a JSON value serializes")
@@ -167,12 +168,12 @@ mod tests {
     }
 
     fn doc() -> Value {
-        serde_json::from_slice(&document(90)).unwrap()
+        serde_json::from_slice(&document(90, 45)).unwrap()
     }
 
     #[test]
     fn limits_are_in_the_document() {
-        let doc: serde_json::Value = serde_json::from_slice(&document(60)).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&document(60, 60)).unwrap();
         let s = &doc["components"]["schemas"];
         for field in ["memory", "cpus", "shm_size", "adopt_workspace"] {
             assert!(
@@ -196,6 +197,13 @@ mod tests {
         assert_eq!(s["CreateSessionRequest"]["properties"]["ttl_minutes"]["maximum"], 90);
         assert_eq!(s["ExtendSessionRequest"]["properties"]["ttl_minutes"]["maximum"], 90);
         assert_eq!(s["ExtendSessionRequest"]["properties"]["ttl_minutes"]["minimum"], 1);
+        let idle = &s["CreateSessionRequest"]["properties"]["idle_timeout_minutes"];
+        assert_eq!((&idle["minimum"], &idle["maximum"]), (&json!(1), &json!(45)), "{idle}");
+        let session = &s["Session"];
+        for field in ["last_activity_at", "last_activity_signal", "idle_seconds", "ssh_connections", "gpu_processes"] {
+            assert!(session["properties"][field].is_object(), "{field} in {session}");
+        }
+        assert_eq!(session["properties"]["last_activity_signal"]["enum"], json!(["ssh", "cpu", "gpu", "creation"]));
         let user = &s["CreateSessionRequest"]["properties"]["user_id"];
         assert!(user["not"]["enum"].as_array().unwrap().contains(&json!("root")));
         assert_eq!(user["pattern"], "^[a-z_][a-z0-9_-]{0,31}$");

@@ -492,6 +492,12 @@ pub struct CreateSessionRequest {
     /// another uid: give it to this user. Without it such a create is refused (409).
     #[serde(default)]
     adopt_workspace: bool,
+    /// Reap the session after this many minutes without activity (SSH connection, CPU use, GPU
+    /// process). Absent or null: the host's idle_timeout_minutes (120 by default); at most that
+    /// (or max_ttl_minutes where the host reaps no idle sessions). Out of range: 400.
+    #[serde(default)]
+    #[schema(value_type = Option<i64>, minimum = 1, example = 30)]
+    idle_timeout_minutes: Option<Number>,
 }
 
 /// An extend.
@@ -551,6 +557,7 @@ fn known_field(key: &str) -> &'static str {
         "shm_size",
         "adopt_workspace",
         "public_key",
+        "idle_timeout_minutes",
     ];
     FIELDS.iter().find(|f| **f == key).copied().unwrap_or("body")
 }
@@ -581,6 +588,14 @@ fn create_request(body: &[u8], max_ttl: u32) -> Result<CreateRequest> {
         public_key: b.ssh_public_key,
         limits,
         adopt_workspace: b.adopt_workspace,
+        idle_timeout_minutes: b
+            .idle_timeout_minutes
+            .map(|n| {
+                n.as_i64().ok_or_else(|| {
+                    Error::invalid("idle_timeout_minutes", format!("{n} is not a whole number of minutes"))
+                })
+            })
+            .transpose()?,
     })
 }
 

@@ -106,6 +106,11 @@ impl Lab {
         assert_eq!(self.session_lock_files(), Vec::<PathBuf>::new(), "{after}: a lock file is left");
     }
 
+    /// Runs a statement on the database, as another process would (time travel).
+    fn sql(&self, statement: &str) {
+        rusqlite::Connection::open(&self.settings.db).unwrap().execute_batch(statement).unwrap();
+    }
+
     /// Makes a session expired as of now.
     fn expire(&self, id: &str) {
         let past = chrono::Utc::now().timestamp() - 1;
@@ -122,6 +127,7 @@ fn request(user: &str) -> CreateRequest {
         public_key: None,
         limits: LimitRequest::default(),
         adopt_workspace: false,
+        idle_timeout_minutes: None,
     }
 }
 
@@ -359,6 +365,7 @@ fn row(id: &str, state: State, expires_at: i64) -> SessionRow {
         host_key_fingerprint: "fp".into(),
         limits: None,
         failure: None,
+        activity: Default::default(),
     }
 }
 
@@ -782,4 +789,176 @@ async fn a_network_with_inter_container_traffic_is_refused_unless_allowed() {
     let lab = Lab::with(|s| s.allow_icc = true);
     lab.engine.add_icc_network(&lab.settings.network);
     lab.create("alice").await.unwrap();
+}
+
+/// Idle detection's pure rule: which signal counts, how the expiry moves, when a session is idle.
+#[test]
+fn judge_counts_ssh_cpu_and_gpu_and_bumps_expiry_up_to_the_maximum() {
+    use super::reap::{Ending, Observed, Policy, judge};
+    let policy = Policy {
+        idle_timeout_minutes: 30,
+        activity_bump_minutes: 60,
+        cpu_active_percent: 10,
+        protect_busy_gpu: true,
+        max_ttl_minutes: 180,
+    };
+    let mut r = row("s", State::Running, 3600);
+    r.activity.cpu_usage_usec = Some(1_000_000);
+    r.activity.cpu_sampled_at = Some(1000);
+    let seen = |ssh: u32, cpu: u64, gpu: u32| Observed {
+        ssh_connections: Some(ssh),
+        cpu_usage_usec: Some(cpu),
+        gpu_processes: Some(gpu),
+    };
+
+    // Nothing: idle since creation (0); idle once 30 minutes have passed.
+    let v = judge(&r, &seen(0, 1_000_000, 0), &policy, 1060);
+    assert_eq!((v.signal, v.last_active, v.expires_at, v.idle_deadline, v.idle), (None, 0, 3600, Some(1800), false));
+    assert_eq!(v.ending(), (1800, Ending::Idle));
+    assert!(v.update.last_activity_at.is_none(), "no activity is recorded as none");
+    assert!(judge(&r, &seen(0, 1_000_000, 0), &policy, 1800).idle);
+
+    // An SSH connection: active now; expiry moved to now + 60 min.
+    let v = judge(&r, &seen(1, 1_000_000, 0), &policy, 1060);
+    assert_eq!((v.signal, v.last_active, v.expires_at, v.idle), (Some("ssh"), 1060, 1060 + 3600, false));
+    assert_eq!(v.update.last_activity_at, Some(1060));
+
+    // CPU: 6 s in 60 s is 10% of one CPU (counts); 5.9 s does not.
+    assert_eq!(judge(&r, &seen(0, 7_000_000, 0), &policy, 1060).signal, Some("cpu"));
+    assert_eq!(judge(&r, &seen(0, 6_900_000, 0), &policy, 1060).signal, None);
+    let no_cpu = Policy { cpu_active_percent: 0, ..policy };
+    assert_eq!(judge(&r, &seen(0, 60_000_000, 0), &no_cpu, 1060).signal, None, "0 turns CPU off");
+    let mut first = r.clone();
+    first.activity.cpu_usage_usec = None;
+    assert_eq!(judge(&first, &seen(0, 60_000_000, 0), &policy, 1060).signal, None, "no baseline yet");
+    let mut restarted = r.clone();
+    restarted.activity.cpu_usage_usec = Some(90_000_000);
+    assert_eq!(judge(&restarted, &seen(0, 1_000, 0), &policy, 1060).signal, None, "a counter that went back");
+
+    // A GPU process protects the session and counts as activity; without protection it does not.
+    let v = judge(&r, &seen(0, 1_000_000, 2), &policy, 5000);
+    assert_eq!((v.signal, v.idle, v.idle_deadline), (Some("gpu"), false, None));
+    let unprotected = Policy { protect_busy_gpu: false, ..policy };
+    let v = judge(&r, &seen(0, 1_000_000, 2), &unprotected, 5000);
+    assert_eq!((v.signal, v.idle), (None, true));
+    assert_eq!(v.update.gpu_processes, Some(2), "still shown");
+
+    // The bump never passes created_at + max_ttl (180 min) and never moves the expiry earlier.
+    let v = judge(&r, &seen(1, 0, 0), &policy, 9000);
+    assert_eq!(v.expires_at, 180 * 60);
+    let mut long = r.clone();
+    long.expires_at = 10_000;
+    assert_eq!(judge(&long, &seen(1, 0, 0), &policy, 1060).expires_at, 10_000);
+    let no_bump = Policy { activity_bump_minutes: 0, ..policy };
+    assert_eq!(judge(&r, &seen(1, 0, 0), &no_bump, 1060).expires_at, 3600);
+
+    // Off: never idle. A session's own timeout wins over the host's.
+    let off = Policy { idle_timeout_minutes: 0, ..policy };
+    let v = judge(&r, &seen(0, 0, 0), &off, 100_000);
+    assert_eq!((v.idle, v.idle_deadline, v.ending()), (false, None, (3600, Ending::Expiry)));
+    let mut own = r.clone();
+    own.activity.idle_timeout_minutes = Some(5);
+    let s = Settings { idle_timeout_minutes: 30, ..Settings::default() };
+    assert_eq!(Policy::of(&s, &own).idle_timeout_minutes, 5);
+    assert_eq!(Policy::of(&s, &r).idle_timeout_minutes, 30);
+}
+
+#[test]
+fn each_warning_is_given_once_per_deadline_and_notices_follow_the_deadline() {
+    use super::reap::{Ending, notice_due, warning_due, warning_text};
+    let d = 10_000;
+    assert_eq!(warning_due(None, None, d, d - 601), None, "more than 10 minutes left");
+    assert_eq!(warning_due(None, None, d, d - 600), Some(10));
+    assert_eq!(warning_due(Some(d), Some(10), d, d - 300), None, "given already");
+    assert_eq!(warning_due(Some(d), Some(10), d, d - 60), Some(1));
+    assert_eq!(warning_due(Some(d), Some(1), d, d - 30), None);
+    assert_eq!(warning_due(None, None, d, d - 30), Some(1), "both due: only the nearer");
+    assert_eq!(warning_due(Some(d - 3600), Some(1), d, d - 300), Some(10), "a new deadline is warned about anew");
+    assert_eq!(warning_due(None, None, d, d), None, "due now: it is reaped, not warned");
+
+    assert!(notice_due(None, d));
+    assert!(!notice_due(Some(d), d));
+    assert!(!notice_due(Some(d - 240), d), "moved later by 4 minutes: kept");
+    assert!(notice_due(Some(d - 300), d));
+    assert!(notice_due(Some(d + 1), d), "earlier: always");
+
+    let idle = warning_text(Ending::Idle, 1_700_000_000, 1_700_000_000 - 540, 120);
+    assert!(idle.contains("22:13 UTC") && idle.contains("in 9 minutes") && idle.contains("idle"), "{idle}");
+    let expiry = warning_text(Ending::Expiry, 1_700_000_000, 1_700_000_000 - 50, 120);
+    assert!(expiry.contains("in 1 minute)") && expiry.contains("reason: expiry"), "{expiry}");
+}
+
+/// Reap passes on the fake engine: activity keeps a session, idleness ends it (reason idle),
+/// warnings run as the user, a GPU process protects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reap_passes_record_activity_warn_as_the_user_and_reap_idle_sessions() {
+    use crate::engine::ContainerActivity;
+    let lab = Lab::with(|s| {
+        s.idle_timeout_minutes = 30;
+        s.activity_bump_minutes = 0;
+    });
+    let busy = lab.create("alice").await.unwrap().session;
+    let idle = lab.create("bob").await.unwrap().session;
+    let gpu = lab.create("carol").await.unwrap().session;
+    let container = |r: &SessionRow| r.container_id.clone().unwrap();
+    lab.engine.set_activity(&container(&busy), ContainerActivity { ssh_connections: Some(1), cpu_usage_usec: Some(5) });
+    lab.sessions.store().set_sim_processes(gpu.gpu_uuid.as_deref().unwrap(), 1).unwrap();
+    assert_eq!(lab.sessions.gpu().compute_processes(gpu.gpu_uuid.as_deref().unwrap()).unwrap(), Some(1));
+
+    // All three were created 25 minutes ago: bob's idle reap is 5 minutes away.
+    lab.sql("UPDATE sessions SET created_at = created_at - 1500");
+    let report = lab.sessions.reap(false).await.unwrap();
+    assert_eq!(report.total(), 0, "{report:?}");
+    let a = lab.sessions.get(&busy.id).unwrap().activity;
+    assert_eq!((a.last_activity_signal.as_deref(), a.ssh_connections), (Some("ssh"), Some(1)));
+    let c = lab.sessions.get(&gpu.id).unwrap().activity;
+    assert_eq!((c.last_activity_signal.as_deref(), c.gpu_processes), (Some("gpu"), Some(1)));
+    let b = lab.sessions.get(&idle.id).unwrap().activity;
+    assert_eq!((b.last_activity_at, b.warned_minutes), (None, Some(10)), "bob was warned: {b:?}");
+
+    // The warning ran as bob, never as root, and wrote the notice file too.
+    let uid = lab.sessions.store().user("bob").unwrap().unwrap().uid;
+    let execs: Vec<_> = lab.engine.execs().into_iter().filter(|e| e.container == container(&idle)).collect();
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    assert_eq!(execs[0].uid, uid);
+    assert!(execs.iter().all(|e| e.uid != 0));
+    assert!(execs[0].command[4].contains("idle") && execs[0].command[4].contains("in 5 minutes"), "{:?}", execs[0]);
+    assert!(execs[0].command[5].ends_with(" idle"), "the notice names the reason: {:?}", execs[0].command[5]);
+
+    // A second pass warns no one again.
+    lab.sessions.reap(false).await.unwrap();
+    let again = lab.engine.execs().into_iter().filter(|e| e.container == container(&idle)).count();
+    assert_eq!(again, 1, "each warning is given once");
+
+    // 31 minutes on: bob is reaped for idleness, the others stay.
+    lab.sql("UPDATE sessions SET created_at = created_at - 360");
+    let dry = lab.sessions.reap(true).await.unwrap();
+    assert_eq!(dry.idle, vec![idle.id.clone()]);
+    assert!(lab.sessions.get(&idle.id).is_ok(), "a dry run removes nothing");
+    let report = lab.sessions.reap(false).await.unwrap();
+    assert_eq!(report.idle, vec![idle.id.clone()], "{report:?}");
+    assert!(report.expired.is_empty() && report.failed.is_empty(), "{report:?}");
+    assert!(lab.sessions.get(&idle.id).is_err());
+    assert!(lab.engine.container(&container(&idle)).is_none(), "its container is removed");
+    assert!(lab.sessions.get(&busy.id).is_ok() && lab.sessions.get(&gpu.id).is_ok());
+    assert_eq!(lab.gpu_instances().len(), 2, "bob's slice is released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_own_idle_timeout_is_bounded_by_the_hosts() {
+    let lab = Lab::with(|s| s.idle_timeout_minutes = 60);
+    let asked = |m: i64| CreateRequest { idle_timeout_minutes: Some(m), ..request("alice") };
+    for bad in [0, -5, 61] {
+        let e = lab.create_with(asked(bad), &CancellationToken::new()).await.err().expect("refused");
+        assert!(matches!(e, Error::InvalidInput { field: "idle_timeout_minutes", .. }), "{e}");
+        assert!(e.to_string().contains("1 to 60") && e.to_string().contains(&bad.to_string()), "{e}");
+    }
+    lab.assert_nothing_left("refused idle timeouts");
+    let row = lab.create_with(asked(15), &CancellationToken::new()).await.unwrap().session;
+    assert_eq!(row.activity.idle_timeout_minutes, Some(15));
+    assert_eq!(lab.sessions.get(&row.id).unwrap().activity.idle_timeout_minutes, Some(15));
+    let off = Settings { idle_timeout_minutes: 0, max_ttl_minutes: 600, ..Settings::default() };
+    assert_eq!(idle_timeout_minutes(600, &off).unwrap(), 600);
+    let e = idle_timeout_minutes(601, &off).unwrap_err().to_string();
+    assert!(e.contains("1 to 600") && e.contains("max_ttl_minutes"), "{e}");
 }

@@ -96,6 +96,21 @@ const SCHEMA: &[&str] = &[
                memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files FROM sessions;
      DROP TABLE sessions;
      ALTER TABLE sessions_v7 RENAME TO sessions;",
+    // version 8: idle detection. A session's own idle timeout (NULL: the host's), its last
+    // activity and the signal that saw it (NULL: none since creation), what the last reap pass
+    // measured, and the warning and expiry notice already given. Plus the simulated GPU compute
+    // processes a test sets per device (`sandman gpu sim-busy`).
+    "ALTER TABLE sessions ADD COLUMN idle_timeout_minutes INTEGER;
+     ALTER TABLE sessions ADD COLUMN last_activity_at INTEGER;
+     ALTER TABLE sessions ADD COLUMN last_activity_signal TEXT;
+     ALTER TABLE sessions ADD COLUMN cpu_usage_usec INTEGER;
+     ALTER TABLE sessions ADD COLUMN cpu_sampled_at INTEGER;
+     ALTER TABLE sessions ADD COLUMN ssh_connections INTEGER;
+     ALTER TABLE sessions ADD COLUMN gpu_processes INTEGER;
+     ALTER TABLE sessions ADD COLUMN warned_deadline INTEGER;
+     ALTER TABLE sessions ADD COLUMN warned_minutes INTEGER;
+     ALTER TABLE sessions ADD COLUMN notice_deadline INTEGER;
+     CREATE TABLE sim_gpu_processes (uuid TEXT PRIMARY KEY, processes INTEGER NOT NULL);",
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
@@ -162,6 +177,50 @@ pub struct SessionRow {
     pub limits: Option<SessionLimits>,
     /// Why a `failed` session failed.
     pub failure: Option<String>,
+    /// Idle detection: what reap passes recorded (all unset for a new or older session).
+    pub activity: Activity,
+}
+
+/// What reap passes recorded of a session's activity (see `sessions::reap::judge`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activity {
+    /// The session's own idle timeout, asked for at create; `None`: the host's.
+    pub idle_timeout_minutes: Option<u32>,
+    /// When a pass last saw activity; `None`: never, so the session's creation counts.
+    pub last_activity_at: Option<i64>,
+    /// `ssh`, `cpu` or `gpu`: the signal that moved `last_activity_at`.
+    pub last_activity_signal: Option<String>,
+    /// The container's cumulative CPU time at the last pass, and when that pass ran.
+    pub cpu_usage_usec: Option<u64>,
+    pub cpu_sampled_at: Option<i64>,
+    /// Established SSH connections and GPU compute processes at the last pass.
+    pub ssh_connections: Option<u32>,
+    pub gpu_processes: Option<u32>,
+    /// The deadline (expiry or idle reap) last warned about, and the smallest warning sent for it
+    /// (10 or 1 minutes).
+    pub warned_deadline: Option<i64>,
+    pub warned_minutes: Option<u32>,
+    /// The deadline written into the session's `~/.sandman/expires_at`.
+    pub notice_deadline: Option<i64>,
+}
+
+impl Activity {
+    /// When the session was last active: its last activity, else its creation.
+    pub fn since(&self, created_at: i64) -> i64 {
+        self.last_activity_at.unwrap_or(created_at)
+    }
+}
+
+/// What one reap pass records of a running session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityUpdate {
+    pub last_activity_at: Option<i64>,
+    pub last_activity_signal: Option<String>,
+    pub cpu_usage_usec: Option<u64>,
+    pub cpu_sampled_at: i64,
+    pub ssh_connections: Option<u32>,
+    pub gpu_processes: Option<u32>,
+    pub expires_at: i64,
 }
 
 /// One of a user's public keys.
@@ -556,6 +615,7 @@ impl Store {
                 host_key_fingerprint: fingerprint,
                 limits: None,
                 failure: None,
+                activity: Activity::default(),
             };
             tx.execute(
                 "INSERT INTO sessions (id, user_name, state, ssh_port, image, gpu_uuid, mig_profile, ttl_minutes,
@@ -699,6 +759,95 @@ impl Store {
             let n = conn
                 .execute("DELETE FROM sessions WHERE id = ?1 AND state = ?2", params![id, State::Running.as_str()])?;
             Ok(n == 1)
+        })
+    }
+
+    /// Records a session's own idle timeout; false if no such session.
+    pub fn set_idle_timeout(&self, id: &str, minutes: u32) -> Result<bool> {
+        self.run(|conn| {
+            Ok(conn.execute("UPDATE sessions SET idle_timeout_minutes = ?2 WHERE id = ?1", params![id, minutes])? == 1)
+        })
+    }
+
+    /// Records what a reap pass measured of a running session. The expiry only ever moves later
+    /// here (an extend committed meanwhile is kept); false if it is gone or no longer running.
+    pub fn record_activity(&self, id: &str, u: &ActivityUpdate) -> Result<bool> {
+        self.run(|conn| {
+            let n = conn.execute(
+                "UPDATE sessions SET last_activity_at = COALESCE(?2, last_activity_at),
+                        last_activity_signal = COALESCE(?3, last_activity_signal), cpu_usage_usec = ?4,
+                        cpu_sampled_at = ?5, ssh_connections = ?6, gpu_processes = ?7,
+                        expires_at = MAX(expires_at, ?8)
+                 WHERE id = ?1 AND state = ?9",
+                params![
+                    id,
+                    u.last_activity_at,
+                    u.last_activity_signal,
+                    u.cpu_usage_usec.map(|v| v as i64),
+                    u.cpu_sampled_at,
+                    u.ssh_connections,
+                    u.gpu_processes,
+                    u.expires_at,
+                    State::Running.as_str()
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Records that the `minutes` warning for `deadline` was given.
+    pub fn set_warned(&self, id: &str, deadline: i64, minutes: u32) -> Result<()> {
+        self.run(|conn| {
+            conn.execute(
+                "UPDATE sessions SET warned_deadline = ?2, warned_minutes = ?3 WHERE id = ?1",
+                params![id, deadline, minutes],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records the deadline written into the session's expiry file.
+    pub fn set_notice(&self, id: &str, deadline: i64) -> Result<()> {
+        self.run(|conn| {
+            conn.execute("UPDATE sessions SET notice_deadline = ?2 WHERE id = ?1", params![id, deadline])?;
+            Ok(())
+        })
+    }
+
+    /// Deletes a running session's row if it is still as idle as the pass judged it (no activity
+    /// recorded since `last_activity_at`); false if not or gone.
+    pub fn delete_idle(&self, id: &str, last_activity_at: Option<i64>) -> Result<bool> {
+        self.run(|conn| {
+            let n = conn.execute(
+                "DELETE FROM sessions WHERE id = ?1 AND state = ?2 AND last_activity_at IS ?3",
+                params![id, State::Running.as_str(), last_activity_at],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// The simulated compute processes set on a device (0 when none were set).
+    pub fn sim_processes(&self, uuid: &str) -> Result<u32> {
+        self.run(|conn| {
+            Ok(conn
+                .query_row("SELECT processes FROM sim_gpu_processes WHERE uuid = ?1", [uuid], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+
+    /// Sets the simulated compute processes on a device (0 removes the entry).
+    pub fn set_sim_processes(&self, uuid: &str, processes: u32) -> Result<()> {
+        self.run(|conn| {
+            if processes == 0 {
+                conn.execute("DELETE FROM sim_gpu_processes WHERE uuid = ?1", [uuid])?;
+            } else {
+                conn.execute(
+                    "INSERT OR REPLACE INTO sim_gpu_processes (uuid, processes) VALUES (?1, ?2)",
+                    params![uuid, processes],
+                )?;
+            }
+            Ok(())
         })
     }
 
@@ -880,7 +1029,9 @@ fn uri_path(path: &Path) -> String {
 
 const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_id, container_ip, image, gpu_uuid,
     mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint,
-    memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files, failure FROM sessions";
+    memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files, failure,
+    idle_timeout_minutes, last_activity_at, last_activity_signal, cpu_usage_usec, cpu_sampled_at, ssh_connections,
+    gpu_processes, warned_deadline, warned_minutes, notice_deadline FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
@@ -904,6 +1055,18 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
         host_key_fingerprint: r.get(13)?,
         limits: limits_from_row(r, 14)?,
         failure: r.get(20)?,
+        activity: Activity {
+            idle_timeout_minutes: r.get(21)?,
+            last_activity_at: r.get(22)?,
+            last_activity_signal: r.get(23)?,
+            cpu_usage_usec: r.get::<_, Option<i64>>(24)?.map(|v| v as u64),
+            cpu_sampled_at: r.get(25)?,
+            ssh_connections: r.get(26)?,
+            gpu_processes: r.get(27)?,
+            warned_deadline: r.get(28)?,
+            warned_minutes: r.get(29)?,
+            notice_deadline: r.get(30)?,
+        },
     })
 }
 

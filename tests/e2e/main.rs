@@ -15,6 +15,7 @@ mod gpu;
 mod health;
 mod hostile;
 mod identity;
+mod idle;
 mod image;
 mod limits;
 mod login;

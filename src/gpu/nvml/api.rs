@@ -175,4 +175,7 @@ pub trait NvmlApi: Send + Sync {
     fn destroy_compute_instance(&self, gpu: u32, gi: u32, ci: u32) -> Nv<()>;
     /// `nvmlGpuInstanceDestroy` (privileged); IN_USE while it has compute instances or processes.
     fn destroy_gpu_instance(&self, gpu: u32, gi: u32) -> Nv<()>;
+    /// `nvmlDeviceGetComputeRunningProcesses_v3`'s count, on GPU `gpu` itself (`slot` `None`) or
+    /// on its MIG device handle in `slot`: the processes with a compute context on it.
+    fn compute_processes(&self, gpu: u32, slot: Option<u32>) -> Nv<u32>;
 }

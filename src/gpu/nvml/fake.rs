@@ -487,6 +487,20 @@ impl NvmlApi for FakeNvml {
         if gi.cis.len() == before { Err(Code::NOT_FOUND) } else { Ok(()) }
     }
 
+    /// A device `hold` marked busy runs one process; a whole GPU counts its MIG devices' ones.
+    fn compute_processes(&self, gpu: u32, slot: Option<u32>) -> Nv<u32> {
+        let s = self.lock();
+        s.gpu(gpu)?;
+        match slot {
+            None => Ok(s.busy.iter().filter(|(g, _, _)| *g == gpu).count() as u32),
+            Some(slot) => {
+                let devices = s.mig_devices(gpu).map_err(|_| Code::NOT_FOUND)?;
+                let (gi, ci) = devices.get(slot as usize).ok_or(Code::NOT_FOUND)?;
+                Ok(u32::from(s.busy.contains(&(gpu, gi.id, ci.id))))
+            }
+        }
+    }
+
     fn destroy_gpu_instance(&self, gpu: u32, gi: u32) -> Nv<()> {
         let mut s = self.lock();
         if !s.gi(gpu, gi)?.cis.is_empty() {

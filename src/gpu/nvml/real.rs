@@ -265,4 +265,12 @@ impl NvmlApi for Library {
         let destroy = sym(&self.nvml.lib().nvmlGpuInstanceDestroy)?;
         check(unsafe { destroy(handle) })
     }
+
+    fn compute_processes(&self, gpu: u32, slot: Option<u32>) -> Nv<u32> {
+        let dev = self.device(gpu)?;
+        match slot {
+            None => dev.running_compute_processes_count().map_err(code),
+            Some(slot) => dev.mig_device_by_index(slot).map_err(code)?.running_compute_processes_count().map_err(code),
+        }
+    }
 }
