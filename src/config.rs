@@ -11,7 +11,7 @@ use crate::limits::{self, ByteSize, Host, Limits};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sandman/config.toml";
 
 /// Settings that default to nothing.
-const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file", "workspace_quota"];
+const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file", "workspace_quota", "workspace_nfs"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -75,6 +75,18 @@ pub struct Settings {
     pub workspace_quota: Option<ByteSize>,
     /// Per-session memory, CPUs and /dev/shm: defaults and maxima, per MIG profile too.
     pub limits: Limits,
+    /// The container engine sessions run on: one Docker host, or a Docker Swarm (from a manager).
+    pub engine: EngineKind,
+    /// Swarm: `server:/export` holding every user's home as `<export>/<user>`, mounted over NFS on
+    /// whichever node runs the session. Unset, a user's sessions stay on the node with the home.
+    pub workspace_nfs: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Docker,
+    Swarm,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,6 +145,8 @@ impl Default for Settings {
             reap_interval_secs: 60,
             workspace_quota: None,
             limits: Limits::default(),
+            engine: EngineKind::Docker,
+            workspace_nfs: None,
         }
     }
 }
@@ -149,6 +163,7 @@ pub struct Overrides {
     pub api_port: Option<u16>,
     pub api_bind: Option<IpAddr>,
     pub api_token_file: Option<PathBuf>,
+    pub engine: Option<EngineKind>,
 }
 
 impl Settings {
@@ -264,6 +279,9 @@ impl Settings {
         if let Some(v) = &flags.api_token_file {
             self.api_token_file = v.clone();
         }
+        if let Some(v) = flags.engine {
+            self.engine = v;
+        }
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -280,6 +298,9 @@ impl Settings {
                 self.default_ttl_minutes,
                 self.max_ttl_minutes
             );
+        }
+        if let Some(nfs) = &self.workspace_nfs {
+            check_nfs(nfs)?;
         }
         if self.uid_start < 1000 {
             bail!("uid_start {} would overlap system accounts: use 1000 or more", self.uid_start);
@@ -318,6 +339,17 @@ impl Settings {
             _ => PathBuf::from("."),
         }
     }
+}
+
+/// `workspace_nfs`: `server:/export`, an absolute export path without spaces or commas (they
+/// would break the mount options).
+fn check_nfs(nfs: &str) -> anyhow::Result<()> {
+    let (server, export) = nfs.split_once(':').unwrap_or(("", ""));
+    let clean = |t: &str| !t.is_empty() && !t.contains([',', ' ', '=', '\n', '\t']);
+    if !clean(server) || !export.starts_with('/') || !clean(export) {
+        bail!("workspace_nfs {nfs:?} is not server:/export (an NFS server and an absolute export path)");
+    }
+    Ok(())
 }
 
 fn default_host_name() -> String {

@@ -4,6 +4,7 @@ mod docs;
 mod doctor;
 mod gpu;
 mod image;
+mod node;
 mod reap;
 mod serve;
 mod session;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             serve::run(service(load(g, &flags)?)?).await
         }
         Command::Image(cmd) => image::run(&settings(&cli.global)?, cmd, quiet).await,
+        Command::Node(cmd) => node::run(&open(&cli.global)?, cmd).await,
         Command::Doctor { json, adopt_database } => doctor::run(&settings(&cli.global)?, json, adopt_database).await,
     }
 }
@@ -46,6 +48,7 @@ fn overrides(g: &GlobalArgs) -> Overrides {
         ssh_port_end: g.ssh_port_end,
         gpu_backend: g.gpu_backend.map(Into::into),
         gpu_sim_file: g.gpu_sim_file.clone(),
+        engine: g.engine.map(Into::into),
         ..Default::default()
     }
 }

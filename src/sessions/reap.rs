@@ -169,7 +169,7 @@ impl Sessions {
         let rows = self.list()?;
         let now = chrono::Utc::now().timestamp();
         let probes = to_probe(&rows, &containers, now).into_iter().map(|row| async move {
-            let answered = crate::ssh::wait_for_banner(self.ssh_address(row.ssh_port), SSHD_ANSWER_TIMEOUT).await;
+            let answered = crate::ssh::wait_for_banner(self.session_address(row), SSHD_ANSWER_TIMEOUT).await;
             answered.is_err().then(|| row.id.clone())
         });
         let sshd_silent: HashSet<String> = futures_util::future::join_all(probes).await.into_iter().flatten().collect();

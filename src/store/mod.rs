@@ -4,6 +4,7 @@
 //! lives here too (`gpu.rs`), written inside those same transactions.
 
 mod gpu;
+mod nodes;
 
 pub use gpu::{CreatedInstance, GpuLedger, SimGpu, SimInstance, SimState};
 
@@ -96,6 +97,8 @@ const SCHEMA: &[&str] = &[
                memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files FROM sessions;
      DROP TABLE sessions;
      ALTER TABLE sessions_v7 RENAME TO sessions;",
+    // version 9 (after 8): swarm placement, in tables of their own (see nodes.rs)
+    nodes::SCHEMA,
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
