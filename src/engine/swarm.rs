@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use base64ct::{Base64, Encoding};
 use bollard::models::{
     ConfigReference, ConfigSpec, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Limit, Mount,
-    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkAttachmentConfig, NetworkCreateRequest,
-    NodeSpec, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
-    TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
+    MountTmpfsOptions, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkAttachmentConfig,
+    NetworkCreateRequest, NodeSpec, SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListConfigsOptionsBuilder, ListNodesOptionsBuilder, ListSecretsOptionsBuilder,
@@ -359,7 +359,21 @@ fn service_spec(spec: &ContainerSpec, files: &[FileRef], constraints: Vec<String
         env: Some(env),
         dir: Some(home.clone()),
         user: Some(format!("{}:{}", spec.uid, spec.uid)),
-        mounts: Some(vec![home_mount(&home), home_mount("/workspace")]),
+        // /dev/shm as a tmpfs of the session's size (a service has no ShmSize).
+        mounts: Some(vec![
+            home_mount(&home),
+            home_mount("/workspace"),
+            Mount {
+                target: Some("/dev/shm".into()),
+                typ: Some(MountType::TMPFS),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(spec.limits.shm_size as i64),
+                    mode: Some(0o1777),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
         configs: Some(configs),
         secrets: Some(secrets),
         init: Some(true),
@@ -462,7 +476,18 @@ impl Engine for Swarm {
                  another name in swarm mode, and sandman creates it",
                 n.scope.unwrap_or_default()
             ))),
-            Ok(n) => Ok(Some(n.options.unwrap_or_default().get(ICC_OPTION).map(String::as_str) != Some("false"))),
+            // The options are the configuration network's, on this node (made when missing).
+            Ok(n) => {
+                let options = match n.config_from.and_then(|c| c.network) {
+                    Some(local) => match self.client().inspect_network(&local, None).await {
+                        Ok(l) => l.options,
+                        Err(e) if status(&e) == Some(404) => return Ok(None),
+                        Err(e) => return Err(map_err(e, &format!("inspect network {local}"))),
+                    },
+                    None => n.options,
+                };
+                Ok(Some(options.unwrap_or_default().get(ICC_OPTION).map(String::as_str) != Some("false")))
+            }
             Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(map_err(e, &format!("inspect network {name}"))),
         }
@@ -480,8 +505,8 @@ impl Engine for Swarm {
             name: name.to_string(),
             driver: Some("bridge".into()),
             scope: Some("swarm".into()),
+            // Labels and options would be refused beside a configuration network.
             config_from: Some(ConfigReference { network: Some(local) }),
-            labels: Some(HashMap::from([("sandman".to_string(), "sessions".to_string())])),
             ..Default::default()
         };
         match self.client().create_network(request).await {
@@ -493,7 +518,9 @@ impl Engine for Swarm {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
         self.manager_node().await?;
-        if !self.docker.network_exists(&spec.network).await? {
+        if !self.docker.network_exists(&spec.network).await?
+            || !self.docker.network_exists(&local_network(&spec.network)).await?
+        {
             return Err(Error::NotFound(format!("network {} not found", spec.network)));
         }
         let constraints = self.constraints(spec).await?;

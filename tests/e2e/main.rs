@@ -20,3 +20,4 @@ mod login;
 mod network;
 mod package;
 mod reap;
+mod swarm;
