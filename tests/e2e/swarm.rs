@@ -97,10 +97,17 @@ impl Drop for SwarmEnv {
         for s in self.services() {
             let _ = Command::new("docker").args(["service", "rm", &s]).output();
         }
-        // The swarm network goes with Env's drop (or with the swarm); the local part stays.
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("docker").args(["network", "rm", &self.env.network]).output();
-        let _ = Command::new("docker").args(["network", "rm", &format!("{}-local", self.env.network)]).output();
+        // The swarm network, once its tasks' containers are gone, then its configuration network.
+        let local = format!("{}-local", self.env.network);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for net in [&self.env.network, &local] {
+            while docker_try(&["network", "inspect", net]).is_some() && docker_try(&["network", "rm", net]).is_none() {
+                if Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
     }
 }
 
