@@ -34,6 +34,9 @@ _sandman() {
             sandman,man)
                 cmd="sandman__subcmd__man"
                 ;;
+            sandman,node)
+                cmd="sandman__subcmd__node"
+                ;;
             sandman,reap)
                 cmd="sandman__subcmd__reap"
                 ;;
@@ -88,6 +91,9 @@ _sandman() {
             sandman__subcmd__help,man)
                 cmd="sandman__subcmd__help__subcmd__man"
                 ;;
+            sandman__subcmd__help,node)
+                cmd="sandman__subcmd__help__subcmd__node"
+                ;;
             sandman__subcmd__help,reap)
                 cmd="sandman__subcmd__help__subcmd__reap"
                 ;;
@@ -111,6 +117,9 @@ _sandman() {
                 ;;
             sandman__subcmd__help__subcmd__image,build)
                 cmd="sandman__subcmd__help__subcmd__image__subcmd__build"
+                ;;
+            sandman__subcmd__help__subcmd__node,register)
+                cmd="sandman__subcmd__help__subcmd__node__subcmd__register"
                 ;;
             sandman__subcmd__help__subcmd__session,create)
                 cmd="sandman__subcmd__help__subcmd__session__subcmd__create"
@@ -153,6 +162,18 @@ _sandman() {
                 ;;
             sandman__subcmd__image__subcmd__help,help)
                 cmd="sandman__subcmd__image__subcmd__help__subcmd__help"
+                ;;
+            sandman__subcmd__node,help)
+                cmd="sandman__subcmd__node__subcmd__help"
+                ;;
+            sandman__subcmd__node,register)
+                cmd="sandman__subcmd__node__subcmd__register"
+                ;;
+            sandman__subcmd__node__subcmd__help,help)
+                cmd="sandman__subcmd__node__subcmd__help__subcmd__help"
+                ;;
+            sandman__subcmd__node__subcmd__help,register)
+                cmd="sandman__subcmd__node__subcmd__help__subcmd__register"
                 ;;
             sandman__subcmd__session,create)
                 cmd="sandman__subcmd__session__subcmd__create"
@@ -248,7 +269,7 @@ _sandman() {
 
     case "${cmd}" in
         sandman)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version session user gpu reap serve image doctor completions man help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version session user gpu reap serve image doctor node completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -282,6 +303,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -290,7 +315,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__completions)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version bash elvish fish powershell zsh"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -322,6 +347,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -332,7 +361,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__doctor)
-            opts="-v -q -h -V --json --adopt-database --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --adopt-database --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,6 +393,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -374,7 +407,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version ls profiles available help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version ls profiles available help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -408,6 +441,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -416,7 +453,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__available)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -448,6 +485,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -528,7 +569,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__ls)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -560,6 +601,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -570,7 +615,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__profiles)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -604,6 +649,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -612,7 +661,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__help)
-            opts="session user gpu reap serve image doctor completions man help"
+            opts="session user gpu reap serve image doctor node completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -754,6 +803,34 @@ _sandman() {
         sandman__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__node)
+            opts="register"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__node__subcmd__register)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -962,7 +1039,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version build help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version build help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -996,6 +1073,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1004,7 +1085,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image__subcmd__build)
-            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --flavor --packages --ca-cert --print-digest --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --flavor --packages --ca-cert --print-digest --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1058,6 +1139,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1108,7 +1193,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__man)
-            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1146,6 +1231,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1153,8 +1242,8 @@ _sandman() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sandman__subcmd__reap)
-            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+        sandman__subcmd__node)
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version register help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1188,6 +1277,144 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__help)
+            opts="register help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__help__subcmd__register)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__register)
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__reap)
+            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1196,7 +1423,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__serve)
-            opts="-v -q -h -V --port --bind --token-file --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --port --bind --token-file --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1242,6 +1469,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1250,7 +1481,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version create list show extend ssh-config rm help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version create list show extend ssh-config rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1284,6 +1515,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1292,7 +1527,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__create)
-            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1366,6 +1601,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1374,7 +1613,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__extend)
-            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1410,6 +1649,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1532,7 +1775,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__list)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1564,6 +1807,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1574,7 +1821,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__rm)
-            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1606,6 +1853,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1616,7 +1867,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__show)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1650,6 +1901,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1658,7 +1913,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__ssh__subcmd__config)
-            opts="-v -q -h -V --user --identity-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --identity-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1700,6 +1955,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1708,7 +1967,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version key help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version key help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1740,6 +1999,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1834,7 +2097,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version add rm ls help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version add rm ls help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1868,6 +2131,10 @@ _sandman() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1876,7 +2143,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__add)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1908,6 +2175,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1988,7 +2259,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__ls)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2020,6 +2291,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2030,7 +2305,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__rm)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2062,6 +2337,10 @@ _sandman() {
                     ;;
                 --gpu-sim-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)

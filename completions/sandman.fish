@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_sandman_global_optspecs
-    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= gpu-backend= gpu-sim-file= v/verbose q/quiet h/help V/version
+    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= gpu-backend= gpu-sim-file= engine= v/verbose q/quiet h/help V/version
 end
 
 function __fish_sandman_needs_command
@@ -34,6 +34,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_needs_command" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_needs_command" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_needs_command" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_needs_command" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_needs_command" -s h -l help -d 'Print help'
@@ -45,6 +47,7 @@ complete -c sandman -n "__fish_sandman_needs_command" -f -a "reap" -d 'Remove ex
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "image" -d 'Build the workspace image'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "node" -d 'Swarm nodes: record this node\'s GPUs for the manager\'s placement'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -58,6 +61,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s h -l help -d 'Print help'
@@ -89,6 +94,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l adopt-workspace -d 'Give a new user the existing directory <workspace_root>/<user> even though another uid owns it'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l json -d 'Print the API\'s create answer as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -105,6 +112,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l json -d 'Print the API\'s session objects as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -120,6 +129,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l json -d 'Print the API\'s session object as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -136,6 +147,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l json
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -153,6 +166,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l json -d 'Print {ssh_config, ssh_config_known_hosts} as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -168,6 +183,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l all -d 'Remove every session'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s y -l yes -d 'Do not ask for confirmation'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l json
@@ -192,6 +209,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s h -l help -d 'Print help'
@@ -208,6 +227,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s h -l help -d 'Print help'
@@ -228,6 +249,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available help" -s h -l help -d 'Print help'
@@ -246,6 +269,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l json -d 'Print the API\'s `GET /gpus` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -261,6 +286,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l json -d 'Print the API\'s `GET /gpus/profiles` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -276,6 +303,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l json -d 'Print the API\'s `GET /gpus/available` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -295,6 +324,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l dry-run -d 'Report what would be removed, remove nothing'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l json -d 'Print the report as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -314,6 +345,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s h -l help -d 'Print help'
@@ -328,6 +361,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s h -l help -d 'Print help'
@@ -350,6 +385,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l offline -d 'Make the base with debootstrap from this host\'s apt sources, then build on it'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l rebuild-base -d 'Rebuild the offline base even if it exists'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l print-digest -d 'Print the digest of these build inputs (the image\'s sandman.image.digest label) and build nothing'
@@ -369,12 +406,51 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l json -d 'Print the checks as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l adopt-database -d 'Make the database file (--db) this host\'s database: one copied, moved or restored from a backup, or a new one beside another instance\'s containers. Only when the original is no longer used'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -f -a "register" -d 'Record this swarm node\'s GPUs and MIG devices (from the GPU backend) as node labels, and create its session network\'s local part; run on every node, again after GPU changes'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l json -d 'Print what was recorded as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from help" -f -a "register" -d 'Record this swarm node\'s GPUs and MIG devices (from the GPU backend) as node labels, and create its session network\'s local part; run on every node, again after GPU changes'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -385,6 +461,8 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s h -l help -d 'Print help'
@@ -400,20 +478,23 @@ nvml\t''
 sim\t''
 none\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand man" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "image" -d 'Build the workspace image'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "node" -d 'Swarm nodes: record this node\'s GPUs for the manager\'s placement'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor node completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "create" -d 'Start a session for a user and print how to log in'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List sessions'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "show" -d 'Show one session'
@@ -425,3 +506,4 @@ complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_su
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "profiles" -d 'MIG profiles of the GPU models present'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from gpu" -f -a "available" -d 'MIG devices no session holds'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "build" -d 'Build the workspace image from images/Dockerfile.gpu-workspace'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from node" -f -a "register" -d 'Record this swarm node\'s GPUs and MIG devices (from the GPU backend) as node labels, and create its session network\'s local part; run on every node, again after GPU changes'
