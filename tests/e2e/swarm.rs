@@ -5,12 +5,13 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Env, stderr, stdout};
+use crate::harness::{Env, rand_suffix, ssh_base, stderr, stdout};
 
 const LOCK: &str = "/tmp/sandman-swarm-test.lock";
 
@@ -32,11 +33,17 @@ fn docker_try(args: &[&str]) -> Option<String> {
     out.status.success().then(|| stdout(&out).trim().to_string())
 }
 
+/// Holds the lock that serialises swarm tests across processes.
+fn lock() -> File {
+    let lock = File::options().create(true).truncate(false).write(true).open(LOCK).unwrap();
+    // SAFETY: flock on a descriptor this function owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "cannot lock {LOCK}");
+    lock
+}
+
 impl Swarm {
     fn join() -> Swarm {
-        let lock = File::options().create(true).truncate(false).write(true).open(LOCK).unwrap();
-        // SAFETY: flock on a descriptor this function owns.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "cannot lock {LOCK}");
+        let lock = lock();
         let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         let created = state == "inactive";
         if created {
@@ -267,4 +274,193 @@ fn a_registered_nodes_gpu_is_given_to_a_session_there() {
     assert_eq!(check("swarm")["ok"], true, "{doctor}");
     assert!(check("swarm")["detail"].as_str().unwrap().contains("3 GPU devices"), "{doctor}");
     assert!(check("no-new-privileges")["detail"].as_str().unwrap().contains("setuid"), "{doctor}");
+}
+
+/// A second swarm node on this machine: a Docker engine of its own (data, exec root, socket and
+/// managed containerd under a temporary directory) in a network namespace joined to the host by
+/// a veth pair. It shares the host's file systems (so a home directory exists on both nodes)
+/// but has its own network stack, iptables and published ports. `ip netns exec` cannot be
+/// used: it remounts /sys, hiding the cgroup mounts dockerd needs; nsenter enters the network
+/// namespace only.
+struct SecondNode {
+    dir: tempfile::TempDir,
+    netns: String,
+    veth: String,
+    host_ip: String,
+    ip: String,
+    pid: Option<u32>,
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+}
+
+impl SecondNode {
+    fn start() -> SecondNode {
+        let tag = rand_suffix();
+        let net = u8::from_str_radix(&tag[..2], 16).unwrap();
+        let mut node = SecondNode {
+            dir: tempfile::Builder::new().prefix("sandman-node2-").tempdir().unwrap(),
+            netns: format!("sm2-{tag}"),
+            veth: format!("sm2h{tag}"),
+            host_ip: format!("10.213.{net}.1"),
+            ip: format!("10.213.{net}.2"),
+            pid: None,
+        };
+        let (ns, veth, peer) = (&node.netns, &node.veth, format!("sm2c{tag}"));
+        sh(&format!(
+            "ip netns add {ns} && ip link add {veth} type veth peer name {peer} && ip link set {peer} netns {ns} && \
+             ip addr add {}/24 dev {veth} && ip link set {veth} up && \
+             ip -n {ns} addr add {}/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up && \
+             ip -n {ns} route add default via {}",
+            node.host_ip, node.ip, node.host_ip
+        ));
+        let d = node.dir.path();
+        std::fs::write(d.join("daemon.json"), "{}").unwrap();
+        // The same storage driver as this engine's, which works on this machine.
+        let driver = docker(&["info", "--format", "{{.Driver}}"]);
+        let log = File::create(d.join("dockerd.log")).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{ns}"))
+            .arg("dockerd")
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .arg("--cgroup-parent")
+            .arg(format!("/sandman-node2-{tag}"))
+            .arg("--storage-driver")
+            .arg(&driver)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.pid = Some(child.id());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while node.docker_try(&["info", "--format", "{{.ID}}"]).is_none() {
+            let log = std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "the second dockerd did not start: {log}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // The workspace image, as every node needs it.
+        sh(&format!("docker save gpu-workspace | docker -H {} load -q", node.host()));
+        node
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn docker_try(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("docker").arg("-H").arg(self.host()).args(args).output().unwrap();
+        out.status.success().then(|| stdout(&out).trim().to_string())
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        let _ = self.docker_try(&["swarm", "leave", "--force"]);
+        if let Some(pid) = self.pid {
+            // SAFETY: signals the dockerd this test started, by its id.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                // Reap it if it is our child and has exited.
+                // SAFETY: waitpid on our own child's id, without blocking.
+                unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
+    }
+}
+
+#[test]
+fn two_nodes_place_sessions_by_home_and_gpu() {
+    let lock = lock();
+    let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(state, "inactive", "this test makes a swarm of its own on a veth address; the engine is in one already");
+    let node2 = SecondNode::start();
+    docker(&["swarm", "init", "--advertise-addr", &node2.host_ip, "--listen-addr", &format!("{}:2377", node2.host_ip)]);
+    let manager = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    let swarm = Swarm { _lock: lock, created: true, node: manager.clone() };
+    let token = docker(&["swarm", "join-token", "-q", "worker"]);
+    let joined = node2.docker_try(&[
+        "swarm",
+        "join",
+        "--token",
+        &token,
+        "--advertise-addr",
+        &node2.ip,
+        "--listen-addr",
+        &format!("{}:2377", node2.ip),
+        &format!("{}:2377", node2.host_ip),
+    ]);
+    assert!(joined.is_some(), "the second node could not join");
+    let worker = node2.docker_try(&["info", "--format", "{{.Swarm.NodeID}}"]).unwrap();
+
+    let mut senv = SwarmEnv::new("swarm-two-nodes");
+    let file = senv.env.path("gpus.toml");
+    std::fs::write(&file, SIM).unwrap();
+    senv.env.extra_env.push(("SANDMAN_GPU_BACKEND".into(), "sim".into()));
+    senv.env.extra_env.push(("SANDMAN_GPU_SIM_FILE".into(), file.display().to_string()));
+    let env = &senv.env;
+    let gpus: Value = serde_json::from_str(&env.ok(&["gpu", "ls", "--json"])).unwrap();
+    let migs: Vec<String> = gpus["gpus"][0]["mig_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["uuid"].as_str().unwrap().to_string())
+        .collect();
+    let (here, there) = (&migs[0], &migs[1]);
+
+    // The manager labels itself; a worker cannot, and says what to run on a manager.
+    env.ok(&["node", "register"]);
+    let out = env.cmd().env("DOCKER_HOST", node2.host()).args(["node", "register"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("docker node update --label-add sandman.gpus=")), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&worker), "{}", stderr(&out));
+    // Each node holds one of the two MIG devices.
+    docker(&["node", "update", "--label-add", &format!("sandman.gpus={here}"), &manager]);
+    docker(&["node", "update", "--label-add", &format!("sandman.gpus={there}"), &worker]);
+
+    // A user whose home the second node holds (the nodes share this machine's disk).
+    env.sql(&format!("INSERT INTO user_nodes (user_name, node_id) VALUES ('nora', '{worker}')"));
+    let nora = env.create("nora", &["--gpu", there]);
+    assert_eq!(nora.json["ssh_host"], node2.ip.as_str(), "{}", nora.json);
+    let service = service_name(&nora);
+    let on_node2 =
+        node2.docker_try(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={service}")]);
+    assert!(on_node2.is_some_and(|c| !c.is_empty()), "the task runs on the second node");
+    let known_hosts = env.known_hosts(&nora);
+    let out = ssh_base("ssh", &nora.key, &known_hosts)
+        .args(["-p", &nora.port().to_string(), &format!("nora@{}", node2.ip)])
+        .arg("echo $NVIDIA_VISIBLE_DEVICES; grep CapEff /proc/self/status")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{there}\nCapEff:\t0000000000000000\n"));
+
+    // A new user's home is on the manager: the manager's GPU is fine, the other node's is refused.
+    let olga = env.create("olga", &["--gpu", here]);
+    assert_eq!(olga.json["ssh_host"], node2.host_ip.as_str(), "{}", olga.json);
+    env.ok(&["session", "rm", "--yes", nora.id()]);
+    let out = env.run(&["session", "create", "--user", "pia", "--gpu", there, "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("workspace_nfs"), "{}", stderr(&out));
+    assert_eq!(env.sessions().len(), 1, "only olga's session");
+    assert_eq!(senv.services().len(), 1);
+    env.ok(&["session", "rm", "--all", "--yes"]);
+    assert!(senv.services().is_empty());
+    drop(senv);
+    drop(node2);
+    drop(swarm);
 }
