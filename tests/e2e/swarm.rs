@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -288,7 +287,8 @@ struct SecondNode {
     veth: String,
     host_ip: String,
     ip: String,
-    pid: Option<u32>,
+    /// The dockerd (nsenter executes it in place, so this is the daemon itself).
+    daemon: Option<std::process::Child>,
 }
 
 fn sh(cmd: &str) {
@@ -306,7 +306,7 @@ impl SecondNode {
             veth: format!("sm2h{tag}"),
             host_ip: format!("10.213.{net}.1"),
             ip: format!("10.213.{net}.2"),
-            pid: None,
+            daemon: None,
         };
         let (ns, veth, peer) = (&node.netns, &node.veth, format!("sm2c{tag}"));
         sh(&format!(
@@ -342,7 +342,7 @@ impl SecondNode {
             .stderr(log)
             .spawn()
             .unwrap();
-        node.pid = Some(child.id());
+        node.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while node.docker_try(&["info", "--format", "{{.ID}}"]).is_none() {
             let log = std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default();
@@ -367,15 +367,12 @@ impl SecondNode {
 impl Drop for SecondNode {
     fn drop(&mut self) {
         let _ = self.docker_try(&["swarm", "leave", "--force"]);
-        if let Some(pid) = self.pid {
+        if let Some(mut daemon) = self.daemon.take() {
             // SAFETY: signals the dockerd this test started, by its id.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(30);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            while matches!(daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(200));
-                // Reap it if it is our child and has exited.
-                // SAFETY: waitpid on our own child's id, without blocking.
-                unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
             }
         }
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
@@ -426,7 +423,7 @@ fn two_nodes_place_sessions_by_home_and_gpu() {
     env.ok(&["node", "register"]);
     let out = env.cmd().env("DOCKER_HOST", node2.host()).args(["node", "register"]).output().unwrap();
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("docker node update --label-add sandman.gpus=")), "{}", stderr(&out));
+    assert!(stderr(&out).contains("docker node update --label-add sandman.gpus="), "{}", stderr(&out));
     assert!(stderr(&out).contains(&worker), "{}", stderr(&out));
     // Each node holds one of the two MIG devices.
     docker(&["node", "update", "--label-add", &format!("sandman.gpus={here}"), &manager]);
