@@ -185,6 +185,21 @@ fn a_swarm_session_is_hardened_limited_and_removed_whole() {
     let constraints =
         docker(&["service", "inspect", &service_name(&again), "--format", "{{json .Spec.TaskTemplate.Placement}}"]);
     assert!(constraints.contains(&format!("node.id=={}", swarm.node)), "pinned to the home's node: {constraints}");
+
+    // Sessions on the swarm's bridge cannot reach one another.
+    let other = env.create("swan-other", &[]);
+    let ip = docker(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &task_container(&service_name(&again)),
+    ]);
+    // The address is right and sshd listens there: the host reaches it.
+    let direct = std::net::TcpStream::connect_timeout(&format!("{ip}:2222").parse().unwrap(), Duration::from_secs(3));
+    assert!(direct.is_ok(), "{ip}:2222 from the host: {direct:?}");
+    let probe = format!("timeout 3 bash -c 'echo > /dev/tcp/{ip}/2222' 2>/dev/null && echo reached || echo blocked");
+    let out = env.ssh(&other, &probe);
+    assert_eq!(stdout(&out).trim(), "blocked", "{}", stderr(&out));
 }
 
 #[test]
