@@ -452,6 +452,26 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_and_nfs_homes_come_from_every_layer_and_are_checked() {
+        assert_eq!(Settings::default().engine, EngineKind::Docker);
+        let s = Settings::from_layers(None, &env(&[("SANDMAN_ENGINE", "swarm")])).unwrap();
+        assert_eq!(s.engine, EngineKind::Swarm);
+        let mut s = Settings::from_layers(Some("engine = \"swarm\""), &[]).unwrap();
+        s.apply(&Overrides { engine: Some(EngineKind::Docker), ..Default::default() });
+        assert_eq!(s.engine, EngineKind::Docker, "flag beats file");
+        let e = Settings::from_layers(Some("engine = \"k8s\""), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("k8s"), "{e:#}");
+        let s = Settings::from_layers(None, &env(&[("SANDMAN_WORKSPACE_NFS", "nfs1:/export/homes")])).unwrap();
+        assert_eq!(s.workspace_nfs.as_deref(), Some("nfs1:/export/homes"));
+        assert!(s.check().is_ok());
+        for bad in ["nfs1", "nfs1:export", ":/export", "nfs1:/a,b", "nfs1:/a b"] {
+            let s = Settings::from_layers(Some(&format!("workspace_nfs = {bad:?}")), &[]).unwrap();
+            let e = s.check().unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_port_range_is_refused() {
         let mut s = Settings::default();
         s.apply(&Overrides { ssh_port_start: Some(20001), ..Default::default() });
