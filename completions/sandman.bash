@@ -37,6 +37,9 @@ _sandman() {
             sandman,man)
                 cmd="sandman__subcmd__man"
                 ;;
+            sandman,node)
+                cmd="sandman__subcmd__node"
+                ;;
             sandman,reap)
                 cmd="sandman__subcmd__reap"
                 ;;
@@ -124,6 +127,9 @@ _sandman() {
             sandman__subcmd__help,man)
                 cmd="sandman__subcmd__help__subcmd__man"
                 ;;
+            sandman__subcmd__help,node)
+                cmd="sandman__subcmd__help__subcmd__node"
+                ;;
             sandman__subcmd__help,reap)
                 cmd="sandman__subcmd__help__subcmd__reap"
                 ;;
@@ -159,6 +165,9 @@ _sandman() {
                 ;;
             sandman__subcmd__help__subcmd__image,build)
                 cmd="sandman__subcmd__help__subcmd__image__subcmd__build"
+                ;;
+            sandman__subcmd__help__subcmd__node,register)
+                cmd="sandman__subcmd__help__subcmd__node__subcmd__register"
                 ;;
             sandman__subcmd__help__subcmd__session,create)
                 cmd="sandman__subcmd__help__subcmd__session__subcmd__create"
@@ -201,6 +210,18 @@ _sandman() {
                 ;;
             sandman__subcmd__image__subcmd__help,help)
                 cmd="sandman__subcmd__image__subcmd__help__subcmd__help"
+                ;;
+            sandman__subcmd__node,help)
+                cmd="sandman__subcmd__node__subcmd__help"
+                ;;
+            sandman__subcmd__node,register)
+                cmd="sandman__subcmd__node__subcmd__register"
+                ;;
+            sandman__subcmd__node__subcmd__help,help)
+                cmd="sandman__subcmd__node__subcmd__help__subcmd__help"
+                ;;
+            sandman__subcmd__node__subcmd__help,register)
+                cmd="sandman__subcmd__node__subcmd__help__subcmd__register"
                 ;;
             sandman__subcmd__session,create)
                 cmd="sandman__subcmd__session__subcmd__create"
@@ -296,7 +317,7 @@ _sandman() {
 
     case "${cmd}" in
         sandman)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version session user gpu reap serve image doctor firewall completions man help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version session user gpu reap serve image doctor firewall node completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -346,6 +367,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -354,7 +379,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__completions)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version bash elvish fish powershell zsh"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -402,6 +427,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -412,7 +441,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__doctor)
-            opts="-v -q -h -V --json --adopt-database --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --adopt-database --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -460,6 +489,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -470,7 +503,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__firewall)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version show apply remove help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version show apply remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -520,6 +553,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -528,7 +565,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__firewall__subcmd__apply)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -576,6 +613,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -656,7 +697,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__firewall__subcmd__remove)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -704,6 +745,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -714,7 +759,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__firewall__subcmd__show)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -764,6 +809,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -772,7 +821,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version ls profiles available sim-busy help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version ls profiles available sim-busy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -822,6 +871,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -830,7 +883,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__available)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -878,6 +931,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -972,7 +1029,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__ls)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1020,6 +1077,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1030,7 +1091,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__profiles)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1080,6 +1141,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1088,7 +1153,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__gpu__subcmd__sim__subcmd__busy)
-            opts="-v -q -h -V --device --processes --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --device --processes --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1146,6 +1211,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1154,7 +1223,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__help)
-            opts="session user gpu reap serve image doctor firewall completions man help"
+            opts="session user gpu reap serve image doctor firewall node completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1377,6 +1446,34 @@ _sandman() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sandman__subcmd__help__subcmd__node)
+            opts="register"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__help__subcmd__node__subcmd__register)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sandman__subcmd__help__subcmd__reap)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1574,7 +1671,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version build help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version build help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1624,6 +1721,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1632,7 +1733,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__image__subcmd__build)
-            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --flavor --packages --ca-cert --print-digest --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --offline --base-image --tag --rebuild-base --flavor --packages --ca-cert --print-digest --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1702,6 +1803,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1752,7 +1857,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__man)
-            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --dir --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1806,6 +1911,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1813,8 +1922,8 @@ _sandman() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sandman__subcmd__reap)
-            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+        sandman__subcmd__node)
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version register help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1864,6 +1973,176 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__help)
+            opts="register help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__help__subcmd__register)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__node__subcmd__register)
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sandman__subcmd__reap)
+            opts="-v -q -h -V --dry-run --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workspace-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ssh-port-end)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu-backend)
+                    COMPREPLY=($(compgen -W "auto nvml sim none" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-sim-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --activity-bump-minutes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-active-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-busy-gpu)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1872,7 +2151,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__serve)
-            opts="-v -q -h -V --port --bind --token-file --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --port --bind --token-file --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1934,6 +2213,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1942,7 +2225,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version create list show extend ssh-config rm help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version create list show extend ssh-config rm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1992,6 +2275,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2000,7 +2287,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__create)
-            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --idle-timeout --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --idle-timeout --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2094,6 +2381,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2102,7 +2393,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__extend)
-            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --ttl --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2154,6 +2445,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2276,7 +2571,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__list)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2324,6 +2619,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2334,7 +2633,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__rm)
-            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-y -v -q -h -V --all --yes --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2382,6 +2681,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2392,7 +2695,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__show)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2442,6 +2745,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2450,7 +2757,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__ssh__subcmd__config)
-            opts="-v -q -h -V --user --identity-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --identity-file --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2508,6 +2815,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2516,7 +2827,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version key help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version key help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2564,6 +2875,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2658,7 +2973,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version add rm ls help"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version add rm ls help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2708,6 +3023,10 @@ _sandman() {
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2716,7 +3035,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__add)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2764,6 +3083,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2844,7 +3167,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__ls)
-            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2892,6 +3215,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -2902,7 +3229,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__user__subcmd__key__subcmd__rm)
-            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2950,6 +3277,10 @@ _sandman() {
                     ;;
                 --protect-busy-gpu)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --engine)
+                    COMPREPLY=($(compgen -W "docker swarm" -- "${cur}"))
                     return 0
                     ;;
                 *)

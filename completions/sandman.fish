@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_sandman_global_optspecs
-    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= gpu-backend= gpu-sim-file= idle-timeout-minutes= activity-bump-minutes= cpu-active-percent= protect-busy-gpu= v/verbose q/quiet h/help V/version
+    string join \n config= db= workspace-root= ssh-port-start= ssh-port-end= gpu-backend= gpu-sim-file= idle-timeout-minutes= activity-bump-minutes= cpu-active-percent= protect-busy-gpu= engine= v/verbose q/quiet h/help V/version
 end
 
 function __fish_sandman_needs_command
@@ -39,6 +39,8 @@ complete -c sandman -n "__fish_sandman_needs_command" -l activity-bump-minutes -
 complete -c sandman -n "__fish_sandman_needs_command" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_needs_command" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_needs_command" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_needs_command" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_needs_command" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_needs_command" -s h -l help -d 'Print help'
@@ -51,6 +53,7 @@ complete -c sandman -n "__fish_sandman_needs_command" -f -a "serve" -d 'Serve th
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "image" -d 'Build the workspace image'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "firewall" -d 'Show, apply or remove the firewall rules that keep sessions away from the host'
+complete -c sandman -n "__fish_sandman_needs_command" -f -a "node" -d 'Swarm nodes: record this node\'s GPUs for the manager\'s placement'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
 complete -c sandman -n "__fish_sandman_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -69,6 +72,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and not __fish_seen_subcommand_from create list show extend ssh-config rm help" -s h -l help -d 'Print help'
@@ -106,6 +111,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l adopt-workspace -d 'Give a new user the existing directory <workspace_root>/<user> even though another uid owns it'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -l json -d 'Print the API\'s create answer as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from create" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -127,6 +134,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -l json -d 'Print the API\'s session objects as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -147,6 +156,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -l json -d 'Print the API\'s session object as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -168,6 +179,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -l json
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from extend" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -190,6 +203,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -l json -d 'Print {ssh_config, ssh_config_known_hosts} as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from ssh-config" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -210,6 +225,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l all -d 'Remove every session'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -s y -l yes -d 'Do not ask for confirmation'
 complete -c sandman -n "__fish_sandman_using_subcommand session; and __fish_seen_subcommand_from rm" -l json
@@ -239,6 +256,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_see
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and not __fish_seen_subcommand_from key help" -s h -l help -d 'Print help'
@@ -260,6 +279,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_su
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand user; and __fish_seen_subcommand_from key" -s h -l help -d 'Print help'
@@ -285,6 +306,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and not __fish_seen_subcommand_from ls profiles available sim-busy help" -s h -l help -d 'Print help'
@@ -309,6 +332,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_sub
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -l json -d 'Print the API\'s `GET /gpus` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -329,6 +354,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_sub
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -l json -d 'Print the API\'s `GET /gpus/profiles` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from profiles" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -349,6 +376,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_sub
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -l json -d 'Print the API\'s `GET /gpus/available` answer'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from available" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -371,6 +400,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_sub
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand gpu; and __fish_seen_subcommand_from sim-busy" -s h -l help -d 'Print help'
@@ -395,6 +426,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand reap" -l activity-bump-m
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand reap" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l dry-run -d 'Report what would be removed, remove nothing'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -l json -d 'Print the report as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand reap" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -419,6 +452,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand serve" -l activity-bump-
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand serve" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand serve" -s h -l help -d 'Print help'
@@ -438,6 +473,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_se
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and not __fish_seen_subcommand_from build help" -s h -l help -d 'Print help'
@@ -465,6 +502,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_s
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l offline -d 'Make the base with debootstrap from this host\'s apt sources, then build on it'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l rebuild-base -d 'Rebuild the offline base even if it exists'
 complete -c sandman -n "__fish_sandman_using_subcommand image; and __fish_seen_subcommand_from build" -l print-digest -d 'Print the digest of these build inputs (the image\'s sandman.image.digest label) and build nothing'
@@ -489,6 +528,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l activity-bump
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l json -d 'Print the checks as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -l adopt-database -d 'Make the database file (--db) this host\'s database: one copied, moved or restored from a backup, or a new one beside another instance\'s containers. Only when the original is no longer used'
 complete -c sandman -n "__fish_sandman_using_subcommand doctor" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
@@ -510,6 +551,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and not __fish_seen_subcommand_from show apply remove help" -s h -l help -d 'Print help'
@@ -533,6 +576,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_see
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -l json -d 'Print the state as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -553,6 +598,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_see
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -l json -d 'Print the resulting state as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from apply" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -573,6 +620,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_see
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -l json -d 'Print what was done as JSON'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr; no progress'
@@ -582,6 +631,53 @@ complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_see
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from help" -f -a "apply" -d 'Install or update the rules now (session create does it too); with the policy off, remove them'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove every rule sandman made for the session network (also once the network is gone)'
 complete -c sandman -n "__fish_sandman_using_subcommand firewall; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -f -a "register" -d 'Record this swarm node\'s GPUs and MIG devices (from the GPU backend) as node labels, and create its session network\'s local part; run on every node, again after GPU changes'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and not __fish_seen_subcommand_from register help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l ssh-port-start -d 'First host port for session SSH [default: 10000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l ssh-port-end -d 'Last host port for session SSH [default: 20000]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l gpu-backend -d 'GPU backend: auto (NVML when the driver library loads, else none), nvml, sim, none' -r -f -a "auto\t''
+nvml\t''
+sim\t''
+none\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l gpu-sim-file -d 'TOML file describing simulated GPUs (with --gpu-backend sim)' -r -F
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l idle-timeout-minutes -d 'Minutes without activity after which a session is reaped; 0: never [default: 120]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l activity-bump-minutes -d 'Activity moves a session\'s expiry to at least this many minutes from now; 0: off [default: 60]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
+false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -l json -d 'Print what was recorded as JSON'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s q -l quiet -d 'Only errors on stderr; no progress'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s h -l help -d 'Print help'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from register" -s V -l version -d 'Print version'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from help" -f -a "register" -d 'Record this swarm node\'s GPUs and MIG devices (from the GPU backend) as node labels, and create its session network\'s local part; run on every node, again after GPU changes'
+complete -c sandman -n "__fish_sandman_using_subcommand node; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l config -d 'Config file [default: /etc/sandman/config.toml, or $SANDMAN_CONFIG]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l db -d 'SQLite database holding sessions, users and ports [default: /var/lib/sandman/sandman.db]' -r -F
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l workspace-root -d 'Directory holding each user\'s persistent home [default: /srv/workspaces]' -r -F
@@ -597,6 +693,8 @@ complete -c sandman -n "__fish_sandman_using_subcommand completions" -l activity
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand completions" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand completions" -s h -l help -d 'Print help'
@@ -617,21 +715,24 @@ complete -c sandman -n "__fish_sandman_using_subcommand man" -l activity-bump-mi
 complete -c sandman -n "__fish_sandman_using_subcommand man" -l cpu-active-percent -d 'CPU share (percent of one CPU) between reap passes that counts as activity; 0: never [default: 10]' -r
 complete -c sandman -n "__fish_sandman_using_subcommand man" -l protect-busy-gpu -d 'Whether GPU compute processes count as activity, so a busy session is never reaped for idleness [default: true]' -r -f -a "true\t''
 false\t''"
+complete -c sandman -n "__fish_sandman_using_subcommand man" -l engine -d 'Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]' -r -f -a "docker\t''
+swarm\t''"
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s v -l verbose -d 'More log output (-v info, -vv debug); SANDMAN_LOG overrides'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s q -l quiet -d 'Only errors on stderr; no progress'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s h -l help -d 'Print help'
 complete -c sandman -n "__fish_sandman_using_subcommand man" -s V -l version -d 'Print version'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "image" -d 'Build the workspace image'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "firewall" -d 'Show, apply or remove the firewall rules that keep sessions away from the host'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
-complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "session" -d 'Create, list, show, extend and remove sessions'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "user" -d 'Manage users\' own SSH public keys, which every session of theirs accepts'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "gpu" -d 'List GPUs, MIG profiles and free MIG devices'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "reap" -d 'Remove expired sessions and whatever a crash left behind'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "serve" -d 'Serve the HTTP API (sessions, GPUs, metrics) and reap expired sessions every minute'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "image" -d 'Build the workspace image'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "doctor" -d 'Check that this host can run sessions, with the fix for each problem'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "firewall" -d 'Show, apply or remove the firewall rules that keep sessions away from the host'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "node" -d 'Swarm nodes: record this node\'s GPUs for the manager\'s placement'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "man" -d 'Write the man pages (sandman.1 and one per subcommand)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and not __fish_seen_subcommand_from session user gpu reap serve image doctor firewall node completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "create" -d 'Start a session for a user and print how to log in'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List sessions'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "show" -d 'Show one session'
@@ -647,3 +748,4 @@ complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_su
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "show" -d 'sandman\'s rules for the session network, as they are and as the settings want them'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "apply" -d 'Install or update the rules now (session create does it too); with the policy off, remove them'
 complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from firewall" -f -a "remove" -d 'Remove every rule sandman made for the session network (also once the network is gone)'
+complete -c sandman -n "__fish_sandman_using_subcommand help; and __fish_seen_subcommand_from node" -f -a "register" -d 'Record this swarm node\'s GPUs and MIG devices (from the GPU backend) as node labels, and create its session network\'s local part; run on every node, again after GPU changes'

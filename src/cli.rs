@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::GpuBackendKind;
+use crate::config::{EngineKind, GpuBackendKind};
 
 const ABOUT: &str = "GPU workspace gateway: private, hardened SSH containers with a GPU slice, one command away";
 
@@ -69,6 +69,9 @@ pub struct GlobalArgs {
     /// idleness [default: true]
     #[arg(long, global = true, value_name = "BOOL")]
     pub protect_busy_gpu: Option<bool>,
+    /// Container engine: docker (this host) or swarm (a Docker Swarm, from a manager) [default: docker]
+    #[arg(long, global = true, value_name = "ENGINE")]
+    pub engine: Option<EngineArg>,
     /// More log output (-v info, -vv debug); SANDMAN_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -135,6 +138,9 @@ server after the requests in flight are answered.")]
     /// Show, apply or remove the firewall rules that keep sessions away from the host
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Swarm nodes: record this node's GPUs for the manager's placement
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Print a shell completion script
     #[command(after_help = "Examples:
   sandman completions bash > /etc/bash_completion.d/sandman
@@ -490,4 +496,38 @@ Exits 5 when the rules differ from what block_host, blocked_cidrs and allowed_ho
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Record this swarm node's GPUs and MIG devices (from the GPU backend) as node labels, and
+    /// create its session network's local part; run on every node, again after GPU changes
+    #[command(after_help = "Examples:
+  sandman --engine swarm node register
+  sandman --engine swarm --gpu-backend sim --gpu-sim-file gpus.toml node register --json
+
+The node's Docker engine must be part of the swarm; a worker's labels are written through a
+manager, so on a worker set DOCKER_HOST to a manager for this command (the GPUs are still read
+here).")]
+    Register {
+        /// Print what was recorded as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--engine`: the command line's spelling of `config::EngineKind`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EngineArg {
+    Docker,
+    Swarm,
+}
+
+impl From<EngineArg> for EngineKind {
+    fn from(arg: EngineArg) -> Self {
+        match arg {
+            EngineArg::Docker => EngineKind::Docker,
+            EngineArg::Swarm => EngineKind::Swarm,
+        }
+    }
 }

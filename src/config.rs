@@ -14,7 +14,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/sandman/config.toml";
 const INTEGER_LIST_KEYS: &[&str] = &["allowed_host_ports"];
 
 /// Settings that default to nothing.
-const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file", "workspace_quota"];
+const OPTIONAL_KEYS: &[&str] = &["gpu_sim_file", "workspace_quota", "workspace_nfs"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -98,6 +98,18 @@ pub struct Settings {
     pub blocked_cidrs: Vec<String>,
     /// TCP and UDP ports on the host that sessions may reach despite `block_host`.
     pub allowed_host_ports: Vec<u32>,
+    /// The container engine sessions run on: one Docker host, or a Docker Swarm (from a manager).
+    pub engine: EngineKind,
+    /// Swarm: `server:/export` holding every user's home as `<export>/<user>`, mounted over NFS on
+    /// whichever node runs the session. Unset, a user's sessions stay on the node with the home.
+    pub workspace_nfs: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Docker,
+    Swarm,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -163,6 +175,8 @@ impl Default for Settings {
             block_host: true,
             blocked_cidrs: vec!["169.254.0.0/16".into()],
             allowed_host_ports: Vec::new(),
+            engine: EngineKind::Docker,
+            workspace_nfs: None,
         }
     }
 }
@@ -183,6 +197,7 @@ pub struct Overrides {
     pub activity_bump_minutes: Option<u32>,
     pub cpu_active_percent: Option<u32>,
     pub protect_busy_gpu: Option<bool>,
+    pub engine: Option<EngineKind>,
 }
 
 impl Settings {
@@ -316,6 +331,9 @@ impl Settings {
         if let Some(v) = flags.protect_busy_gpu {
             self.protect_busy_gpu = v;
         }
+        if let Some(v) = flags.engine {
+            self.engine = v;
+        }
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -332,6 +350,9 @@ impl Settings {
                 self.default_ttl_minutes,
                 self.max_ttl_minutes
             );
+        }
+        if let Some(nfs) = &self.workspace_nfs {
+            check_nfs(nfs)?;
         }
         if self.uid_start < 1000 {
             bail!("uid_start {} would overlap system accounts: use 1000 or more", self.uid_start);
@@ -384,6 +405,17 @@ impl Settings {
             _ => PathBuf::from("."),
         }
     }
+}
+
+/// `workspace_nfs`: `server:/export`, an absolute export path without spaces or commas (they
+/// would break the mount options).
+fn check_nfs(nfs: &str) -> anyhow::Result<()> {
+    let (server, export) = nfs.split_once(':').unwrap_or(("", ""));
+    let clean = |t: &str| !t.is_empty() && !t.contains([',', ' ', '=', '\n', '\t']);
+    if !clean(server) || !export.starts_with('/') || !clean(export) {
+        bail!("workspace_nfs {nfs:?} is not server:/export (an NFS server and an absolute export path)");
+    }
+    Ok(())
 }
 
 fn default_host_name() -> String {
@@ -535,6 +567,26 @@ mod tests {
         assert!(e.contains("idle_timeout_minutes 10081") && e.contains("max_ttl_minutes 10080"), "{e}");
         let e = Settings::from_layers(None, &env(&[("SANDMAN_PROTECT_BUSY_GPU", "maybe")])).unwrap_err();
         assert!(format!("{e:#}").contains("SANDMAN_PROTECT_BUSY_GPU=\"maybe\""), "{e:#}");
+    }
+
+    #[test]
+    fn the_engine_and_nfs_homes_come_from_every_layer_and_are_checked() {
+        assert_eq!(Settings::default().engine, EngineKind::Docker);
+        let s = Settings::from_layers(None, &env(&[("SANDMAN_ENGINE", "swarm")])).unwrap();
+        assert_eq!(s.engine, EngineKind::Swarm);
+        let mut s = Settings::from_layers(Some("engine = \"swarm\""), &[]).unwrap();
+        s.apply(&Overrides { engine: Some(EngineKind::Docker), ..Default::default() });
+        assert_eq!(s.engine, EngineKind::Docker, "flag beats file");
+        let e = Settings::from_layers(Some("engine = \"k8s\""), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("k8s"), "{e:#}");
+        let s = Settings::from_layers(None, &env(&[("SANDMAN_WORKSPACE_NFS", "nfs1:/export/homes")])).unwrap();
+        assert_eq!(s.workspace_nfs.as_deref(), Some("nfs1:/export/homes"));
+        assert!(s.check().is_ok());
+        for bad in ["nfs1", "nfs1:export", ":/export", "nfs1:/a,b", "nfs1:/a b"] {
+            let s = Settings::from_layers(Some(&format!("workspace_nfs = {bad:?}")), &[]).unwrap();
+            let e = s.check().unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
     }
 
     #[test]

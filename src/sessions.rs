@@ -476,10 +476,10 @@ impl Sessions {
             session.container_ip = ip;
             tracing::info!(session = %session.id, user = %session.user, port = session.ssh_port, "session created");
             Ok::<_, Error>(Created {
-                known_hosts: ssh::known_hosts_line(&s.ssh_host, session.ssh_port, &host_public),
+                known_hosts: ssh::known_hosts_line(&self.ssh_host_for(&session.id), session.ssh_port, &host_public),
                 host_public_key: host_public,
                 ssh_user: session.user.clone(),
-                ssh_host: s.ssh_host.clone(),
+                ssh_host: self.ssh_host_for(&session.id),
                 private_key,
                 session,
             })
@@ -534,7 +534,7 @@ impl Sessions {
         interrupted(cancel)?;
 
         progress("starting container");
-        let spec = ContainerSpec {
+        let mut spec = ContainerSpec {
             name: container_name(row),
             image: row.image.clone(),
             user: row.user.clone(),
@@ -553,7 +553,33 @@ impl Sessions {
             limits,
             command: ssh::container_command(),
             gpu: row.gpu_uuid.as_deref().map(|u| self.gpu.access(u)),
+            files: Vec::new(),
+            home_node: None,
+            workspace_nfs: None,
         };
+        // Engines whose containers may run on another node take the files at create, the user's
+        // keys among them (a copy: key changes reach the next session), and place the session
+        // on the node that holds the user's home.
+        let files_at_create = engine.files_at_create();
+        if files_at_create {
+            let cached = self.store().image_accounts(image_id)?;
+            let (passwd, group) = match cached {
+                Some(files) => files,
+                None => {
+                    let passwd = engine.read_image_file(&row.image, "/etc/passwd").await?;
+                    let group = engine.read_image_file(&row.image, "/etc/group").await?;
+                    self.store().save_image_accounts(image_id, &passwd, &group)?;
+                    (passwd, group)
+                }
+            };
+            let user_keys: String =
+                self.store().user_keys(&row.user)?.iter().map(|k| format!("{}\n", k.key_line)).collect();
+            spec.files = session_files(row, uid, host_key, session_key, &passwd, &group, Some(user_keys));
+            spec.workspace_nfs = s.workspace_nfs.clone();
+            if s.workspace_nfs.is_none() {
+                spec.home_node = self.store().user_node(&row.user)?;
+            }
+        }
         // Its id reaches the row with the running state; until then teardown finds it by name.
         // The network is made on first use only (here when firewall rules need its bridge).
         let ensure_network = async || -> Result<()> { self.make_network(engine).await };
@@ -577,52 +603,37 @@ impl Sessions {
             started => started?,
         }
 
-        // The image's own accounts plus the user. Reading files out of a container costs a round
-        // trip each, so they are read once per image id and kept in the store.
-        let cached = self.store().image_accounts(image_id)?;
-        let (passwd, group) = match cached {
-            Some(files) => files,
-            None => {
-                let passwd = engine.read_file(&container, "/etc/passwd").await?;
-                let group = engine.read_file(&container, "/etc/group").await?;
-                self.store().save_image_accounts(image_id, &passwd, &group)?;
-                (passwd, group)
-            }
-        };
-        let passwd = with_entry(&passwd, &row.user, &ssh::passwd_entry(&row.user, uid));
-        let group = with_entry(&group, &row.user, &ssh::group_entry(&row.user, uid));
-        let dir = ssh::CONFIG_DIR;
-        engine
-            .write_files(
-                &container,
-                &[
-                    FileSpec { path: "etc/passwd".into(), contents: passwd, uid: 0, mode: 0o644 },
-                    FileSpec { path: "etc/group".into(), contents: group, uid: 0, mode: 0o644 },
-                    FileSpec {
-                        path: format!("{dir}/sshd_config"),
-                        contents: ssh::sshd_config(&row.user, row.gpu_uuid.as_deref()).into_bytes(),
-                        uid: 0,
-                        mode: 0o644,
-                    },
-                    FileSpec {
-                        path: format!("{dir}/authorized_keys"),
-                        contents: session_key.map(|k| format!("{k}\n")).unwrap_or_default().into_bytes(),
-                        uid: 0,
-                        mode: 0o644,
-                    },
-                    // sshd runs as the user, so the user must own the host key (mode 0600).
-                    FileSpec {
-                        path: format!("{dir}/ssh_host_ed25519_key"),
-                        contents: host_key.as_bytes().to_vec(),
-                        uid,
-                        mode: 0o600,
-                    },
-                    // Last in the archive: sshd starts once this exists.
-                    FileSpec { path: ssh::READY_FILE.into(), contents: Vec::new(), uid: 0, mode: 0o644 },
-                ],
-            )
-            .await?;
+        if !files_at_create {
+            // The image's own accounts plus the user. Reading files out of a container costs a
+            // round trip each, so they are read once per image id and kept in the store.
+            let cached = self.store().image_accounts(image_id)?;
+            let (passwd, group) = match cached {
+                Some(files) => files,
+                None => {
+                    let passwd = engine.read_file(&container, "/etc/passwd").await?;
+                    let group = engine.read_file(&container, "/etc/group").await?;
+                    self.store().save_image_accounts(image_id, &passwd, &group)?;
+                    (passwd, group)
+                }
+            };
+            engine
+                .write_files(&container, &session_files(row, uid, host_key, session_key, &passwd, &group, None))
+                .await?;
+        }
         interrupted(cancel)?;
+
+        // Where the session runs, on engines with nodes: recorded, so that the user's next
+        // sessions find their home there, and users are told that node's address.
+        let mut address = self.ssh_address(row.ssh_port);
+        if let Some(placed) = engine.placement(&container).await? {
+            if s.workspace_nfs.is_none() && spec.home_node.is_none() {
+                self.store().set_user_node(&row.user, &placed.node_id)?;
+            }
+            self.store().set_session_node(&row.id, &placed.node_id, &placed.address)?;
+            if let Ok(ip) = placed.address.parse::<IpAddr>() {
+                address = SocketAddr::new(ip, row.ssh_port);
+            }
+        }
 
         progress("waiting for sshd");
         let timeout = Duration::from_secs(s.ssh_ready_timeout_secs);
@@ -630,7 +641,7 @@ impl Sessions {
             both = async {
                 tokio::join!(
                     engine.ip_address(&container, &s.network),
-                    ssh::wait_for_banner(self.ssh_address(row.ssh_port), timeout)
+                    ssh::wait_for_banner(address, timeout)
                 )
             } => both,
             () = cancel.cancelled() => return Err(Error::Interrupted),
@@ -674,6 +685,25 @@ impl Sessions {
                     others[0]
                 )))
             }
+        }
+    }
+
+    /// What users connect to for a session: the node it runs on where the engine has nodes,
+    /// else `ssh_host`.
+    pub fn ssh_host_for(&self, id: &str) -> String {
+        self.session_node_address(id).unwrap_or_else(|| self.settings.ssh_host.clone())
+    }
+
+    /// The address of the node a session runs on, where one was recorded.
+    fn session_node_address(&self, id: &str) -> Option<String> {
+        self.reader().session_node(id).ok().flatten().map(|(_, address)| address).filter(|a| !a.is_empty())
+    }
+
+    /// Where a session's sshd answers: on its node, or on this host's published port.
+    fn session_address(&self, row: &SessionRow) -> SocketAddr {
+        match self.session_node_address(&row.id).and_then(|a| a.parse::<IpAddr>().ok()) {
+            Some(ip) => SocketAddr::new(ip, row.ssh_port),
+            None => self.ssh_address(row.ssh_port),
         }
     }
 
@@ -740,6 +770,7 @@ impl Sessions {
             self.store().with_gpu_ledger(|ledger| self.gpu.release(uuid, ledger))?;
         }
         self.store().delete_session(&row.id)?;
+        self.store().delete_session_node(&row.id)?;
         Ok(())
     }
 
@@ -827,6 +858,44 @@ pub fn container_name(row: &SessionRow) -> String {
 /// The session's container: its id once recorded, until then its name.
 fn container_ref(row: &SessionRow) -> String {
     row.container_id.clone().unwrap_or_else(|| container_name(row))
+}
+
+/// The files a session's sshd needs: passwd and group (the image's plus the user), sshd's
+/// configuration, the session's key, the host key (owned by the user, who runs sshd; 0600) and,
+/// where the engine takes files at create, a copy of the user's keys; last, the file the
+/// container's command waits for.
+fn session_files(
+    row: &SessionRow,
+    uid: u32,
+    host_key: &str,
+    session_key: Option<&str>,
+    passwd: &[u8],
+    group: &[u8],
+    user_keys: Option<String>,
+) -> Vec<FileSpec> {
+    let passwd = with_entry(passwd, &row.user, &ssh::passwd_entry(&row.user, uid));
+    let group = with_entry(group, &row.user, &ssh::group_entry(&row.user, uid));
+    let dir = ssh::CONFIG_DIR;
+    let file = |path: String, contents: Vec<u8>| FileSpec { path, contents, uid: 0, mode: 0o644, secret: false };
+    let mut files = vec![
+        file("etc/passwd".into(), passwd),
+        file("etc/group".into(), group),
+        file(format!("{dir}/sshd_config"), ssh::sshd_config(&row.user, row.gpu_uuid.as_deref()).into_bytes()),
+        file(format!("{dir}/authorized_keys"), session_key.map(|k| format!("{k}\n")).unwrap_or_default().into_bytes()),
+        FileSpec {
+            path: format!("{dir}/ssh_host_ed25519_key"),
+            contents: host_key.as_bytes().to_vec(),
+            uid,
+            mode: 0o600,
+            secret: true,
+        },
+    ];
+    if let Some(keys) = user_keys {
+        files.push(file(format!("{}/authorized_keys", ssh::USER_KEYS_DIR), keys.into_bytes()));
+    }
+    // Last in the archive: sshd starts once this exists.
+    files.push(file(ssh::READY_FILE.into(), Vec::new()));
+    files
 }
 
 /// `file` (a passwd or group file) with any line for `name` replaced by `entry`.

@@ -21,6 +21,47 @@ struct Check {
     fix: Option<String>,
 }
 
+/// Swarm mode: the engine is an active manager, its nodes (with the GPUs they registered), and
+/// the hardening a service cannot have.
+async fn swarm_checks(engine: &dyn Engine, checks: &mut Vec<Check>) {
+    match engine.cluster().await {
+        Ok(Some(c)) if c.state == "active" && c.manager => {
+            let nodes: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|n| {
+                    let role = if n.manager { "manager" } else { "worker" };
+                    format!(
+                        "{} {} ({role}, {}, {}, {} GPU devices)",
+                        n.id,
+                        n.hostname,
+                        n.address,
+                        n.state,
+                        n.gpus.len()
+                    )
+                })
+                .collect();
+            checks.push(pass("swarm", format!("node {} is an active manager; nodes: {}", c.node_id, nodes.join("; "))));
+        }
+        Ok(Some(c)) if c.state == "active" => checks.push(fail(
+            "swarm",
+            format!("node {} is a worker", c.node_id),
+            "run sandman on a manager, or point DOCKER_HOST at one",
+        )),
+        Ok(c) => checks.push(fail(
+            "swarm",
+            format!("this engine is not in a swarm (state {:?})", c.map(|c| c.state).unwrap_or_default()),
+            "docker swarm init --advertise-addr <this host's address>, or set engine = \"docker\"",
+        )),
+        Err(e) => checks.push(fail("swarm", e.to_string(), "check the Docker engine")),
+    }
+    checks.push(pass(
+        "no-new-privileges",
+        "not set on swarm services (the engine's API cannot ask for it); the workspace image has no setuid or \
+         setgid files, so nothing in a session can gain privileges",
+    ));
+}
+
 fn pass(check: &'static str, detail: impl Into<String>) -> Check {
     Check { check, ok: true, detail: detail.into(), fix: None }
 }
@@ -78,6 +119,9 @@ pub async fn run(settings: &Settings, json: bool, adopt_database: bool) -> Resul
                 Err(e) => fail("network", e.to_string(), "check the Docker engine"),
             });
             checks.push(firewall(settings, docker.as_ref()).await);
+            if settings.engine == crate::config::EngineKind::Swarm {
+                swarm_checks(docker.as_ref(), &mut checks).await;
+            }
         }
     }
 

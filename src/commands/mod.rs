@@ -5,6 +5,7 @@ mod doctor;
 mod firewall;
 mod gpu;
 mod image;
+mod node;
 mod reap;
 mod serve;
 mod session;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Image(cmd) => image::run(&settings(&cli.global)?, cmd, quiet).await,
         Command::Firewall(cmd) => firewall::run(&open(&cli.global)?, cmd).await,
+        Command::Node(cmd) => node::run(&open(&cli.global)?, cmd).await,
         Command::Doctor { json, adopt_database } => doctor::run(&settings(&cli.global)?, json, adopt_database).await,
     }
 }
@@ -52,6 +54,7 @@ fn overrides(g: &GlobalArgs) -> Overrides {
         activity_bump_minutes: g.activity_bump_minutes,
         cpu_active_percent: g.cpu_active_percent,
         protect_busy_gpu: g.protect_busy_gpu,
+        engine: g.engine.map(Into::into),
         ..Default::default()
     }
 }

@@ -55,7 +55,7 @@ pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Resul
                 (None, None) => return Err(Error::invalid("session", "give a session id or --user")),
             };
             let identity = identity_file.as_ref().map(|p| p.display().to_string());
-            let config = ssh::ssh_config(&row.user, &sessions.settings.ssh_host, row.ssh_port, identity.as_deref());
+            let config = ssh::ssh_config(&row.user, &sessions.ssh_host_for(&row.id), row.ssh_port, identity.as_deref());
             let known_hosts = ssh::alias_known_hosts_line(&row.user, &sessions.host_public_key(&row.user)?);
             if json {
                 return print_json(&serde_json::json!({ "ssh_config": config, "ssh_config_known_hosts": known_hosts }));

@@ -38,7 +38,7 @@ fn bridge_device(option: Option<&String>, id: &str) -> String {
 }
 
 pub struct Docker {
-    client: bollard::Docker,
+    pub(super) client: bollard::Docker,
 }
 
 impl Docker {
@@ -531,7 +531,7 @@ fn cgroup_cpu_usec(pid: i64) -> Option<u64> {
     })
 }
 
-fn status(e: &BollardError) -> Option<u16> {
+pub(super) fn status(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -541,7 +541,7 @@ fn status(e: &BollardError) -> Option<u16> {
 /// Errors the engine answered are failures of the operation, named with their fix where one is
 /// known; anything else means we could not talk to it at all. Both are `Unavailable`: the engine,
 /// not sandman, failed.
-fn map_err(e: BollardError, what: &str) -> Error {
+pub(super) fn map_err(e: BollardError, what: &str) -> Error {
     let message = match e {
         BollardError::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
         BollardError::DockerStreamError { error } => error,
@@ -566,7 +566,7 @@ fn explain(failure: &str) -> String {
     }
 }
 
-fn unreachable(e: BollardError) -> Error {
+pub(super) fn unreachable(e: BollardError) -> Error {
     let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     Error::Unavailable(format!(
         "cannot reach the Docker engine at {host} ({e}); start it (systemctl start docker) or set DOCKER_HOST"
@@ -574,7 +574,7 @@ fn unreachable(e: BollardError) -> Error {
 }
 
 /// The tar archive `write_files` uploads: each file with its root-owned parent directories.
-fn files_archive(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
+pub(super) fn files_archive(files: &[FileSpec]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     let now = chrono::Utc::now().timestamp() as u64;
     let mut dirs_done = std::collections::HashSet::new();

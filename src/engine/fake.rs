@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     ContainerActivity, ContainerSpec, Engine, ExecOutput, FileSpec, LABEL_INSTANCE, LABEL_SESSION, ManagedContainer,
-    TarStream,
+    Placement, TarStream,
 };
 use crate::error::{Error, Result};
 use crate::limits::SessionLimits;
@@ -79,6 +79,9 @@ struct State {
     oom_kills: HashMap<String, u64>,
     activity: HashMap<String, ContainerActivity>,
     execs: Vec<Exec>,
+    /// Set: an engine with nodes (like a swarm), which takes files at create and places every
+    /// session on this node.
+    node: Option<Placement>,
 }
 
 /// A command run in a container through `exec_as`.
@@ -181,6 +184,17 @@ impl FakeEngine {
     }
 
     /// Sets the OOM kills the kernel would report for a container.
+    /// Acts as an engine with nodes: files at create, every session on `node`.
+    pub fn set_node(&self, node: Placement) {
+        self.lock().node = Some(node);
+    }
+
+    /// The spec a container was created with.
+    pub fn spec(&self, id_or_name: &str) -> Option<ContainerSpec> {
+        let state = self.lock();
+        find(&state, id_or_name).and_then(|id| state.containers[&id].spec.clone())
+    }
+
     pub fn set_oom_kills(&self, id: &str, kills: u64) {
         self.lock().oom_kills.insert(id.to_string(), kills);
     }
@@ -351,10 +365,13 @@ impl Engine for FakeEngine {
         }
         state.next_id += 1;
         let id = format!("{:064x}", state.next_id);
-        let files = BTreeMap::from([
+        let mut files = BTreeMap::from([
             ("etc/passwd".to_string(), IMAGE_PASSWD.to_vec()),
             ("etc/group".to_string(), IMAGE_GROUP.to_vec()),
         ]);
+        if state.node.is_some() {
+            files.extend(spec.files.iter().map(|f| (f.path.clone(), f.contents.clone())));
+        }
         let container = FakeContainer {
             id: id.clone(),
             name: spec.name.clone(),
@@ -451,6 +468,24 @@ impl Engine for FakeEngine {
             }
         }
         Ok(())
+    }
+
+    fn files_at_create(&self) -> bool {
+        self.lock().node.is_some()
+    }
+
+    async fn read_image_file(&self, image: &str, path: &str) -> Result<Vec<u8>> {
+        self.injected(Op::ReadFile, &[image])?;
+        match path {
+            "/etc/passwd" => Ok(IMAGE_PASSWD.to_vec()),
+            "/etc/group" => Ok(IMAGE_GROUP.to_vec()),
+            _ => Err(Error::NotFound(format!("{path} is missing from image {image}"))),
+        }
+    }
+
+    async fn placement(&self, id: &str) -> Result<Option<Placement>> {
+        self.existing(id)?;
+        Ok(self.lock().node.clone())
     }
 
     async fn instances_on_network(&self, network: &str) -> Result<Vec<String>> {

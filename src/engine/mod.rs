@@ -1,9 +1,10 @@
 //! The container engine: everything sandman asks of one. The core (`sessions`), `image` and
-//! `doctor` reach it only through the `Engine` trait; `docker` implements it with bollard, `fake`
-//! in memory for tests.
+//! `doctor` reach it only through the `Engine` trait; `docker` implements it with bollard on one
+//! host, `swarm` with bollard's service API on a Docker Swarm, `fake` in memory for tests.
 
 mod docker;
 pub mod fake;
+mod swarm;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncRead;
 
-use crate::config::Settings;
+use crate::config::{EngineKind, Settings};
 use crate::error::Result;
 use crate::gpu::GpuAccess;
 use crate::limits::SessionLimits;
@@ -44,6 +45,14 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
     /// How the container gets its GPU, if any.
     pub gpu: Option<GpuAccess>,
+    /// The session's files, for engines that take them at create (`Engine::files_at_create`);
+    /// empty for the others, which get them through `write_files` once the container runs.
+    pub files: Vec<FileSpec>,
+    /// Swarm: the node holding the user's home, which the session must run on (`None`: not
+    /// recorded yet, or homes are on NFS).
+    pub home_node: Option<String>,
+    /// Swarm: `server:/export` of the homes (`Settings::workspace_nfs`).
+    pub workspace_nfs: Option<String>,
 }
 
 /// A file placed into a created container before it starts.
@@ -54,6 +63,41 @@ pub struct FileSpec {
     pub contents: Vec<u8>,
     pub uid: u32,
     pub mode: u32,
+    /// Secret material (the host key): engines that keep files apart store it as a secret.
+    pub secret: bool,
+}
+
+/// Where a session runs, on engines with more than one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub node_id: String,
+    /// The node's address, which users connect to.
+    pub address: String,
+}
+
+/// One node of a cluster, for `doctor` and `node register`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub hostname: String,
+    pub address: String,
+    /// `ready`, `down`, ...
+    pub state: String,
+    pub manager: bool,
+    /// The GPU and MIG device UUIDs `sandman node register` recorded.
+    pub gpus: Vec<String>,
+}
+
+/// The cluster the engine belongs to, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterInfo {
+    /// `active`, `inactive`, `pending`, `error`, `locked`.
+    pub state: String,
+    pub node_id: String,
+    /// This node can manage the cluster (create services).
+    pub manager: bool,
+    /// Empty unless `manager`.
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// A sandman container as listed by the engine.
@@ -186,9 +230,43 @@ pub trait Engine: Send + Sync {
 
     /// The sandman instances (the `LABEL_INSTANCE` values) with containers on `network`.
     async fn instances_on_network(&self, network: &str) -> Result<Vec<String>>;
+
+    /// Whether the session's files go in at create (`ContainerSpec::files`, for engines that
+    /// cannot copy into a container on another node) rather than through `write_files`.
+    fn files_at_create(&self) -> bool {
+        false
+    }
+
+    /// Reads one file out of an image, where files go in at create.
+    async fn read_image_file(&self, image: &str, _path: &str) -> Result<Vec<u8>> {
+        Err(crate::error::Error::Internal(anyhow::anyhow!("this engine reads {image}'s files from its containers")))
+    }
+
+    /// The node a session runs on, on engines with nodes.
+    async fn placement(&self, _id: &str) -> Result<Option<Placement>> {
+        Ok(None)
+    }
+
+    /// The cluster this engine belongs to; `None` on a single host.
+    async fn cluster(&self) -> Result<Option<ClusterInfo>> {
+        Ok(None)
+    }
+
+    /// Records this node's GPU and MIG device UUIDs for placement and prepares its part of the
+    /// session network; returns the node.
+    async fn register_node(&self, _gpus: &[String], _network: &str) -> Result<NodeInfo> {
+        Err(crate::error::Error::invalid(
+            "engine",
+            "nodes are registered in a swarm only: set engine = \"swarm\" (or --engine swarm)",
+        ))
+    }
 }
 
-/// The engine sandman runs sessions on: the Docker engine (honouring `DOCKER_HOST`).
-pub async fn connect(_settings: &Settings) -> Result<Arc<dyn Engine>> {
-    Ok(Arc::new(docker::Docker::connect().await?))
+/// The engine sandman runs sessions on: the Docker engine (honouring `DOCKER_HOST`), alone or as
+/// a swarm manager.
+pub async fn connect(settings: &Settings) -> Result<Arc<dyn Engine>> {
+    Ok(match settings.engine {
+        EngineKind::Docker => Arc::new(docker::Docker::connect().await?),
+        EngineKind::Swarm => Arc::new(swarm::Swarm::connect().await?),
+    })
 }

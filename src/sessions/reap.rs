@@ -438,7 +438,7 @@ impl Sessions {
         let candidates = to_probe(&rows, &containers, now);
         let signals = self.read_signals(&candidates).await;
         let probes = candidates.iter().map(|row| async move {
-            let answered = crate::ssh::wait_for_banner(self.ssh_address(row.ssh_port), SSHD_ANSWER_TIMEOUT).await;
+            let answered = crate::ssh::wait_for_banner(self.session_address(row), SSHD_ANSWER_TIMEOUT).await;
             answered.is_err().then(|| row.id.clone())
         });
         let sshd_silent: HashSet<String> = futures_util::future::join_all(probes).await.into_iter().flatten().collect();

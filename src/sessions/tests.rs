@@ -962,3 +962,46 @@ async fn a_sessions_own_idle_timeout_is_bounded_by_the_hosts() {
     let e = idle_timeout_minutes(601, &off).unwrap_err().to_string();
     assert!(e.contains("1 to 600") && e.contains("max_ttl_minutes"), "{e}");
 }
+
+#[tokio::test]
+async fn on_an_engine_with_nodes_files_go_in_at_create_and_the_home_node_is_kept() {
+    let lab = Lab::new();
+    lab.engine.set_node(crate::engine::Placement { node_id: "node-1".into(), address: "127.0.0.1".into() });
+    let (_, own) = ssh::generate_key_pair("nina@laptop").unwrap();
+    lab.sessions.add_user_key("nina", &own).unwrap();
+
+    let created = lab.create("nina").await.unwrap();
+    assert_eq!(created.ssh_host, "127.0.0.1", "users are sent to the node, not to ssh_host");
+    assert!(created.known_hosts.starts_with("[127.0.0.1]:"), "{}", created.known_hosts);
+    let id = created.session.container_id.clone().unwrap();
+    assert_eq!(lab.sessions.ssh_host_for(&created.session.id), "127.0.0.1");
+    let spec = lab.engine.spec(&id).unwrap();
+    assert_eq!(spec.home_node, None, "no home node before the first session");
+    let secrets: Vec<&FileSpec> = spec.files.iter().filter(|f| f.secret).collect();
+    assert_eq!(secrets.len(), 1);
+    assert!(secrets[0].path.ends_with("ssh_host_ed25519_key"));
+    assert_eq!((secrets[0].uid, secrets[0].mode), (lab.sessions.store().user("nina").unwrap().unwrap().uid, 0o600));
+    assert_eq!(spec.files.last().unwrap().path, ssh::READY_FILE, "the ready file comes last");
+    let files = lab.engine.container(&id).unwrap().files;
+    let keys = String::from_utf8(files[&format!("{}/authorized_keys", ssh::USER_KEYS_DIR)].clone()).unwrap();
+    assert_eq!(keys.trim(), ssh::parse_public_key(&own).unwrap(), "the user's keys go in as a copy");
+    assert!(String::from_utf8_lossy(&files["etc/passwd"]).contains("\nnina:x:"));
+    assert_eq!(lab.sessions.store().user_node("nina").unwrap().as_deref(), Some("node-1"));
+
+    // The next session goes where the home is.
+    lab.sessions.remove(&created.session.id).await.unwrap();
+    assert_eq!(lab.sessions.ssh_host_for(&created.session.id), "gpu-host", "the node is forgotten with the session");
+    let again = lab.create("nina").await.unwrap();
+    let spec = lab.engine.spec(&again.session.container_id.unwrap()).unwrap();
+    assert_eq!(spec.home_node.as_deref(), Some("node-1"));
+}
+
+#[tokio::test]
+async fn with_nfs_homes_no_node_is_recorded() {
+    let lab = Lab::with(|s| s.workspace_nfs = Some("nfs1:/export".into()));
+    lab.engine.set_node(crate::engine::Placement { node_id: "node-2".into(), address: "127.0.0.1".into() });
+    let created = lab.create("nora").await.unwrap();
+    let spec = lab.engine.spec(&created.session.container_id.unwrap()).unwrap();
+    assert_eq!((spec.home_node, spec.workspace_nfs.as_deref()), (None, Some("nfs1:/export")));
+    assert_eq!(lab.sessions.store().user_node("nora").unwrap(), None);
+}

@@ -4,6 +4,7 @@
 //! lives here too (`gpu.rs`), written inside those same transactions.
 
 mod gpu;
+mod nodes;
 
 pub use gpu::{CreatedInstance, GpuLedger, SimGpu, SimInstance, SimState};
 
@@ -111,6 +112,8 @@ const SCHEMA: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN warned_minutes INTEGER;
      ALTER TABLE sessions ADD COLUMN notice_deadline INTEGER;
      CREATE TABLE sim_gpu_processes (uuid TEXT PRIMARY KEY, processes INTEGER NOT NULL);",
+    // version 9: swarm placement, in tables of their own (see nodes.rs)
+    nodes::SCHEMA,
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.

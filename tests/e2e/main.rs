@@ -23,3 +23,4 @@ mod network;
 mod package;
 mod quota;
 mod reap;
+mod swarm;
