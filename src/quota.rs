@@ -180,4 +180,24 @@ mod tests {
         assert_eq!(qcmd(Q_SETQUOTA, PRJQUOTA) as u32, 0x8000_0802);
         assert_eq!(std::mem::size_of::<FsXattr>(), 28);
     }
+
+    /// Project id 0 needs no project quota feature, so the walk and both ioctls run on any ext4
+    /// or xfs, such as the one holding the build tree.
+    #[test]
+    fn every_directory_gets_the_inherit_flag_and_links_are_not_followed() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let outside = tempfile::tempdir_in(&base).unwrap();
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        std::fs::write(dir.path().join("sub/file"), b"data").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        assert_eq!(project_of(dir.path()).unwrap(), (0, false));
+        assign_project(dir.path(), 0).unwrap();
+        for d in ["", "sub", "sub/deeper"] {
+            assert_eq!(project_of(&dir.path().join(d)).unwrap(), (0, true), "{d}");
+        }
+        assert_eq!(project_of(outside.path()).unwrap(), (0, false), "the link was followed");
+        assert_eq!(std::fs::read(dir.path().join("sub/file")).unwrap(), b"data", "data untouched");
+        assign_project(dir.path(), 0).unwrap();
+    }
 }

@@ -202,8 +202,9 @@ impl Sessions {
             Ok(_) => Ok(Some(bridge)),
             Err(e) if self.firewall_wanted()? => Err(firewall::install_failure(&s.network, &bridge, &e)),
             Err(e) => {
-                // Nothing to enforce: leftover rules could not be removed, which harms no session.
-                tracing::warn!(network = %s.network, error = %e, "cannot check the firewall rules (the policy is off)");
+                // Nothing to enforce (a host without iptables may mean it): leftover rules, if
+                // any, stay, which harms no session.
+                tracing::debug!(network = %s.network, error = %e, "cannot check the firewall rules (the policy is off)");
                 Ok(Some(bridge))
             }
         }

@@ -518,6 +518,11 @@ impl Sessions {
                     report.failed.push(ReapFailure { id: GPU_INSTANCES.into(), error });
                 }
             }
+            // Rules that a host firewall reload (or anyone) removed or changed come back within a
+            // pass, where the network exists. One `iptables -S` when they are right.
+            if let Err(error) = self.firewall_apply(false).await {
+                tracing::warn!(%error, "the session network's firewall rules could not be checked; the next pass tries again");
+            }
         }
         drop(reap_lock);
         Ok(report)

@@ -170,6 +170,13 @@ async fn a_create_installs_the_egress_rules_once_and_is_refused_without_them() {
     lab.create("bob").await.unwrap();
     assert_eq!(lab.firewall.list().unwrap(), rules, "a second create changes nothing");
     assert!(lab.sessions.firewall_status().await.unwrap().up_to_date);
+    // Removed behind sandman's back (a host firewall reload): a reaper pass puts them back.
+    assert!(lab.sessions.firewall_remove().await.unwrap());
+    assert!(!lab.sessions.firewall_status().await.unwrap().up_to_date);
+    lab.sessions.reap(true).await.unwrap();
+    assert!(!lab.sessions.firewall_status().await.unwrap().up_to_date, "a dry run changes nothing");
+    lab.sessions.reap(false).await.unwrap();
+    assert_eq!(lab.firewall.list().unwrap(), rules);
     assert!(lab.sessions.firewall_remove().await.unwrap());
     assert!(Listing::parse(&lab.firewall.list().unwrap()).current(&lab.settings.network).is_empty());
 

@@ -145,6 +145,12 @@ fn a_session_reaches_the_host_only_on_an_allowed_port() {
     env.ok(&["firewall", "apply"]);
     assert!(env.run(&["firewall", "show"]).status.success());
     assert!(connect_from(env, &s, gateway, blocked_port).contains("closed"), "repaired");
+    // A reaper pass repairs them too.
+    let out = Command::new("iptables").args(&delete).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.run(&["firewall", "show"]).status.code(), Some(5));
+    env.ok(&["reap"]);
+    assert!(env.run(&["firewall", "show"]).status.success(), "the reaper pass did not repair the rules");
 
     // Removal leaves nothing of sandman's for this bridge.
     env.ok(&["session", "rm", s.id(), "--yes"]);
