@@ -83,7 +83,9 @@ impl SwarmEnv {
     /// The swarm services of this environment's instance.
     fn services(&self) -> Vec<String> {
         let Some(instance) = self.env.instance_id() else { return Vec::new() };
-        let out = docker(&["service", "ls", "-q", "--filter", &format!("label=sandman.instance={instance}")]);
+        // Outside a swarm there are none (the engine refuses to list them).
+        let filter = format!("label=sandman.instance={instance}");
+        let out = docker_try(&["service", "ls", "-q", "--filter", &filter]).unwrap_or_default();
         out.lines().map(str::to_string).collect()
     }
 
@@ -150,6 +152,8 @@ fn a_swarm_session_is_hardened_limited_and_removed_whole() {
     let restart =
         docker(&["service", "inspect", &service, "--format", "{{.Spec.TaskTemplate.RestartPolicy.Condition}}"]);
     assert_eq!(restart, "none");
+    let image = docker(&["service", "inspect", &service, "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+    assert_eq!(image, docker(&["image", "inspect", "gpu-workspace", "--format", "{{.Id}}"]), "named by its id");
 
     let out = env.ssh(
         &s,
@@ -400,6 +404,14 @@ fn two_nodes_place_sessions_by_home_and_gpu() {
     let lock = lock();
     let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     assert_eq!(state, "inactive", "this test makes a swarm of its own on a veth address; the engine is in one already");
+    // Outside a swarm, a create in swarm mode is refused with the fix, and leaves nothing.
+    let outside = SwarmEnv::new("swarm-outside");
+    let out = outside.env.run(&["session", "create", "--user", "ursula", "--json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not in a swarm") && stderr(&out).contains("docker swarm init"), "{}", stderr(&out));
+    assert!(outside.env.sessions().is_empty(), "the failed create left its row");
+    drop(outside);
+
     let node2 = SecondNode::start();
     docker(&["swarm", "init", "--advertise-addr", &node2.host_ip, "--listen-addr", &format!("{}:2377", node2.host_ip)]);
     let manager = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
