@@ -50,6 +50,8 @@ pub const LABEL_GPUS: &str = "sandman.gpus";
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 /// How long `start` waits for the session's task to run.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `start` lets the scheduler look for a node before it takes "no suitable node" as final.
+const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(3);
 /// How long a removal waits for the task to stop on its node.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -567,12 +569,24 @@ impl Engine for Swarm {
     /// Waits until the service's task runs; a task that fails or is rejected (a taken port, a
     /// missing bind source, no node that fits) is the error, with the engine's reason.
     async fn start(&self, id: &str) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + START_TIMEOUT;
         loop {
             let tasks = self.tasks(id).await?;
             if let Some(status) = tasks.first().and_then(|t| t.status.as_ref()) {
                 match status.state {
                     Some(TaskState::RUNNING) => return Ok(()),
+                    // No node fits (its GPU's node is down, the constraint names a node that
+                    // left): the scheduler says so at once and would only keep trying.
+                    Some(TaskState::PENDING)
+                        if status.err.as_deref().is_some_and(|e| e.contains("no suitable node"))
+                            && started.elapsed() > UNSCHEDULABLE_GRACE =>
+                    {
+                        return Err(Error::Unavailable(format!(
+                            "no swarm node can run the session: {}",
+                            status.err.clone().unwrap_or_default()
+                        )));
+                    }
                     Some(state) if ended(state) => {
                         let why = status.err.clone().or(status.message.clone()).unwrap_or_default();
                         return Err(

@@ -235,6 +235,16 @@ fn reap_fails_and_cleans_a_session_whose_task_died() {
     let rows = env.sessions();
     assert!(rows.iter().all(|r| r["state"] != "running"), "{rows:?}");
 
+    // A home on a node that left the swarm: no node fits, said at once, nothing left.
+    env.sql("INSERT INTO user_nodes (user_name, node_id) VALUES ('ghost', 'left-the-swarm')");
+    let started = Instant::now();
+    let out = env.run(&["session", "create", "--user", "ghost", "--json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no swarm node can run the session"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(env.sessions().iter().all(|r| r["user_id"] != "ghost"), "the failed create left its row");
+    assert!(senv.services().is_empty());
+
     // A service with no row (its database lost it) is an orphan, removed by label.
     let t = env.create("rhea2", &[]);
     let orphan = service_name(&t);
