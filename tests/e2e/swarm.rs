@@ -498,3 +498,32 @@ fn two_nodes_place_sessions_by_home_and_gpu() {
     drop(node2);
     drop(swarm);
 }
+
+#[test]
+fn a_users_own_keys_reach_each_new_session_as_a_copy() {
+    let _swarm = Swarm::join();
+    let senv = SwarmEnv::new("swarm-own-keys");
+    let env = &senv.env;
+    let keygen = |name: &str| {
+        let key = env.path(name);
+        let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+        assert!(out.status.success());
+        key
+    };
+    let (first, second) = (keygen("first"), keygen("second"));
+    let pub_of = |k: &std::path::PathBuf| format!("{}.pub", k.display());
+    let out = env.ok(&["session", "create", "--user", "pat", "--public-key", &pub_of(&first), "--json"]);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert!(json["ssh_private_key"].is_null());
+    let s = crate::harness::Session { json: json.clone(), key: first.clone() };
+    assert_eq!(stdout(&env.ssh(&s, "whoami")), "pat\n", "the user's key, from a config, passes sshd's checks");
+
+    // A key added while the session runs applies from the next session.
+    env.ok(&["user", "key", "add", "pat", &pub_of(&second)]);
+    let with_second = crate::harness::Session { json, key: second.clone() };
+    assert!(!env.ssh(&with_second, "true").status.success(), "the running session keeps its copy");
+    env.ok(&["session", "rm", "--yes", s.id()]);
+    let again = env.create("pat", &[]);
+    let with_second = crate::harness::Session { json: again.json.clone(), key: second };
+    assert_eq!(stdout(&env.ssh(&with_second, "whoami")), "pat\n");
+}
