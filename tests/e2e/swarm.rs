@@ -527,3 +527,27 @@ fn a_users_own_keys_reach_each_new_session_as_a_copy() {
     let with_second = crate::harness::Session { json: again.json.clone(), key: second };
     assert_eq!(stdout(&env.ssh(&with_second, "whoami")), "pat\n");
 }
+
+/// No NFS server runs here (this host's kernel has no NFS client either): the test checks that
+/// a home on NFS becomes the node's volume with the export's options, and that a mount that
+/// fails makes the create fail with the engine's reason and leave nothing but that volume.
+#[test]
+fn nfs_homes_are_volumes_of_the_export_and_a_failed_mount_is_the_creates_error() {
+    let _swarm = Swarm::join();
+    let mut senv = SwarmEnv::new("swarm-nfs");
+    senv.env.extra_env.push(("SANDMAN_WORKSPACE_NFS".into(), "127.0.0.1:/export/homes".into()));
+    let env = &senv.env;
+    let volume = "sandman-home-nfsuser";
+    let _ = docker_try(&["volume", "rm", volume]);
+    let out = env.run(&["session", "create", "--user", "nfsuser", "--json"]);
+    let options = docker_try(&["volume", "inspect", volume, "--format", "{{json .Options}}"]);
+    let _ = docker_try(&["volume", "rm", volume]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mount"), "{}", stderr(&out));
+    let options: Value = serde_json::from_str(&options.expect("the node made the home's volume")).unwrap();
+    assert_eq!(options["type"], "nfs");
+    assert_eq!(options["device"], ":/export/homes/nfsuser");
+    assert!(options["o"].as_str().unwrap().starts_with("addr=127.0.0.1,"), "{options}");
+    assert!(env.sessions().is_empty(), "the failed create left its row");
+    assert!(senv.services().is_empty());
+}
