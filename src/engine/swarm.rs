@@ -50,6 +50,10 @@ pub const LABEL_GPUS: &str = "sandman.gpus";
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 /// How long `start` waits for the session's task to run.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `start` lets the scheduler look for a node before it takes "no suitable node" as final.
+const UNSCHEDULABLE_GRACE: Duration = Duration::from_secs(3);
+/// How long a removal waits for the task to stop on its node.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Swarm {
     docker: Docker,
@@ -217,6 +221,26 @@ impl Swarm {
         Ok(())
     }
 
+    /// Waits, for at most `STOP_TIMEOUT`, until no task of a (removed) service is still running
+    /// on any node.
+    async fn wait_stopped(&self, service_id: &str) {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            let Ok(tasks) = self.client().list_tasks(Some(ListTasksOptionsBuilder::new().build())).await else {
+                return;
+            };
+            let live = tasks
+                .iter()
+                .filter(|t| t.service_id.as_deref() == Some(service_id))
+                .any(|t| !t.status.as_ref().and_then(|s| s.state).is_some_and(ended));
+            if !live {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::warn!(service = service_id, "a removed service's task has not stopped yet");
+    }
+
     /// The id of the task's container, if it has one on this node.
     async fn local_container(&self, service: &str) -> Result<Option<String>> {
         let tasks = self.tasks(service).await?;
@@ -378,6 +402,8 @@ fn service_spec(spec: &ContainerSpec, files: &[FileRef], constraints: Vec<String
         secrets: Some(secrets),
         init: Some(true),
         capability_drop: Some(vec!["ALL".into()]),
+        // A removal ends the session at once, as on one host (where the container is killed).
+        stop_grace_period: Some(1_000_000_000),
         ..Default::default()
     };
     let task = TaskSpec {
@@ -523,11 +549,16 @@ impl Engine for Swarm {
         {
             return Err(Error::NotFound(format!("network {} not found", spec.network)));
         }
+        // Named by its id: every node runs the manager's exact image, and none tries a registry
+        // first (offline nodes would wait for that to time out).
+        let Some(image_id) = self.docker.image_id(&spec.image).await? else {
+            return Err(Error::Unavailable(format!("image {} is not on this host", spec.image)));
+        };
         let constraints = self.constraints(spec).await?;
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_SERVICE.into(), spec.name.clone());
         let files = self.create_files(spec, &labels).await?;
-        let service = service_spec(spec, &files, constraints);
+        let service = service_spec(&ContainerSpec { image: image_id, ..spec.clone() }, &files, constraints);
         if let Err(e) = self.client().create_service(service, None).await {
             let _ = self.remove_files(&spec.name).await;
             return Err(map_err(e, &format!("create service {}", spec.name)));
@@ -538,12 +569,24 @@ impl Engine for Swarm {
     /// Waits until the service's task runs; a task that fails or is rejected (a taken port, a
     /// missing bind source, no node that fits) is the error, with the engine's reason.
     async fn start(&self, id: &str) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + START_TIMEOUT;
         loop {
             let tasks = self.tasks(id).await?;
             if let Some(status) = tasks.first().and_then(|t| t.status.as_ref()) {
                 match status.state {
                     Some(TaskState::RUNNING) => return Ok(()),
+                    // No node fits (its GPU's node is down, the constraint names a node that
+                    // left): the scheduler says so at once and would only keep trying.
+                    Some(TaskState::PENDING)
+                        if status.err.as_deref().is_some_and(|e| e.contains("no suitable node"))
+                            && started.elapsed() > UNSCHEDULABLE_GRACE =>
+                    {
+                        return Err(Error::Unavailable(format!(
+                            "no swarm node can run the session: {}",
+                            status.err.clone().unwrap_or_default()
+                        )));
+                    }
                     Some(state) if ended(state) => {
                         let why = status.err.clone().or(status.message.clone()).unwrap_or_default();
                         return Err(
@@ -599,10 +642,20 @@ impl Engine for Swarm {
         [err, log].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join("; ")
     }
 
-    /// The service, then its configs and secrets; waits (a while) until its container on this
-    /// node is gone, so that its port is free when this returns.
+    /// The service, then its configs and secrets. Waits (a while) until its task has stopped on
+    /// whichever node ran it (its container here is removed at once), so that its port is free
+    /// when this returns. Outside a swarm nothing of a session can exist: done.
     async fn remove(&self, id: &str) -> Result<()> {
-        let container = self.local_container(id).await.ok().flatten();
+        let service_id = match self.client().inspect_service(id, None).await {
+            Ok(service) => service.id,
+            Err(e) if status(&e) == Some(404) => None,
+            Err(e) if status(&e) == Some(503) && self.cluster_state().await?.state != "active" => return Ok(()),
+            Err(e) => return Err(map_err(e, &format!("inspect service {id}"))),
+        };
+        let container = match &service_id {
+            Some(_) => self.local_container(id).await.ok().flatten(),
+            None => None,
+        };
         match self.client().delete_service(id).await {
             Ok(()) => {}
             Err(e) if status(&e) == Some(404) => {}
@@ -612,12 +665,14 @@ impl Engine for Swarm {
             let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
             for _ in 0..100 {
                 match self.client().remove_container(&c, Some(options.clone())).await {
-                    Ok(()) => {}
+                    Ok(()) => break,
                     Err(e) if status(&e) == Some(404) => break,
-                    Err(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+        if let Some(service_id) = service_id {
+            self.wait_stopped(&service_id).await;
         }
         // Secrets stay in use until the swarm has let go of the task: retry a little.
         let mut last = Ok(());

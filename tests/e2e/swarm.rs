@@ -83,7 +83,9 @@ impl SwarmEnv {
     /// The swarm services of this environment's instance.
     fn services(&self) -> Vec<String> {
         let Some(instance) = self.env.instance_id() else { return Vec::new() };
-        let out = docker(&["service", "ls", "-q", "--filter", &format!("label=sandman.instance={instance}")]);
+        // Outside a swarm there are none (the engine refuses to list them).
+        let filter = format!("label=sandman.instance={instance}");
+        let out = docker_try(&["service", "ls", "-q", "--filter", &filter]).unwrap_or_default();
         out.lines().map(str::to_string).collect()
     }
 
@@ -150,6 +152,8 @@ fn a_swarm_session_is_hardened_limited_and_removed_whole() {
     let restart =
         docker(&["service", "inspect", &service, "--format", "{{.Spec.TaskTemplate.RestartPolicy.Condition}}"]);
     assert_eq!(restart, "none");
+    let image = docker(&["service", "inspect", &service, "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+    assert_eq!(image, docker(&["image", "inspect", "gpu-workspace", "--format", "{{.Id}}"]), "named by its id");
 
     let out = env.ssh(
         &s,
@@ -230,6 +234,16 @@ fn reap_fails_and_cleans_a_session_whose_task_died() {
     assert!(SwarmEnv::files_of(&service).is_empty(), "configs and secrets removed");
     let rows = env.sessions();
     assert!(rows.iter().all(|r| r["state"] != "running"), "{rows:?}");
+
+    // A home on a node that left the swarm: no node fits, said at once, nothing left.
+    env.sql("INSERT INTO user_nodes (user_name, node_id) VALUES ('ghost', 'left-the-swarm')");
+    let started = Instant::now();
+    let out = env.run(&["session", "create", "--user", "ghost", "--json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no swarm node can run the session"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(env.sessions().iter().all(|r| r["user_id"] != "ghost"), "the failed create left its row");
+    assert!(senv.services().is_empty());
 
     // A service with no row (its database lost it) is an orphan, removed by label.
     let t = env.create("rhea2", &[]);
@@ -400,6 +414,14 @@ fn two_nodes_place_sessions_by_home_and_gpu() {
     let lock = lock();
     let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     assert_eq!(state, "inactive", "this test makes a swarm of its own on a veth address; the engine is in one already");
+    // Outside a swarm, a create in swarm mode is refused with the fix, and leaves nothing.
+    let outside = SwarmEnv::new("swarm-outside");
+    let out = outside.env.run(&["session", "create", "--user", "ursula", "--json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not in a swarm") && stderr(&out).contains("docker swarm init"), "{}", stderr(&out));
+    assert!(outside.env.sessions().is_empty(), "the failed create left its row");
+    drop(outside);
+
     let node2 = SecondNode::start();
     docker(&["swarm", "init", "--advertise-addr", &node2.host_ip, "--listen-addr", &format!("{}:2377", node2.host_ip)]);
     let manager = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
@@ -475,4 +497,57 @@ fn two_nodes_place_sessions_by_home_and_gpu() {
     drop(senv);
     drop(node2);
     drop(swarm);
+}
+
+#[test]
+fn a_users_own_keys_reach_each_new_session_as_a_copy() {
+    let _swarm = Swarm::join();
+    let senv = SwarmEnv::new("swarm-own-keys");
+    let env = &senv.env;
+    let keygen = |name: &str| {
+        let key = env.path(name);
+        let out = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output().unwrap();
+        assert!(out.status.success());
+        key
+    };
+    let (first, second) = (keygen("first"), keygen("second"));
+    let pub_of = |k: &std::path::PathBuf| format!("{}.pub", k.display());
+    let out = env.ok(&["session", "create", "--user", "pat", "--public-key", &pub_of(&first), "--json"]);
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert!(json["ssh_private_key"].is_null());
+    let s = crate::harness::Session { json: json.clone(), key: first.clone() };
+    assert_eq!(stdout(&env.ssh(&s, "whoami")), "pat\n", "the user's key, from a config, passes sshd's checks");
+
+    // A key added while the session runs applies from the next session.
+    env.ok(&["user", "key", "add", "pat", &pub_of(&second)]);
+    let with_second = crate::harness::Session { json, key: second.clone() };
+    assert!(!env.ssh(&with_second, "true").status.success(), "the running session keeps its copy");
+    env.ok(&["session", "rm", "--yes", s.id()]);
+    let again = env.create("pat", &[]);
+    let with_second = crate::harness::Session { json: again.json.clone(), key: second };
+    assert_eq!(stdout(&env.ssh(&with_second, "whoami")), "pat\n");
+}
+
+/// No NFS server runs here (this host's kernel has no NFS client either): the test checks that
+/// a home on NFS becomes the node's volume with the export's options, and that a mount that
+/// fails makes the create fail with the engine's reason and leave nothing but that volume.
+#[test]
+fn nfs_homes_are_volumes_of_the_export_and_a_failed_mount_is_the_creates_error() {
+    let _swarm = Swarm::join();
+    let mut senv = SwarmEnv::new("swarm-nfs");
+    senv.env.extra_env.push(("SANDMAN_WORKSPACE_NFS".into(), "127.0.0.1:/export/homes".into()));
+    let env = &senv.env;
+    let volume = "sandman-home-nfsuser";
+    let _ = docker_try(&["volume", "rm", volume]);
+    let out = env.run(&["session", "create", "--user", "nfsuser", "--json"]);
+    let options = docker_try(&["volume", "inspect", volume, "--format", "{{json .Options}}"]);
+    let _ = docker_try(&["volume", "rm", volume]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mount"), "{}", stderr(&out));
+    let options: Value = serde_json::from_str(&options.expect("the node made the home's volume")).unwrap();
+    assert_eq!(options["type"], "nfs");
+    assert_eq!(options["device"], ":/export/homes/nfsuser");
+    assert!(options["o"].as_str().unwrap().starts_with("addr=127.0.0.1,"), "{options}");
+    assert!(env.sessions().is_empty(), "the failed create left its row");
+    assert!(senv.services().is_empty());
 }
