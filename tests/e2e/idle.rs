@@ -274,3 +274,43 @@ fn a_logged_in_user_sees_the_expiry_warning_and_the_notice_file() {
     let log = format!("{}{}", stdout(&log), stderr(&log));
     assert_eq!(log.matches("sandman: this session expires at").count(), 2, "both warnings in the log:\n{log}");
 }
+
+#[test]
+fn a_sessions_own_idle_timeout_is_bounded_checked_and_shown_by_cli_and_api() {
+    let env = idle_env("idle-api", "idle_timeout_minutes = 30");
+    // The CLI: above the host's timeout is invalid input (exit 2), naming the maximum; nothing made.
+    let out = env.run(&["session", "create", "--user", "ivy", "--idle-timeout", "31"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("idle_timeout_minutes") && stderr(&out).contains("1 to 30"), "{}", stderr(&out));
+    assert!(env.sessions().is_empty() && env.containers().is_empty());
+    let s = env.create("ivy", &["--idle-timeout", "10"]);
+    let shown = env.ok(&["session", "show", s.id()]);
+    assert!(shown.contains("10 minutes (the session's own)"), "{shown}");
+    let listed = env.ok(&["session", "list"]);
+    assert!(listed.contains("IDLE") && listed.contains("creation"), "{listed}");
+
+    // The API: the same rule (400), the field on the session, and per-session series in /metrics.
+    let serve = crate::http::Serve::start(&env);
+    let refused =
+        serve.call("POST", "/sessions", Some(&serde_json::json!({"user_id": "ivo", "idle_timeout_minutes": 45})));
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("1 to 30"), "{}", refused.text());
+    let made = serve.call("POST", "/sessions", Some(&serde_json::json!({"user_id": "ivo", "idle_timeout_minutes": 5})));
+    assert_eq!(made.status, 201, "{}", made.text());
+    let id = made.json()["session_id"].as_str().unwrap().to_string();
+    let got = serve.get(&format!("/sessions/{id}")).json();
+    assert_eq!(got["idle_timeout_minutes"], 5, "{got}");
+    assert_eq!(got["last_activity_signal"], "creation", "{got}");
+    assert!(got["idle_seconds"].as_i64().is_some(), "{got}");
+    env.ok(&["reap"]);
+    let metrics = serve.get("/metrics").text();
+    for series in ["sandman_session_idle_seconds", "sandman_session_expires_in_seconds", "sandman_session_cpu_seconds"]
+    {
+        assert!(metrics.contains(&format!("{series}{{session=\"{id}\",user=\"ivo\"}}")), "{series}:\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!("sandman_session_ssh_connections{{session=\"{id}\",user=\"ivo\"}} 0")),
+        "{metrics}"
+    );
+    serve.stop();
+}
