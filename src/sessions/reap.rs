@@ -241,6 +241,19 @@ pub fn warning_due(warned_deadline: Option<i64>, warned_minutes: Option<u32>, de
     (!given).then_some(due)
 }
 
+/// The warning a pass owes a session it judged (`verdict`), with its ending: none while the
+/// ending moves with the activity this pass saw (an idle deadline a full timeout away, an expiry
+/// the activity bumped), so a session with a short timeout or bump is not warned every pass.
+pub fn warning_for(row: &SessionRow, verdict: &Verdict, now: i64) -> Option<(i64, Ending, u32)> {
+    let (deadline, ending) = verdict.ending();
+    let moving = verdict.signal.is_some() && (ending == Ending::Idle || verdict.expires_at > row.expires_at);
+    if moving {
+        return None;
+    }
+    let a = &row.activity;
+    warning_due(a.warned_deadline, a.warned_minutes, deadline, now).map(|m| (deadline, ending, m))
+}
+
 /// Whether `~/.sandman/expires_at` needs writing: never written, its deadline moved earlier, or
 /// later by 5 minutes or more (so a session whose activity bumps it every pass is not written to
 /// every pass; the file then errs on the early side).
@@ -527,9 +540,8 @@ impl Sessions {
         };
         let jobs = rows.iter().zip(verdicts).filter(|(_, v)| !v.idle).filter_map(|(row, verdict)| {
             let (deadline, ending) = verdict.ending();
-            let a = &row.activity;
-            let warning = warning_due(a.warned_deadline, a.warned_minutes, deadline, now);
-            let notice = notice_due(a.notice_deadline, deadline);
+            let warning = warning_for(row, verdict, now).map(|(_, _, minutes)| minutes);
+            let notice = notice_due(row.activity.notice_deadline, deadline);
             if warning.is_none() && !notice {
                 return None;
             }

@@ -816,6 +816,29 @@ fn each_warning_is_given_once_per_deadline_and_notices_follow_the_deadline() {
     assert_eq!(warning_due(Some(d - 3600), Some(1), d, d - 300), Some(10), "a new deadline is warned about anew");
     assert_eq!(warning_due(None, None, d, d), None, "due now: it is reaped, not warned");
 
+    // While activity moves the ending, no warning: a short idle timeout or bump would warn every pass.
+    use super::reap::{Observed, Policy, judge, warning_for};
+    let policy = Policy {
+        idle_timeout_minutes: 5,
+        activity_bump_minutes: 5,
+        cpu_active_percent: 0,
+        protect_busy_gpu: true,
+        max_ttl_minutes: 60,
+    };
+    let r = row("s", State::Running, 3000);
+    let active = Observed { ssh_connections: Some(1), ..Default::default() };
+    let quiet = Observed { ssh_connections: Some(0), ..Default::default() };
+    let v = judge(&r, &active, &policy, 1000);
+    assert_eq!((v.ending(), warning_for(&r, &v, 1000)), ((1300, Ending::Idle), None));
+    let v = judge(&r, &quiet, &policy, 200);
+    assert_eq!(warning_for(&r, &v, 200), Some((300, Ending::Idle, 10)), "idle since creation: warned");
+    let at_max = Policy { idle_timeout_minutes: 0, ..policy };
+    let mut capped = row("s", State::Running, 3600);
+    capped.created_at = 0;
+    let v = judge(&capped, &active, &at_max, 3100);
+    assert_eq!(v.expires_at, 3600, "at the maximum the bump stops");
+    assert_eq!(warning_for(&capped, &v, 3100), Some((3600, Ending::Expiry, 10)), "so the expiry is warned about");
+
     assert!(notice_due(None, d));
     assert!(!notice_due(Some(d), d));
     assert!(!notice_due(Some(d - 240), d), "moved later by 4 minutes: kept");

@@ -44,6 +44,12 @@ fn age(env: &Env, s: &Session, seconds: i64) {
     ));
 }
 
+/// The container's log (`docker logs`): where sshd and sandman's warnings write.
+fn container_log(s: &Session) -> String {
+    let out = Command::new("docker").args(["logs", s.json["container_id"].as_str().unwrap()]).output().unwrap();
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
 fn column(env: &Env, s: &Session, column: &str) -> i64 {
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     conn.query_row(&format!("SELECT {column} FROM sessions WHERE id = ?1"), [s.id()], |r| r.get(0)).unwrap()
@@ -113,6 +119,11 @@ fn an_open_ssh_connection_keeps_a_session_and_once_closed_it_is_reaped_as_idle()
     let report = reap(&env, &[]);
     assert!(ids(&report, "idle").is_empty(), "{report}");
     assert_eq!(view(&env, &s)["ssh_connections"], 0);
+    // That pass warned: the idle reap is less than a minute away. Not before: while connected
+    // the deadline moved with every pass.
+    let log = container_log(&s);
+    assert_eq!(log.matches("because it has been idle").count(), 1, "one warning, after the connection closed:\n{log}");
+    assert!(log.contains("(in 1 minute)") && log.contains("reason: idle"), "{log}");
     // The timeout passes for real; the next pass reaps it, saying why.
     let last = column(&env, &s, "last_activity_at");
     let wait = (last + 61 - chrono::Utc::now().timestamp()).max(0) as u64;
@@ -270,8 +281,7 @@ fn a_logged_in_user_sees_the_expiry_warning_and_the_notice_file() {
     let deadline = column(&env, &s, "expires_at");
     assert_eq!(lines.first().map(String::as_str), Some(format!("{deadline} expiry").as_str()), "{lines:?}");
     assert_eq!(lines[1], lines[2], "owned by the user: {lines:?}");
-    let log = Command::new("docker").args(["logs", s.json["container_id"].as_str().unwrap()]).output().unwrap();
-    let log = format!("{}{}", stdout(&log), stderr(&log));
+    let log = container_log(&s);
     assert_eq!(log.matches("sandman: this session expires at").count(), 2, "both warnings in the log:\n{log}");
 }
 
