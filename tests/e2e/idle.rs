@@ -62,7 +62,7 @@ fn hold_connection(env: &Env, s: &Session) -> Child {
     let child = c.spawn().unwrap();
     // Established once the session's table lists it.
     let start = Instant::now();
-    while !established(env, s) {
+    while !established(s) {
         assert!(start.elapsed() < Duration::from_secs(20), "ssh -N never connected");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -71,12 +71,11 @@ fn hold_connection(env: &Env, s: &Session) -> Child {
 
 /// Whether the container's network namespace holds an established connection on sshd's port
 /// (2222 is 08AE), read the way an operator would check it.
-fn established(env: &Env, s: &Session) -> bool {
+fn established(s: &Session) -> bool {
     let out = Command::new("docker")
         .args(["exec", s.json["container_id"].as_str().unwrap(), "cat", "/proc/net/tcp", "/proc/net/tcp6"])
         .output()
         .unwrap();
-    let _ = env;
     stdout(&out).lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() > 3 && f[1].ends_with(":08AE") && f[3] == "01"
@@ -111,7 +110,7 @@ fn an_open_ssh_connection_keeps_a_session_and_once_closed_it_is_reaped_as_idle()
     ssh.kill().unwrap();
     ssh.wait().unwrap();
     let start = Instant::now();
-    while established(&env, &s) {
+    while established(&s) {
         assert!(start.elapsed() < Duration::from_secs(20), "the connection never closed");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -287,7 +286,10 @@ fn a_logged_in_user_sees_the_expiry_warning_and_the_notice_file() {
 
 #[test]
 fn a_sessions_own_idle_timeout_is_bounded_checked_and_shown_by_cli_and_api() {
-    let env = idle_env("idle-api", "idle_timeout_minutes = 30");
+    let env = idle_env("idle-api", "idle_timeout_minutes = 30\ngpu_backend = \"none\"");
+    let out = env.run(&["gpu", "sim-busy", "--device", "MIG-x", "--processes", "1"]);
+    assert_eq!(out.status.code(), Some(2), "only simulated GPUs: {}", stderr(&out));
+    assert!(stderr(&out).contains("gpu backend is none"), "{}", stderr(&out));
     // The CLI: above the host's timeout is invalid input (exit 2), naming the maximum; nothing made.
     let out = env.run(&["session", "create", "--user", "ivy", "--idle-timeout", "31"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
