@@ -284,7 +284,7 @@ pub fn warning_text(ending: Ending, deadline: i64, now: i64, idle_timeout_minute
 const NOTIFY_SCRIPT: &str = r#"msg=$1 notice=$2 home=$3
 if [ -n "$notice" ]; then
   mkdir -p "$home/.sandman" && printf '%s
-' "$notice" > "$home/.sandman/.expires_at.new"     && mv -f "$home/.sandman/.expires_at.new" "$home/.sandman/expires_at" || echo "notice not written" >&2
+' "$notice" > "$home/.sandman/.expires_at.new"     && mv -f "$home/.sandman/.expires_at.new" "$home/.sandman/expires_at" || echo "expires_at not written" >&2
 fi
 if [ -n "$msg" ]; then
   for t in /dev/pts/[0-9]*; do
@@ -296,6 +296,9 @@ if [ -n "$msg" ]; then
 ' "$msg" > /proc/1/fd/1 || echo "log not written" >&2
 fi
 "#;
+
+/// What `NOTIFY_SCRIPT` says when it could not write the notice file.
+const NOTICE_FAILED: &str = "expires_at not written";
 
 /// How long a pass waits for one session's notice.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -563,20 +566,34 @@ impl Sessions {
             ];
             Some(async move {
                 let ran = engine.exec_as(&container_ref(row), uid, &command, NOTIFY_TIMEOUT).await;
-                match ran {
-                    Ok(out) if out.exit_code == 0 && out.output.trim().is_empty() => {
-                        if let Some(minutes) = warning {
-                            tracing::info!(session = %row.id, user = %row.user, reason = ending.as_str(), deadline, minutes, "session warned");
-                            if let Err(e) = self.store().set_warned(&row.id, deadline, minutes) {
-                                tracing::warn!(session = %row.id, error = %e, "warning not recorded");
-                            }
-                        }
-                        if notice && let Err(e) = self.store().set_notice(&row.id, deadline) {
-                            tracing::warn!(session = %row.id, error = %e, "expiry notice not recorded");
-                        }
+                let out = match ran {
+                    Ok(out) if out.exit_code == 0 => out,
+                    Ok(out) => {
+                        let output = out.output.trim();
+                        tracing::warn!(session = %row.id, code = out.exit_code, output, "session not notified; the next pass tries again");
+                        return;
                     }
-                    Ok(out) => tracing::warn!(session = %row.id, code = out.exit_code, output = %out.output.trim(), "session notice incomplete; the next pass tries again"),
-                    Err(e) => tracing::warn!(session = %row.id, error = %e, "session not notified; the next pass tries again"),
+                    Err(e) => {
+                        tracing::warn!(session = %row.id, error = %e, "session not notified; the next pass tries again");
+                        return;
+                    }
+                };
+                // The script names what it could not write; a warning that reached the terminals
+                // is given, even where the log or the file could not be written (a user's own doing).
+                if !out.output.trim().is_empty() {
+                    tracing::warn!(session = %row.id, output = %out.output.trim(), "session notice incomplete");
+                }
+                if let Some(minutes) = warning {
+                    tracing::info!(session = %row.id, user = %row.user, reason = ending.as_str(), deadline, minutes, "session warned");
+                    if let Err(e) = self.store().set_warned(&row.id, deadline, minutes) {
+                        tracing::warn!(session = %row.id, error = %e, "warning not recorded");
+                    }
+                }
+                if notice
+                    && !out.output.contains(NOTICE_FAILED)
+                    && let Err(e) = self.store().set_notice(&row.id, deadline)
+                {
+                    tracing::warn!(session = %row.id, error = %e, "expiry notice not recorded");
                 }
             })
         });
