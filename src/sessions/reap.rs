@@ -177,7 +177,7 @@ impl Verdict {
 /// - activity moves the expiry to `now + activity_bump_minutes`, never earlier than it was and
 ///   never past `created_at + max_ttl_minutes`;
 /// - a session whose last activity (else its creation) is `idle_timeout_minutes` old is idle,
-///   unless a GPU process protects it.
+///   unless a GPU process protects it or its SSH connections could not be read.
 pub fn judge(row: &SessionRow, seen: &Observed, policy: &Policy, now: i64) -> Verdict {
     let a = &row.activity;
     let cpu_active = match (policy.cpu_active_percent, seen.cpu_usage_usec, a.cpu_usage_usec, a.cpu_sampled_at) {
@@ -204,7 +204,9 @@ pub fn judge(row: &SessionRow, seen: &Observed, policy: &Policy, now: i64) -> Ve
         let bumped = (now + i64::from(policy.activity_bump_minutes) * 60).min(hard_max);
         expires_at = expires_at.max(bumped);
     }
-    let idle_deadline = (policy.idle_timeout_minutes > 0 && !gpu_busy)
+    // Unknown is not idle: where the connections cannot be read (no access to the container's
+    // /proc), nobody is reaped for idleness.
+    let idle_deadline = (policy.idle_timeout_minutes > 0 && !gpu_busy && seen.ssh_connections.is_some())
         .then(|| last_active + i64::from(policy.idle_timeout_minutes) * 60);
     let idle = idle_deadline.is_some_and(|d| d <= now);
     Verdict {

@@ -757,6 +757,9 @@ fn judge_counts_ssh_cpu_and_gpu_and_bumps_expiry_up_to_the_maximum() {
     assert_eq!(v.ending(), (1800, Ending::Idle));
     assert!(v.update.last_activity_at.is_none(), "no activity is recorded as none");
     assert!(judge(&r, &seen(0, 1_000_000, 0), &policy, 1800).idle);
+    let unread = Observed { ssh_connections: None, ..seen(0, 1_000_000, 0) };
+    let v = judge(&r, &unread, &policy, 1800);
+    assert_eq!((v.idle, v.idle_deadline), (false, None), "connections that cannot be read are not idleness");
 
     // An SSH connection: active now; expiry moved to now + 60 min.
     let v = judge(&r, &seen(1, 1_000_000, 0), &policy, 1060);
@@ -863,8 +866,14 @@ async fn reap_passes_record_activity_warn_as_the_user_and_reap_idle_sessions() {
     let busy = lab.create("alice").await.unwrap().session;
     let idle = lab.create("bob").await.unwrap().session;
     let gpu = lab.create("carol").await.unwrap().session;
+    // Dave's connections cannot be read (the fake's default): unknown is not idle.
+    let unknown = lab.create("dave").await.unwrap().session;
     let container = |r: &SessionRow| r.container_id.clone().unwrap();
     lab.engine.set_activity(&container(&busy), ContainerActivity { ssh_connections: Some(1), cpu_usage_usec: Some(5) });
+    for quiet in [&idle, &gpu] {
+        lab.engine
+            .set_activity(&container(quiet), ContainerActivity { ssh_connections: Some(0), cpu_usage_usec: Some(5) });
+    }
     lab.sessions.store().set_sim_processes(gpu.gpu_uuid.as_deref().unwrap(), 1).unwrap();
     assert_eq!(lab.sessions.gpu().compute_processes(gpu.gpu_uuid.as_deref().unwrap()).unwrap(), Some(1));
 
@@ -904,7 +913,8 @@ async fn reap_passes_record_activity_warn_as_the_user_and_reap_idle_sessions() {
     assert!(lab.sessions.get(&idle.id).is_err());
     assert!(lab.engine.container(&container(&idle)).is_none(), "its container is removed");
     assert!(lab.sessions.get(&busy.id).is_ok() && lab.sessions.get(&gpu.id).is_ok());
-    assert_eq!(lab.gpu_instances().len(), 2, "bob's slice is released");
+    assert!(lab.sessions.get(&unknown.id).is_ok(), "unreadable connections are not idleness");
+    assert_eq!(lab.gpu_instances().len(), 3, "bob's slice is released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
