@@ -30,7 +30,7 @@ pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Resul
             let mut view = SessionView::from(&row);
             view.workspace_usage_bytes = sessions.workspace_usage(&row);
             view.workspace_quota_bytes = sessions.workspace_quota(&row).and_then(|q| q.limit_bytes);
-            if json { print_json(&view) } else { print_details(&row, view) }
+            if json { print_json(&view) } else { print_details(&row, view, sessions.settings.idle_timeout_minutes) }
         }
         SessionCommand::Extend { id, ttl, json } => {
             let ttl = validate::ttl_text(&ttl, sessions.settings.max_ttl_minutes)?;
@@ -259,7 +259,12 @@ fn count(n: Option<u32>) -> String {
     n.map_or_else(|| "-".into(), |n| n.to_string())
 }
 
-fn print_details(r: &SessionRow, v: SessionView) -> Result<()> {
+/// `host_idle`: the host's idle timeout, for a session without its own.
+fn print_details(r: &SessionRow, v: SessionView, host_idle: u32) -> Result<()> {
+    let host_idle = match host_idle {
+        0 => "none (the host reaps no idle sessions)".to_string(),
+        m => format!("{m} minutes (the host's)"),
+    };
     let size = validate::format_size;
     let limits = match &v.limits {
         Some(l) => vec![
@@ -295,10 +300,7 @@ fn print_details(r: &SessionRow, v: SessionView) -> Result<()> {
         ("created", v.created_at),
         ("expires", format!("{} ({})", v.expires_at, relative(r.expires_at))),
         ("last active", format!("{} ({}, idle {}s)", v.last_activity_at, v.last_activity_signal, v.idle_seconds)),
-        (
-            "idle timeout",
-            v.idle_timeout_minutes.map_or_else(|| "the host's".into(), |m| format!("{m} minutes (the session's own)")),
-        ),
+        ("idle timeout", v.idle_timeout_minutes.map_or(host_idle, |m| format!("{m} minutes (the session's own)"))),
         ("ssh conns", count(v.ssh_connections)),
         ("gpu procs", count(v.gpu_processes)),
     ]

@@ -224,9 +224,16 @@ pub trait Engine: Send + Sync {
     }
 
     /// Runs `command` in a running container as `uid` (group `uid`), never as root, waiting at
-    /// most `timeout`.
-    async fn exec_as(&self, id: &str, uid: u32, command: &[String], timeout: std::time::Duration)
-    -> Result<ExecOutput>;
+    /// most `timeout`. An engine that cannot answers `Unavailable` (its users get no warnings).
+    async fn exec_as(
+        &self,
+        id: &str,
+        _uid: u32,
+        _command: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<ExecOutput> {
+        Err(crate::error::Error::Unavailable(format!("this engine cannot run commands in container {id}")))
+    }
 
     /// The sandman instances (the `LABEL_INSTANCE` values) with containers on `network`.
     async fn instances_on_network(&self, network: &str) -> Result<Vec<String>>;

@@ -189,7 +189,7 @@ impl Verdict {
 /// - activity moves the expiry to `now + activity_bump_minutes`, never earlier than it was and
 ///   never past `created_at + max_ttl_minutes`;
 /// - a session whose last activity (else its creation) is `idle_timeout_minutes` old is idle,
-///   unless a GPU process protects it.
+///   unless a GPU process protects it or its SSH connections could not be read.
 pub fn judge(row: &SessionRow, seen: &Observed, policy: &Policy, now: i64) -> Verdict {
     let a = &row.activity;
     let cpu_active = match (policy.cpu_active_percent, seen.cpu_usage_usec, a.cpu_usage_usec, a.cpu_sampled_at) {
@@ -216,7 +216,9 @@ pub fn judge(row: &SessionRow, seen: &Observed, policy: &Policy, now: i64) -> Ve
         let bumped = (now + i64::from(policy.activity_bump_minutes) * 60).min(hard_max);
         expires_at = expires_at.max(bumped);
     }
-    let idle_deadline = (policy.idle_timeout_minutes > 0 && !gpu_busy)
+    // Unknown is not idle: where the connections cannot be read (no access to the container's
+    // /proc), nobody is reaped for idleness.
+    let idle_deadline = (policy.idle_timeout_minutes > 0 && !gpu_busy && seen.ssh_connections.is_some())
         .then(|| last_active + i64::from(policy.idle_timeout_minutes) * 60);
     let idle = idle_deadline.is_some_and(|d| d <= now);
     Verdict {
@@ -253,6 +255,19 @@ pub fn warning_due(warned_deadline: Option<i64>, warned_minutes: Option<u32>, de
     (!given).then_some(due)
 }
 
+/// The warning a pass owes a session it judged (`verdict`), with its ending: none while the
+/// ending moves with the activity this pass saw (an idle deadline a full timeout away, an expiry
+/// the activity bumped), so a session with a short timeout or bump is not warned every pass.
+pub fn warning_for(row: &SessionRow, verdict: &Verdict, now: i64) -> Option<(i64, Ending, u32)> {
+    let (deadline, ending) = verdict.ending();
+    let moving = verdict.signal.is_some() && (ending == Ending::Idle || verdict.expires_at > row.expires_at);
+    if moving {
+        return None;
+    }
+    let a = &row.activity;
+    warning_due(a.warned_deadline, a.warned_minutes, deadline, now).map(|m| (deadline, ending, m))
+}
+
 /// Whether `~/.sandman/expires_at` needs writing: never written, its deadline moved earlier, or
 /// later by 5 minutes or more (so a session whose activity bumps it every pass is not written to
 /// every pass; the file then errs on the early side).
@@ -283,7 +298,7 @@ pub fn warning_text(ending: Ending, deadline: i64, now: i64, idle_timeout_minute
 const NOTIFY_SCRIPT: &str = r#"msg=$1 notice=$2 home=$3
 if [ -n "$notice" ]; then
   mkdir -p "$home/.sandman" && printf '%s
-' "$notice" > "$home/.sandman/.expires_at.new"     && mv -f "$home/.sandman/.expires_at.new" "$home/.sandman/expires_at" || echo "notice not written" >&2
+' "$notice" > "$home/.sandman/.expires_at.new"     && mv -f "$home/.sandman/.expires_at.new" "$home/.sandman/expires_at" || echo "expires_at not written" >&2
 fi
 if [ -n "$msg" ]; then
   for t in /dev/pts/[0-9]*; do
@@ -295,6 +310,9 @@ if [ -n "$msg" ]; then
 ' "$msg" > /proc/1/fd/1 || echo "log not written" >&2
 fi
 "#;
+
+/// What `NOTIFY_SCRIPT` says when it could not write the notice file.
+const NOTICE_FAILED: &str = "expires_at not written";
 
 /// How long a pass waits for one session's notice.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -576,9 +594,8 @@ impl Sessions {
         };
         let jobs = rows.iter().zip(verdicts).filter(|(_, v)| !v.idle).filter_map(|(row, verdict)| {
             let (deadline, ending) = verdict.ending();
-            let a = &row.activity;
-            let warning = warning_due(a.warned_deadline, a.warned_minutes, deadline, now);
-            let notice = notice_due(a.notice_deadline, deadline);
+            let warning = warning_for(row, verdict, now).map(|(_, _, minutes)| minutes);
+            let notice = notice_due(row.activity.notice_deadline, deadline);
             if warning.is_none() && !notice {
                 return None;
             }
@@ -600,20 +617,34 @@ impl Sessions {
             ];
             Some(async move {
                 let ran = engine.exec_as(&container_ref(row), uid, &command, NOTIFY_TIMEOUT).await;
-                match ran {
-                    Ok(out) if out.exit_code == 0 && out.output.trim().is_empty() => {
-                        if let Some(minutes) = warning {
-                            tracing::info!(session = %row.id, user = %row.user, reason = ending.as_str(), deadline, minutes, "session warned");
-                            if let Err(e) = self.store().set_warned(&row.id, deadline, minutes) {
-                                tracing::warn!(session = %row.id, error = %e, "warning not recorded");
-                            }
-                        }
-                        if notice && let Err(e) = self.store().set_notice(&row.id, deadline) {
-                            tracing::warn!(session = %row.id, error = %e, "expiry notice not recorded");
-                        }
+                let out = match ran {
+                    Ok(out) if out.exit_code == 0 => out,
+                    Ok(out) => {
+                        let output = out.output.trim();
+                        tracing::warn!(session = %row.id, code = out.exit_code, output, "session not notified; the next pass tries again");
+                        return;
                     }
-                    Ok(out) => tracing::warn!(session = %row.id, code = out.exit_code, output = %out.output.trim(), "session notice incomplete; the next pass tries again"),
-                    Err(e) => tracing::warn!(session = %row.id, error = %e, "session not notified; the next pass tries again"),
+                    Err(e) => {
+                        tracing::warn!(session = %row.id, error = %e, "session not notified; the next pass tries again");
+                        return;
+                    }
+                };
+                // The script names what it could not write; a warning that reached the terminals
+                // is given, even where the log or the file could not be written (a user's own doing).
+                if !out.output.trim().is_empty() {
+                    tracing::warn!(session = %row.id, output = %out.output.trim(), "session notice incomplete");
+                }
+                if let Some(minutes) = warning {
+                    tracing::info!(session = %row.id, user = %row.user, reason = ending.as_str(), deadline, minutes, "session warned");
+                    if let Err(e) = self.store().set_warned(&row.id, deadline, minutes) {
+                        tracing::warn!(session = %row.id, error = %e, "warning not recorded");
+                    }
+                }
+                if notice
+                    && !out.output.contains(NOTICE_FAILED)
+                    && let Err(e) = self.store().set_notice(&row.id, deadline)
+                {
+                    tracing::warn!(session = %row.id, error = %e, "expiry notice not recorded");
                 }
             })
         });

@@ -824,6 +824,9 @@ fn judge_counts_ssh_cpu_and_gpu_and_bumps_expiry_up_to_the_maximum() {
     assert_eq!(v.ending(), (1800, Ending::Idle));
     assert!(v.update.last_activity_at.is_none(), "no activity is recorded as none");
     assert!(judge(&r, &seen(0, 1_000_000, 0), &policy, 1800).idle);
+    let unread = Observed { ssh_connections: None, ..seen(0, 1_000_000, 0) };
+    let v = judge(&r, &unread, &policy, 1800);
+    assert_eq!((v.idle, v.idle_deadline), (false, None), "connections that cannot be read are not idleness");
 
     // An SSH connection: active now; expiry moved to now + 60 min.
     let v = judge(&r, &seen(1, 1_000_000, 0), &policy, 1060);
@@ -883,6 +886,29 @@ fn each_warning_is_given_once_per_deadline_and_notices_follow_the_deadline() {
     assert_eq!(warning_due(Some(d - 3600), Some(1), d, d - 300), Some(10), "a new deadline is warned about anew");
     assert_eq!(warning_due(None, None, d, d), None, "due now: it is reaped, not warned");
 
+    // While activity moves the ending, no warning: a short idle timeout or bump would warn every pass.
+    use super::reap::{Observed, Policy, judge, warning_for};
+    let policy = Policy {
+        idle_timeout_minutes: 5,
+        activity_bump_minutes: 5,
+        cpu_active_percent: 0,
+        protect_busy_gpu: true,
+        max_ttl_minutes: 60,
+    };
+    let r = row("s", State::Running, 3000);
+    let active = Observed { ssh_connections: Some(1), ..Default::default() };
+    let quiet = Observed { ssh_connections: Some(0), ..Default::default() };
+    let v = judge(&r, &active, &policy, 1000);
+    assert_eq!((v.ending(), warning_for(&r, &v, 1000)), ((1300, Ending::Idle), None));
+    let v = judge(&r, &quiet, &policy, 200);
+    assert_eq!(warning_for(&r, &v, 200), Some((300, Ending::Idle, 10)), "idle since creation: warned");
+    let at_max = Policy { idle_timeout_minutes: 0, ..policy };
+    let mut capped = row("s", State::Running, 3600);
+    capped.created_at = 0;
+    let v = judge(&capped, &active, &at_max, 3100);
+    assert_eq!(v.expires_at, 3600, "at the maximum the bump stops");
+    assert_eq!(warning_for(&capped, &v, 3100), Some((3600, Ending::Expiry, 10)), "so the expiry is warned about");
+
     assert!(notice_due(None, d));
     assert!(!notice_due(Some(d), d));
     assert!(!notice_due(Some(d - 240), d), "moved later by 4 minutes: kept");
@@ -907,8 +933,14 @@ async fn reap_passes_record_activity_warn_as_the_user_and_reap_idle_sessions() {
     let busy = lab.create("alice").await.unwrap().session;
     let idle = lab.create("bob").await.unwrap().session;
     let gpu = lab.create("carol").await.unwrap().session;
+    // Dave's connections cannot be read (the fake's default): unknown is not idle.
+    let unknown = lab.create("dave").await.unwrap().session;
     let container = |r: &SessionRow| r.container_id.clone().unwrap();
     lab.engine.set_activity(&container(&busy), ContainerActivity { ssh_connections: Some(1), cpu_usage_usec: Some(5) });
+    for quiet in [&idle, &gpu] {
+        lab.engine
+            .set_activity(&container(quiet), ContainerActivity { ssh_connections: Some(0), cpu_usage_usec: Some(5) });
+    }
     lab.sessions.store().set_sim_processes(gpu.gpu_uuid.as_deref().unwrap(), 1).unwrap();
     assert_eq!(lab.sessions.gpu().compute_processes(gpu.gpu_uuid.as_deref().unwrap()).unwrap(), Some(1));
 
@@ -948,7 +980,8 @@ async fn reap_passes_record_activity_warn_as_the_user_and_reap_idle_sessions() {
     assert!(lab.sessions.get(&idle.id).is_err());
     assert!(lab.engine.container(&container(&idle)).is_none(), "its container is removed");
     assert!(lab.sessions.get(&busy.id).is_ok() && lab.sessions.get(&gpu.id).is_ok());
-    assert_eq!(lab.gpu_instances().len(), 2, "bob's slice is released");
+    assert!(lab.sessions.get(&unknown.id).is_ok(), "unreadable connections are not idleness");
+    assert_eq!(lab.gpu_instances().len(), 3, "bob's slice is released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

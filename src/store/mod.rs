@@ -1369,6 +1369,53 @@ mod tests {
     }
 
     #[test]
+    fn sessions_of_version_7_migrate_with_no_activity_and_then_record_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = Connection::open(&path).unwrap();
+        for step in &SCHEMA[..7] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 7;
+             INSERT INTO meta (key, value) VALUES ('instance_id', 'old');
+             INSERT INTO users (name, uid, host_key, created_at) VALUES ('alice', 20000, 'k', 1);
+             INSERT INTO sessions (id, user_name, state, ssh_port, image, ttl_minutes, created_at, expires_at,
+                                   workspace, host_key_fingerprint)
+                VALUES ('1', 'alice', 'running', 10000, 'img', 60, 1000, 4600, '/w', 'fp');",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let row = store.session("1").unwrap().unwrap();
+        assert_eq!(row.activity, Activity::default(), "nothing recorded yet");
+        assert_eq!(row.activity.since(row.created_at), 1000, "idle since its creation");
+        let update = ActivityUpdate {
+            last_activity_at: Some(2000),
+            last_activity_signal: Some("ssh".into()),
+            cpu_usage_usec: Some(7),
+            cpu_sampled_at: 2000,
+            ssh_connections: Some(1),
+            gpu_processes: None,
+            expires_at: 3000,
+        };
+        assert!(store.record_activity("1", &update).unwrap());
+        let a = store.session("1").unwrap().unwrap();
+        assert_eq!(a.expires_at, 4600, "the expiry never moves earlier");
+        assert_eq!((a.activity.last_activity_at, a.activity.ssh_connections), (Some(2000), Some(1)));
+        let quiet = ActivityUpdate { last_activity_at: None, last_activity_signal: None, expires_at: 5000, ..update };
+        assert!(store.record_activity("1", &quiet).unwrap());
+        let a = store.session("1").unwrap().unwrap();
+        assert_eq!((a.expires_at, a.activity.last_activity_signal.as_deref()), (5000, Some("ssh")), "kept");
+        assert!(!store.delete_idle("1", None).unwrap(), "activity recorded since: not idle");
+        assert!(store.delete_idle("1", Some(2000)).unwrap());
+        store.set_sim_processes("MIG-x", 2).unwrap();
+        assert_eq!((store.sim_processes("MIG-x").unwrap(), store.sim_processes("MIG-y").unwrap()), (2, 0));
+        store.set_sim_processes("MIG-x", 0).unwrap();
+        assert_eq!(store.sim_processes("MIG-x").unwrap(), 0);
+    }
+
+    #[test]
     fn the_reader_does_not_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");

@@ -44,6 +44,12 @@ fn age(env: &Env, s: &Session, seconds: i64) {
     ));
 }
 
+/// The container's log (`docker logs`): where sshd and sandman's warnings write.
+fn container_log(s: &Session) -> String {
+    let out = Command::new("docker").args(["logs", s.json["container_id"].as_str().unwrap()]).output().unwrap();
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
 fn column(env: &Env, s: &Session, column: &str) -> i64 {
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     conn.query_row(&format!("SELECT {column} FROM sessions WHERE id = ?1"), [s.id()], |r| r.get(0)).unwrap()
@@ -56,7 +62,7 @@ fn hold_connection(env: &Env, s: &Session) -> Child {
     let child = c.spawn().unwrap();
     // Established once the session's table lists it.
     let start = Instant::now();
-    while !established(env, s) {
+    while !established(s) {
         assert!(start.elapsed() < Duration::from_secs(20), "ssh -N never connected");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -65,12 +71,11 @@ fn hold_connection(env: &Env, s: &Session) -> Child {
 
 /// Whether the container's network namespace holds an established connection on sshd's port
 /// (2222 is 08AE), read the way an operator would check it.
-fn established(env: &Env, s: &Session) -> bool {
+fn established(s: &Session) -> bool {
     let out = Command::new("docker")
         .args(["exec", s.json["container_id"].as_str().unwrap(), "cat", "/proc/net/tcp", "/proc/net/tcp6"])
         .output()
         .unwrap();
-    let _ = env;
     stdout(&out).lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         f.len() > 3 && f[1].ends_with(":08AE") && f[3] == "01"
@@ -105,7 +110,7 @@ fn an_open_ssh_connection_keeps_a_session_and_once_closed_it_is_reaped_as_idle()
     ssh.kill().unwrap();
     ssh.wait().unwrap();
     let start = Instant::now();
-    while established(&env, &s) {
+    while established(&s) {
         assert!(start.elapsed() < Duration::from_secs(20), "the connection never closed");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -113,6 +118,11 @@ fn an_open_ssh_connection_keeps_a_session_and_once_closed_it_is_reaped_as_idle()
     let report = reap(&env, &[]);
     assert!(ids(&report, "idle").is_empty(), "{report}");
     assert_eq!(view(&env, &s)["ssh_connections"], 0);
+    // That pass warned: the idle reap is less than a minute away. Not before: while connected
+    // the deadline moved with every pass.
+    let log = container_log(&s);
+    assert_eq!(log.matches("because it has been idle").count(), 1, "one warning, after the connection closed:\n{log}");
+    assert!(log.contains("(in 1 minute)") && log.contains("reason: idle"), "{log}");
     // The timeout passes for real; the next pass reaps it, saying why.
     let last = column(&env, &s, "last_activity_at");
     let wait = (last + 61 - chrono::Utc::now().timestamp()).max(0) as u64;
@@ -270,7 +280,49 @@ fn a_logged_in_user_sees_the_expiry_warning_and_the_notice_file() {
     let deadline = column(&env, &s, "expires_at");
     assert_eq!(lines.first().map(String::as_str), Some(format!("{deadline} expiry").as_str()), "{lines:?}");
     assert_eq!(lines[1], lines[2], "owned by the user: {lines:?}");
-    let log = Command::new("docker").args(["logs", s.json["container_id"].as_str().unwrap()]).output().unwrap();
-    let log = format!("{}{}", stdout(&log), stderr(&log));
+    let log = container_log(&s);
     assert_eq!(log.matches("sandman: this session expires at").count(), 2, "both warnings in the log:\n{log}");
+}
+
+#[test]
+fn a_sessions_own_idle_timeout_is_bounded_checked_and_shown_by_cli_and_api() {
+    let env = idle_env("idle-api", "idle_timeout_minutes = 30\ngpu_backend = \"none\"");
+    let out = env.run(&["gpu", "sim-busy", "--device", "MIG-x", "--processes", "1"]);
+    assert_eq!(out.status.code(), Some(2), "only simulated GPUs: {}", stderr(&out));
+    assert!(stderr(&out).contains("gpu backend is none"), "{}", stderr(&out));
+    // The CLI: above the host's timeout is invalid input (exit 2), naming the maximum; nothing made.
+    let out = env.run(&["session", "create", "--user", "ivy", "--idle-timeout", "31"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("idle_timeout_minutes") && stderr(&out).contains("1 to 30"), "{}", stderr(&out));
+    assert!(env.sessions().is_empty() && env.containers().is_empty());
+    let s = env.create("ivy", &["--idle-timeout", "10"]);
+    let shown = env.ok(&["session", "show", s.id()]);
+    assert!(shown.contains("10 minutes (the session's own)"), "{shown}");
+    let listed = env.ok(&["session", "list"]);
+    assert!(listed.contains("IDLE") && listed.contains("creation"), "{listed}");
+
+    // The API: the same rule (400), the field on the session, and per-session series in /metrics.
+    let serve = crate::http::Serve::start(&env);
+    let refused =
+        serve.call("POST", "/sessions", Some(&serde_json::json!({"user_id": "ivo", "idle_timeout_minutes": 45})));
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("1 to 30"), "{}", refused.text());
+    let made = serve.call("POST", "/sessions", Some(&serde_json::json!({"user_id": "ivo", "idle_timeout_minutes": 5})));
+    assert_eq!(made.status, 201, "{}", made.text());
+    let id = made.json()["session_id"].as_str().unwrap().to_string();
+    let got = serve.get(&format!("/sessions/{id}")).json();
+    assert_eq!(got["idle_timeout_minutes"], 5, "{got}");
+    assert_eq!(got["last_activity_signal"], "creation", "{got}");
+    assert!(got["idle_seconds"].as_i64().is_some(), "{got}");
+    env.ok(&["reap"]);
+    let metrics = serve.get("/metrics").text();
+    for series in ["sandman_session_idle_seconds", "sandman_session_expires_in_seconds", "sandman_session_cpu_seconds"]
+    {
+        assert!(metrics.contains(&format!("{series}{{session=\"{id}\",user=\"ivo\"}}")), "{series}:\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!("sandman_session_ssh_connections{{session=\"{id}\",user=\"ivo\"}} 0")),
+        "{metrics}"
+    );
+    serve.stop();
 }
