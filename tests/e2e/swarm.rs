@@ -19,6 +19,13 @@ struct Swarm {
     _lock: File,
     created: bool,
     node: String,
+    /// `swarm init` made the engine's `docker_gwbridge` network, which leaving keeps: removed too.
+    gwbridge_made: bool,
+}
+
+/// Whether the engine has the network `swarm init` adds for its services' outside traffic.
+fn has_gwbridge() -> bool {
+    docker_try(&["network", "inspect", "docker_gwbridge"]).is_some()
 }
 
 fn docker(args: &[&str]) -> String {
@@ -45,11 +52,12 @@ impl Swarm {
         let lock = lock();
         let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         let created = state == "inactive";
+        let gwbridge_made = created && !has_gwbridge();
         if created {
             docker(&["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", "127.0.0.1:2377"]);
         }
         let node = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
-        Swarm { _lock: lock, created, node }
+        Swarm { _lock: lock, created, node, gwbridge_made }
     }
 
     /// The node's address, which sessions report as their host.
@@ -62,6 +70,9 @@ impl Drop for Swarm {
     fn drop(&mut self) {
         if self.created {
             let _ = Command::new("docker").args(["swarm", "leave", "--force"]).output();
+            if self.gwbridge_made {
+                let _ = Command::new("docker").args(["network", "rm", "docker_gwbridge"]).output();
+            }
         } else {
             let _ = Command::new("docker").args(["node", "update", "--label-rm", "sandman.gpus", &self.node]).output();
         }
@@ -423,9 +434,10 @@ fn two_nodes_place_sessions_by_home_and_gpu() {
     drop(outside);
 
     let node2 = SecondNode::start();
+    let gwbridge_made = !has_gwbridge();
     docker(&["swarm", "init", "--advertise-addr", &node2.host_ip, "--listen-addr", &format!("{}:2377", node2.host_ip)]);
     let manager = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
-    let swarm = Swarm { _lock: lock, created: true, node: manager.clone() };
+    let swarm = Swarm { _lock: lock, created: true, node: manager.clone(), gwbridge_made };
     let token = docker(&["swarm", "join-token", "-q", "worker"]);
     let joined = node2.docker_try(&[
         "swarm",
