@@ -14,7 +14,13 @@ pub async fn run(sessions: &Sessions, cmd: NodeCommand) -> Result<()> {
                 uuids.extend(d.mig_instances.iter().map(|m| m.uuid.clone()));
             }
             let engine = sessions.engine().await?;
-            let node = engine.register_node(&uuids, &sessions.settings.network).await?;
+            let registered = engine.register_node(&uuids, &sessions.settings.network).await;
+            // This node's firewall rules for the session bridge, before its first session
+            // (also on a worker, whose labels a manager writes).
+            if let Some(bridge) = sessions.firewall_apply(false).await? {
+                eprintln!("firewall rules for bridge {bridge} are in place on this node");
+            }
+            let node = registered?;
             if json {
                 return print_json(&node);
             }

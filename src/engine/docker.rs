@@ -27,7 +27,7 @@ use crate::progress::Progress;
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
 /// The bridge driver's option naming the host's bridge device.
-const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+pub(super) const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 /// A bridge network's device: the name its option sets, else `br-` and the id's first 12 characters.
 fn bridge_device(option: Option<&String>, id: &str) -> String {

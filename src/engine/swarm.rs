@@ -33,7 +33,7 @@ use bollard::query_parameters::{
     ListServicesOptionsBuilder, ListTasksOptionsBuilder, RemoveContainerOptionsBuilder, UpdateNodeOptionsBuilder,
 };
 
-use super::docker::{Docker, map_err, status};
+use super::docker::{BRIDGE_NAME_OPTION, Docker, map_err, status};
 use super::{
     ClusterInfo, ContainerActivity, ContainerSpec, Engine, ExecOutput, FileSpec, LABEL_INSTANCE, LABEL_SESSION,
     ManagedContainer, NodeInfo, Placement, RUNNING, TarStream,
@@ -522,8 +522,9 @@ impl Engine for Swarm {
     /// The config-only network here (each other node gets its own from `node register`), then
     /// the swarm-scoped bridge that takes its options from it.
     async fn ensure_network(&self, name: &str) -> Result<()> {
+        self.manager_node().await?;
         let local = local_network(name);
-        ensure_local_network(self.client(), &local).await?;
+        ensure_local_network(self.client(), &local, &bridge_name(name)).await?;
         if self.docker.network_exists(name).await? {
             return Ok(());
         }
@@ -745,9 +746,20 @@ impl Engine for Swarm {
         Ok(out)
     }
 
-    /// The session network's bridge on this node, where this node's firewall rules go (each
-    /// node applies its own: `sandman firewall apply` there).
+    /// The session network's bridge on this node, named by its configuration network (the same
+    /// on every node), so that a node's firewall rules are in place before its first session.
     async fn network_bridge(&self, name: &str) -> Result<Option<String>> {
+        let local = local_network(name);
+        match self.client().inspect_network(&local, None).await {
+            Ok(n) => {
+                if let Some(bridge) = n.options.unwrap_or_default().get(BRIDGE_NAME_OPTION).filter(|b| !b.is_empty()) {
+                    return Ok(Some(bridge.clone()));
+                }
+            }
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(map_err(e, &format!("inspect network {local}"))),
+        }
+        // A network made before its bridge was named: Docker's own name for it.
         self.docker.network_bridge(name).await
     }
 
@@ -858,7 +870,7 @@ impl Engine for Swarm {
                 info.state
             )));
         }
-        ensure_local_network(self.client(), &local_network(network)).await?;
+        ensure_local_network(self.client(), &local_network(network), &bridge_name(network)).await?;
         let value = gpus.join(",");
         if !info.manager {
             return Err(Error::Unavailable(format!(
@@ -889,8 +901,17 @@ impl Engine for Swarm {
     }
 }
 
-/// The config-only network carrying the session bridge's options on this node.
-async fn ensure_local_network(client: &bollard::Docker, local: &str) -> Result<()> {
+/// The session bridge's device name on every node (at most 15 characters, as Linux allows),
+/// derived from the network's name so that each node computes the same one.
+pub fn bridge_name(network: &str) -> String {
+    // FNV-1a: short and stable.
+    let hash = network.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("sm-{hash:08x}")
+}
+
+/// The config-only network carrying the session bridge's options on this node: no traffic
+/// between containers, and the bridge's name.
+async fn ensure_local_network(client: &bollard::Docker, local: &str, bridge: &str) -> Result<()> {
     match client.inspect_network(local, None).await {
         Ok(_) => return Ok(()),
         Err(e) if status(&e) == Some(404) => {}
@@ -899,7 +920,10 @@ async fn ensure_local_network(client: &bollard::Docker, local: &str) -> Result<(
     let request = NetworkCreateRequest {
         name: local.to_string(),
         config_only: Some(true),
-        options: Some(HashMap::from([(ICC_OPTION.to_string(), "false".to_string())])),
+        options: Some(HashMap::from([
+            (ICC_OPTION.to_string(), "false".to_string()),
+            (BRIDGE_NAME_OPTION.to_string(), bridge.to_string()),
+        ])),
         labels: Some(HashMap::from([("sandman".to_string(), "sessions".to_string())])),
         ..Default::default()
     };
@@ -944,6 +968,14 @@ mod tests {
         assert!(placement_constraints("a", None, None).unwrap().is_empty());
         let e = placement_constraints("alice", Some("n1"), Some("n2")).unwrap_err();
         assert!(matches!(&e, Error::Conflict(m) if m.contains("workspace_nfs") && m.contains("n1")), "{e}");
+    }
+
+    #[test]
+    fn every_node_names_the_session_bridge_alike_within_linux_limits() {
+        let a = bridge_name("sandman");
+        assert_eq!(a, bridge_name("sandman"));
+        assert_ne!(a, bridge_name("sandman-test-x"));
+        assert!(a.len() <= 15 && a.starts_with("sm-"), "{a}");
     }
 
     #[test]

@@ -297,17 +297,16 @@ pub fn warning_text(ending: Ending, deadline: i64, now: i64, idle_timeout_minute
 /// container's log (PID 1's standard output, which the user owns too).
 const NOTIFY_SCRIPT: &str = r#"msg=$1 notice=$2 home=$3
 if [ -n "$notice" ]; then
-  mkdir -p "$home/.sandman" && printf '%s
-' "$notice" > "$home/.sandman/.expires_at.new"     && mv -f "$home/.sandman/.expires_at.new" "$home/.sandman/expires_at" || echo "expires_at not written" >&2
+  mkdir -p "$home/.sandman" &&
+    printf '%s\n' "$notice" > "$home/.sandman/.expires_at.new" &&
+    mv -f "$home/.sandman/.expires_at.new" "$home/.sandman/expires_at" ||
+    echo "expires_at not written" >&2
 fi
 if [ -n "$msg" ]; then
   for t in /dev/pts/[0-9]*; do
-    if [ -O "$t" ] && [ -w "$t" ]; then timeout 2 sh -c 'printf "
-%s
-" "$1" > "$2"' sh "$msg" "$t"; fi
+    if [ -O "$t" ] && [ -w "$t" ]; then timeout 2 sh -c 'printf "\n%s\n" "$1" > "$2"' sh "$msg" "$t"; fi
   done
-  printf '%s
-' "$msg" > /proc/1/fd/1 || echo "log not written" >&2
+  printf '%s\n' "$msg" > /proc/1/fd/1 || echo "log not written" >&2
 fi
 "#;
 

@@ -183,6 +183,21 @@ fn a_swarm_session_is_hardened_limited_and_removed_whole() {
     assert_eq!(lines[4], "1024", "pids limit in force: {text}");
     assert_eq!(lines[5], "swan 600", "host key owned by the user, 0600: {text}");
     assert_eq!(lines[6], "home-ok", "{text}");
+
+    // The egress policy holds on the node: the session bridge has the name every node gives it,
+    // its rules are in place, and a listener on the host's address on that bridge is refused.
+    let fw: Value = serde_json::from_str(&env.ok(&["firewall", "show", "--json"])).unwrap();
+    let bridge = fw["bridge"].as_str().unwrap().to_string();
+    assert!(bridge.starts_with("sm-") && fw["up_to_date"] == true, "{fw}");
+    let addr = Command::new("ip").args(["-4", "-o", "addr", "show", "dev", &bridge]).output().unwrap();
+    let gateway = stdout(&addr).split_whitespace().nth(3).and_then(|a| a.split('/').next()).unwrap().to_string();
+    let listener = std::net::TcpListener::bind((gateway.as_str(), 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe =
+        format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{gateway}/{port}' 2>/dev/null && echo reached || echo refused");
+    let out = env.ssh(&s, &probe);
+    assert_eq!(stdout(&out).trim(), "refused", "the host answered a session on {gateway}:{port}: {}", stderr(&out));
+    drop(listener);
     assert!(env.workspace_root().join("swan").join("made-in-swarm").exists(), "the home is the node's directory");
 
     let first_key = key_of(s.json["known_hosts"].as_str().unwrap());
