@@ -401,33 +401,21 @@ pub fn classify(
 }
 
 impl Sessions {
-    /// The OOM kills in each running session's container since the counts the previous call
-    /// recorded in `oom-kills.json` beside the database (the CLI's reaper runs as a new process
-    /// each time); records the counts now unless `dry_run`. Reads only the kernel's counters.
+    /// The OOM kills in each running session's container since the count the previous call
+    /// recorded on its row (the CLI's reaper runs as a new process each time); records the
+    /// counts now unless `dry_run`. Reads only the kernel's counters.
     pub async fn new_oom_kills(&self, dry_run: bool) -> Result<Vec<OomKills>> {
-        let path = self.settings.state_dir().join("oom-kills.json");
-        let before: HashMap<String, u64> =
-            std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let engine = self.engine().await?;
-        let mut now = HashMap::new();
         let mut new = Vec::new();
         for row in self.list()?.into_iter().filter(|r| r.state == State::Running) {
             let Some(id) = &row.container_id else { continue };
             let Some(count) = engine.oom_kills(id).await else { continue };
-            let seen = before.get(&row.id).copied().unwrap_or(0);
+            let seen = row.activity.oom_kills_seen.unwrap_or(0);
             if count > seen {
                 new.push(OomKills { id: row.id.clone(), user: row.user.clone(), kills: count - seen });
             }
-            now.insert(row.id, count);
-        }
-        if !dry_run && now != before {
-            let tmp = path.with_extension("json.tmp");
-            let written = serde_json::to_vec(&now)
-                .map_err(std::io::Error::other)
-                .and_then(|b| std::fs::write(&tmp, b))
-                .and_then(|()| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                tracing::debug!(path = %path.display(), error = %e, "OOM kill counts not recorded");
+            if !dry_run && row.activity.oom_kills_seen != Some(count) {
+                self.store().record_oom_kills(&row.id, count)?;
             }
         }
         Ok(new)

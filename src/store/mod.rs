@@ -114,6 +114,9 @@ const SCHEMA: &[&str] = &[
      CREATE TABLE sim_gpu_processes (uuid TEXT PRIMARY KEY, processes INTEGER NOT NULL);",
     // version 9: swarm placement, in tables of their own (see nodes.rs)
     nodes::SCHEMA,
+    // version 10: the OOM kills a reap pass last saw in each session's container, so that the
+    // next pass (another process, for the CLI) reports only new ones
+    "ALTER TABLE sessions ADD COLUMN oom_kills_seen INTEGER;",
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
@@ -205,6 +208,8 @@ pub struct Activity {
     pub warned_minutes: Option<u32>,
     /// The deadline written into the session's `~/.sandman/expires_at`.
     pub notice_deadline: Option<i64>,
+    /// The OOM kills in the container that a pass last reported.
+    pub oom_kills_seen: Option<u64>,
 }
 
 impl Activity {
@@ -772,6 +777,13 @@ impl Store {
         })
     }
 
+    /// Records the OOM kills a pass reported for a session; false if it is gone.
+    pub fn record_oom_kills(&self, id: &str, seen: u64) -> Result<bool> {
+        self.run(|conn| {
+            Ok(conn.execute("UPDATE sessions SET oom_kills_seen = ?2 WHERE id = ?1", params![id, seen as i64])? == 1)
+        })
+    }
+
     /// Records what a reap pass measured of a running session. The expiry only ever moves later
     /// here (an extend committed meanwhile is kept); false if it is gone or no longer running.
     pub fn record_activity(&self, id: &str, u: &ActivityUpdate) -> Result<bool> {
@@ -1034,7 +1046,7 @@ const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_i
     mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint,
     memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files, failure,
     idle_timeout_minutes, last_activity_at, last_activity_signal, cpu_usage_usec, cpu_sampled_at, ssh_connections,
-    gpu_processes, warned_deadline, warned_minutes, notice_deadline FROM sessions";
+    gpu_processes, warned_deadline, warned_minutes, notice_deadline, oom_kills_seen FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
@@ -1069,6 +1081,7 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
             warned_deadline: r.get(28)?,
             warned_minutes: r.get(29)?,
             notice_deadline: r.get(30)?,
+            oom_kills_seen: r.get::<_, Option<i64>>(31)?.map(|v| v as u64),
         },
     })
 }
