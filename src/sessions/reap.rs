@@ -234,7 +234,7 @@ pub fn judge(row: &SessionRow, seen: &Observed, policy: &Policy, now: i64) -> Ve
             cpu_sampled_at: now,
             ssh_connections: seen.ssh_connections,
             gpu_processes: seen.gpu_processes,
-            expires_at,
+            bumped_expiry: (expires_at > row.expires_at).then_some(expires_at),
         },
     }
 }

@@ -228,7 +228,9 @@ pub struct ActivityUpdate {
     pub cpu_sampled_at: i64,
     pub ssh_connections: Option<u32>,
     pub gpu_processes: Option<u32>,
-    pub expires_at: i64,
+    /// The expiry activity moved it to; `None`: not moved, whatever it is now (an extend, or
+    /// a shorter expiry someone set while the pass ran, is kept).
+    pub bumped_expiry: Option<i64>,
 }
 
 /// One of a user's public keys.
@@ -784,15 +786,16 @@ impl Store {
         })
     }
 
-    /// Records what a reap pass measured of a running session. The expiry only ever moves later
-    /// here (an extend committed meanwhile is kept); false if it is gone or no longer running.
+    /// Records what a reap pass measured of a running session. The expiry moves only where the
+    /// pass bumped it, and only later (an extend committed meanwhile is kept); false if it is
+    /// gone or no longer running.
     pub fn record_activity(&self, id: &str, u: &ActivityUpdate) -> Result<bool> {
         self.run(|conn| {
             let n = conn.execute(
                 "UPDATE sessions SET last_activity_at = COALESCE(?2, last_activity_at),
                         last_activity_signal = COALESCE(?3, last_activity_signal), cpu_usage_usec = ?4,
                         cpu_sampled_at = ?5, ssh_connections = ?6, gpu_processes = ?7,
-                        expires_at = MAX(expires_at, ?8)
+                        expires_at = MAX(expires_at, COALESCE(?8, expires_at))
                  WHERE id = ?1 AND state = ?9",
                 params![
                     id,
@@ -802,7 +805,7 @@ impl Store {
                     u.cpu_sampled_at,
                     u.ssh_connections,
                     u.gpu_processes,
-                    u.expires_at,
+                    u.bumped_expiry,
                     State::Running.as_str()
                 ],
             )?;
@@ -1410,16 +1413,22 @@ mod tests {
             cpu_sampled_at: 2000,
             ssh_connections: Some(1),
             gpu_processes: None,
-            expires_at: 3000,
+            bumped_expiry: Some(3000),
         };
         assert!(store.record_activity("1", &update).unwrap());
         let a = store.session("1").unwrap().unwrap();
         assert_eq!(a.expires_at, 4600, "the expiry never moves earlier");
         assert_eq!((a.activity.last_activity_at, a.activity.ssh_connections), (Some(2000), Some(1)));
-        let quiet = ActivityUpdate { last_activity_at: None, last_activity_signal: None, expires_at: 5000, ..update };
-        assert!(store.record_activity("1", &quiet).unwrap());
+        let bumped =
+            ActivityUpdate { last_activity_at: None, last_activity_signal: None, bumped_expiry: Some(5000), ..update };
+        assert!(store.record_activity("1", &bumped).unwrap());
         let a = store.session("1").unwrap().unwrap();
         assert_eq!((a.expires_at, a.activity.last_activity_signal.as_deref()), (5000, Some("ssh")), "kept");
+        // A pass that did not move the expiry keeps one set meanwhile, even an earlier one.
+        store.run(|c| Ok(c.execute("UPDATE sessions SET expires_at = 1500 WHERE id = '1'", [])?)).unwrap();
+        let quiet = ActivityUpdate { bumped_expiry: None, ..bumped };
+        assert!(store.record_activity("1", &quiet).unwrap());
+        assert_eq!(store.session("1").unwrap().unwrap().expires_at, 1500);
         assert!(!store.delete_idle("1", None).unwrap(), "activity recorded since: not idle");
         assert!(store.delete_idle("1", Some(2000)).unwrap());
         store.set_sim_processes("MIG-x", 2).unwrap();

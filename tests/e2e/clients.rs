@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BIN, Env, ssh_command, ssh_command_line, stderr, stdout};
+use crate::harness::{self, BIN, Env, ssh_command, ssh_command_line, stderr, stdout};
 
 fn assert_ok(what: &str, out: &Output) {
     assert!(out.status.success(), "{what} failed ({}):\n{}\n{}", out.status, stdout(out), stderr(out));
@@ -206,19 +206,7 @@ fn an_interactive_login_reads_the_profile_and_keeps_utf8() {
     let s = env.create("tina", &[]);
     let kh = env.known_hosts(&s);
     let socket = env.path("tmux.sock");
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .arg("-u")
-            .arg("-S")
-            .arg(&socket)
-            .args(args)
-            // The terminal on this side speaks UTF-8, as a researcher's does.
-            .env("LANG", "C.UTF-8")
-            .env_remove("TMUX")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let tmux = |args: &[&str]| harness::tmux(&socket, args);
     let login = format!("{} -tt -p {} tina@127.0.0.1", ssh_command_line(&s.key, &kh), s.port());
     assert_ok("tmux new-session", &tmux(&["new-session", "-d", "-s", "login", "-x", "150", "-y", "40", &login]));
     let screen = || stdout(&tmux(&["capture-pane", "-p", "-t", "login"]));

@@ -173,6 +173,21 @@ pub fn ssh_base(program: &str, key: &Path, known_hosts: &Path) -> Command {
     c
 }
 
+/// Runs tmux against its own server socket, with a UTF-8 terminal on this side as a
+/// researcher's, never inside the caller's own tmux.
+pub fn tmux(socket: &Path, args: &[&str]) -> Output {
+    Command::new("tmux")
+        .arg("-u")
+        .arg("-S")
+        .arg(socket)
+        .args(args)
+        .env("LANG", "C.UTF-8")
+        .env_remove("TMUX")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// The same client as one command line, for tools that take an ssh command as text
 /// (`rsync -e`, `GIT_SSH_COMMAND`, a terminal in tmux). Test paths hold no spaces.
 pub fn ssh_command_line(key: &Path, known_hosts: &Path) -> String {

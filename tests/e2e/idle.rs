@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Env, Session, ssh_command, ssh_command_line, stderr, stdout};
+use crate::harness::{self, Env, Session, ssh_command, ssh_command_line, stderr, stdout};
 
 /// An environment whose config file also holds `settings` (TOML lines).
 fn idle_env(name: &str, settings: &str) -> Env {
@@ -224,18 +224,7 @@ fn a_logged_in_user_sees_the_expiry_warning_and_the_notice_file() {
     let s = env.create("wanda", &["--ttl", "5"]);
     let kh = env.known_hosts(&s);
     let socket = env.path("tmux.sock");
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .arg("-u")
-            .arg("-S")
-            .arg(&socket)
-            .args(args)
-            .env("LANG", "C.UTF-8")
-            .env_remove("TMUX")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let tmux = |args: &[&str]| harness::tmux(&socket, args);
     let login = format!("{} -tt -p {} wanda@127.0.0.1", ssh_command_line(&s.key, &kh), s.port());
     let made = tmux(&["new-session", "-d", "-s", "login", "-x", "200", "-y", "50", &login]);
     assert!(made.status.success(), "{}", stderr(&made));
