@@ -103,6 +103,9 @@ pub struct Settings {
     /// Swarm: `server:/export` holding every user's home as `<export>/<user>`, mounted over NFS on
     /// whichever node runs the session. Unset, a user's sessions stay on the node with the home.
     pub workspace_nfs: Option<String>,
+    /// Swarm: publish each session's port through the routing mesh (on every node) rather than
+    /// in host mode on its node only.
+    pub swarm_routing_mesh: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -177,6 +180,7 @@ impl Default for Settings {
             allowed_host_ports: Vec::new(),
             engine: EngineKind::Docker,
             workspace_nfs: None,
+            swarm_routing_mesh: false,
         }
     }
 }

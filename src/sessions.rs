@@ -557,6 +557,7 @@ impl Sessions {
             files: Vec::new(),
             home_node: None,
             workspace_nfs: None,
+            routing_mesh: false,
         };
         // Engines whose containers may run on another node take the files at create, the user's
         // keys among them (a copy: key changes reach the next session), and place the session
@@ -577,6 +578,7 @@ impl Sessions {
                 self.store().user_keys(&row.user)?.iter().map(|k| format!("{}\n", k.key_line)).collect();
             spec.files = session_files(row, uid, host_key, session_key, &passwd, &group, Some(user_keys));
             spec.workspace_nfs = s.workspace_nfs.clone();
+            spec.routing_mesh = s.swarm_routing_mesh;
             if s.workspace_nfs.is_none() {
                 spec.home_node = self.store().user_node(&row.user)?;
             }

@@ -53,6 +53,8 @@ pub struct ContainerSpec {
     pub home_node: Option<String>,
     /// Swarm: `server:/export` of the homes (`Settings::workspace_nfs`).
     pub workspace_nfs: Option<String>,
+    /// Swarm: publish the port through the routing mesh (`Settings::swarm_routing_mesh`).
+    pub routing_mesh: bool,
 }
 
 /// A file placed into a created container before it starts.

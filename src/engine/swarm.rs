@@ -444,7 +444,13 @@ fn service_spec(spec: &ContainerSpec, files: &[FileRef], constraints: Vec<String
             ports: Some(vec![EndpointPortConfig {
                 target_port: Some(i64::from(spec.container_port)),
                 published_port: Some(i64::from(spec.host_port)),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                // Host mode: on the session's node only (where sandman sends the user). The
+                // routing mesh publishes it on every node, where the hosts support it.
+                publish_mode: Some(if spec.routing_mesh {
+                    EndpointPortConfigPublishModeEnum::INGRESS
+                } else {
+                    EndpointPortConfigPublishModeEnum::HOST
+                }),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -1010,6 +1016,7 @@ mod tests {
             files: Vec::new(),
             home_node: None,
             workspace_nfs: nfs.map(str::to_string),
+            routing_mesh: false,
         }
     }
 
@@ -1058,6 +1065,9 @@ mod tests {
         let port = &s.endpoint_spec.unwrap().ports.unwrap()[0];
         assert_eq!(port.publish_mode, Some(EndpointPortConfigPublishModeEnum::HOST));
         assert_eq!((port.published_port, port.target_port), (Some(10005), Some(2222)));
+        let mesh = service_spec(&ContainerSpec { routing_mesh: true, ..spec(None) }, &files, vec![]);
+        let port = &mesh.endpoint_spec.unwrap().ports.unwrap()[0];
+        assert_eq!(port.publish_mode, Some(EndpointPortConfigPublishModeEnum::INGRESS), "swarm_routing_mesh");
         let mounts = c.mounts.unwrap();
         assert_eq!(mounts[0].typ, Some(MountType::BIND));
         assert_eq!(mounts[0].source.as_deref(), Some("/srv/workspaces/alice"));
