@@ -618,7 +618,10 @@ impl Engine for Swarm {
                     START_TIMEOUT.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // A task usually runs within a second: look often until then (each look is one
+            // small request), then calmly.
+            let pause = if started.elapsed() < Duration::from_secs(1) { 15 } else { 100 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 
