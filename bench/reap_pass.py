@@ -97,7 +97,7 @@ class Bench:
             *args,
         ]
 
-    def sandman(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run_sandman(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         return run_cmd(self.sandman_argv(*args), env=env or self.env)
 
     def instance_id(self) -> str | None:
@@ -115,7 +115,7 @@ class Bench:
         took = []
         for i in range(1, n + 1):
             start = time.perf_counter()
-            out = self.sandman("session", "create", "--user", f"reap{i}", "--json").stdout
+            out = self.run_sandman("session", "create", "--user", f"reap{i}", "--json").stdout
             took.append(time.perf_counter() - start)
             answer = json.loads(out)
             if not answer.get("container_id"):
@@ -154,7 +154,7 @@ class Bench:
     def signals(self) -> dict:
         """How many sessions the passes saw activity in, by signal (none expected: nobody is
         logged in and sshd idles)."""
-        rows = json.loads(self.sandman("session", "list", "--json").stdout)
+        rows = json.loads(self.run_sandman("session", "list", "--json").stdout)
         seen: dict[str, int] = {}
         for r in rows:
             key = r.get("last_activity_signal") or "none"
@@ -167,7 +167,9 @@ class Bench:
         start = time.perf_counter()
         proc = subprocess.Popen(self.sandman_argv("reap", "--json"), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-        lines = [f"{(time.perf_counter() - start) * 1000:7.1f} ms  {line.rstrip()}" for line in proc.stderr]
+        # Response bodies in the debug log run to kilobytes: the first 160 characters of each.
+        lines = [f"{(time.perf_counter() - start) * 1000:7.1f} ms  {line.rstrip()[:160]}"
+                 for line in proc.stderr if line.strip()]
         proc.wait()
         lines.append(f"{(time.perf_counter() - start) * 1000:7.1f} ms  (exit {proc.returncode})")
         return lines
@@ -184,14 +186,14 @@ class Bench:
             return remove
 
         steps = [
-            ("remove sessions", lambda: self.sandman("session", "rm", "--all", "--yes")),
-            ("reap", lambda: self.sandman("reap", "--quiet")),
+            ("remove sessions", lambda: self.run_sandman("session", "rm", "--all", "--yes")),
+            ("reap", lambda: self.run_sandman("reap", "--quiet")),
             ("remove containers on the network", containers(f"network={self.network}")),
         ]
         if instance:
             steps.append(("remove containers of the instance", containers(f"label=sandman.instance={instance}")))
         steps += [
-            ("remove firewall rules", lambda: self.sandman("firewall", "remove", "--quiet")),
+            ("remove firewall rules", lambda: self.run_sandman("firewall", "remove", "--quiet")),
             ("remove network", self._remove_network),
             ("remove temporary files", lambda: shutil.rmtree(self.tmp)),
         ]
@@ -234,9 +236,34 @@ def measure(bench: Bench, n: int, passes: int, empty_passes: int, trace: bool) -
         "ratio": statistics.median(a) / statistics.median(b),
         "signals_after": bench.signals(),
     }
-    if trace:
-        result["trace"] = bench.trace_pass()
+    # One more pass, untimed, with sandman's debug log: where a pass spends its time.
+    result["trace"] = bench.trace_pass()
+    result["breakdown"] = breakdown(result["trace"])
+    if not trace:
+        del result["trace"]
     return result
+
+
+def breakdown(trace: list[str]) -> list[tuple[str, float]]:
+    """Splits the debug pass at its "activity read ... took_ms=N" line and at the firewall
+    check's network inspect after it; [] when the log does not have them."""
+    def at(line: str) -> float:
+        return float(line.split(" ms", 1)[0]) / 1000
+
+    read = next((i for i, l in enumerate(trace) if "activity read" in l and "took_ms=" in l), None)
+    if read is None:
+        return []
+    took = int(trace[read].split("took_ms=", 1)[1].split()[0]) / 1000
+    fw = next((i for i in range(read + 1, len(trace)) if "/networks/" in trace[i]), None)
+    end = at(trace[-1])
+    if fw is None:
+        return []
+    return [
+        ("start, database, identity check, listing", at(trace[read]) - took),
+        ("reading activity (inspect, /proc, cgroup), all sessions at once", took),
+        ("sshd probes (all at once), records, notices", at(trace[fw]) - at(trace[read])),
+        ("firewall check, exit", end - at(trace[fw])),
+    ]
 
 
 def results_section(report: dict) -> str:
@@ -251,7 +278,7 @@ def results_section(report: dict) -> str:
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, "
         f"Docker Engine {m['docker_server']}; load average {m['load_average_1m']:.2f} at the end",
         f"- sandman: {report['sandman_binary']}"
-        + (" (built here" if report["sandman_built"] else " (given;")
+        + (" (built here;" if report["sandman_built"] else " (given;")
         + f" working tree at {m['sandman_revision']})",
         f"- Sessions: {n} running, idle (nobody logged in), no GPU; created in "
         f"{ms(statistics.median(report['creates_s']))} each (median)",
@@ -273,6 +300,18 @@ def results_section(report: dict) -> str:
         "",
         f"Activity the passes recorded afterwards (`last_activity_signal` per session): {signals}.",
         "",
+    ]
+    if report.get("breakdown"):
+        lines += [
+            f"Where one more pass (untimed, with sandman's debug log) spent its "
+            f"{ms(sum(s for _, s in report['breakdown']))}, by the times of its log lines:",
+            "",
+            "| part | time |",
+            "|---|---:|",
+        ]
+        lines += [f"| {name} | {ms(sec)} |" for name, sec in report["breakdown"]]
+        lines.append("")
+    lines += [
         "Samples, in run order (ms): reap "
         + ", ".join(f"{s * 1000:.0f}" for s in a["samples_s"])
         + "; inspect "
@@ -296,6 +335,8 @@ def print_report(report: dict) -> None:
     print(f"first pass after the creates: {ms(report['first_pass_s'])} "
           f"(notices written: {report['notices_after_first_pass']}/{n})")
     print(f"activity recorded afterwards: {report['signals_after']}")
+    for name, sec in report.get("breakdown", []):
+        print(f"  {ms(sec):>8}  {name}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -306,7 +347,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sandman", type=Path, help="sandman binary to time (default: build target/release/sandman)")
     p.add_argument("--ports", default="31400-31499", help="host ports for the sessions, START-END (default 31400-31499)")
     p.add_argument("--trace", action="store_true",
-                   help="afterwards, one more pass with sandman's debug log, printed on stderr with times")
+                   help="print the debug pass's log on stderr, each line with its time")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to update (default bench/results.md)")
     p.add_argument("--no-results", action="store_true", help="do not update the results file")
