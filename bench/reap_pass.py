@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# The sibling modules are imported from source; no __pycache__ is left in the tree.
+sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from create_vs_docker_run import (  # noqa: E402
     IMAGE,
