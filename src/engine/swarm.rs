@@ -133,8 +133,9 @@ impl Swarm {
         Ok(tasks)
     }
 
-    /// Constraints that put the session where its home and its GPU are.
-    async fn constraints(&self, spec: &ContainerSpec) -> Result<Vec<String>> {
+    /// Constraints that put the session where its home and its GPU are (`manager`: this
+    /// manager's node id).
+    async fn constraints(&self, spec: &ContainerSpec, manager: &str) -> Result<Vec<String>> {
         let gpu_uuid = spec.gpu.as_ref().map(|g| match g {
             GpuAccess::NvidiaDevice(u) | GpuAccess::EnvOnly(u) => u.clone(),
             GpuAccess::Cdi(name) => name.rsplit('=').next().unwrap_or(name).to_string(),
@@ -157,20 +158,20 @@ impl Swarm {
         let home_node = match (&spec.workspace_nfs, &spec.home_node) {
             (Some(_), _) => None,
             (None, Some(node)) => Some(node.clone()),
-            (None, None) => Some(self.manager_node().await?),
+            (None, None) => Some(manager.to_string()),
         };
         placement_constraints(&spec.user, home_node.as_deref(), gpu_node.as_deref())
     }
 
-    /// Creates the configs and secrets of a session; on a failure removes the ones made.
+    /// Creates the configs and secrets of a session, all at once; on a failure removes the ones
+    /// made.
     async fn create_files(&self, spec: &ContainerSpec, labels: &HashMap<String, String>) -> Result<Vec<FileRef>> {
-        let mut made = Vec::new();
-        for (i, file) in spec.files.iter().enumerate() {
+        let creates = spec.files.iter().enumerate().map(|(i, file)| async move {
             let name = format!("{}.{i}", spec.name);
             // Swarm refuses empty configs and secrets; an empty line means the same to sshd.
             let contents = if file.contents.is_empty() { b"\n".to_vec() } else { file.contents.clone() };
             let data = Some(Base64::encode_string(&contents));
-            let made_one = if file.secret {
+            let made = if file.secret {
                 let secret =
                     SecretSpec { name: Some(name.clone()), labels: Some(labels.clone()), data, ..Default::default() };
                 self.client().create_secret(secret).await.map(|r| r.id)
@@ -179,15 +180,16 @@ impl Swarm {
                     ConfigSpec { name: Some(name.clone()), labels: Some(labels.clone()), data, ..Default::default() };
                 self.client().create_config(config).await.map(|r| r.id)
             };
-            match made_one {
-                Ok(id) => made.push(FileRef { id, name, file: file.clone() }),
-                Err(e) => {
-                    let _ = self.remove_files(&spec.name).await;
-                    return Err(map_err(e, &format!("create swarm config {name}")));
-                }
+            match made {
+                Ok(id) => Ok(FileRef { id, name, file: file.clone() }),
+                Err(e) => Err(map_err(e, &format!("create swarm config {name}"))),
             }
+        });
+        let results = futures_util::future::join_all(creates).await;
+        if results.iter().any(|r| r.is_err()) {
+            let _ = self.remove_files(&spec.name).await;
         }
-        Ok(made)
+        results.into_iter().collect()
     }
 
     /// Removes the configs and secrets labelled with `service`.
@@ -550,18 +552,23 @@ impl Engine for Swarm {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String> {
-        self.manager_node().await?;
-        if !self.docker.network_exists(&spec.network).await?
-            || !self.docker.network_exists(&local_network(&spec.network)).await?
-        {
+        // Independent questions to the engine, asked at once.
+        let local = local_network(&spec.network);
+        let (manager, network, local_network, image) = tokio::try_join!(
+            self.manager_node(),
+            self.docker.network_exists(&spec.network),
+            self.docker.network_exists(&local),
+            self.docker.image_id(&spec.image),
+        )?;
+        if !network || !local_network {
             return Err(Error::NotFound(format!("network {} not found", spec.network)));
         }
         // Named by its id: every node runs the manager's exact image, and none tries a registry
         // first (offline nodes would wait for that to time out).
-        let Some(image_id) = self.docker.image_id(&spec.image).await? else {
+        let Some(image_id) = image else {
             return Err(Error::Unavailable(format!("image {} is not on this host", spec.image)));
         };
-        let constraints = self.constraints(spec).await?;
+        let constraints = self.constraints(spec, &manager).await?;
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_SERVICE.into(), spec.name.clone());
         let files = self.create_files(spec, &labels).await?;
