@@ -279,6 +279,10 @@ pub struct CreateArgs {
     /// Size of /dev/shm, counted in the memory limit [default: [limits] shm_size, else half the memory, at most 8g]
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,
+    /// Size limit of the container's writable layer (needs a storage driver that enforces it)
+    /// [default: [limits] writable_layer, else none]
+    #[arg(long, value_name = "SIZE")]
+    pub writable_layer: Option<String>,
     /// Give a new user the existing directory <workspace_root>/<user> even though another uid owns it
     #[arg(long)]
     pub adopt_workspace: bool,
