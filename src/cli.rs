@@ -173,7 +173,7 @@ pub enum SessionCommand {
 The private key is shown once and never stored; it works for this session only. With
 --public-key no key pair is made, and the key joins the user's keys (`sandman user key`), which
 later sessions accept too. The output ends with an ssh config Host block (`ssh sandman-<user>`).")]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List sessions
     #[command(after_help = "Examples:
   sandman session list

@@ -400,7 +400,8 @@ mod tests {
         assert_eq!(none.resolve(&ask, None, 1, HOST).unwrap().writable_layer, Some(G), "no maximum without a default");
         assert_eq!(none.writable_layer_wanted(&ask), Some(G));
 
-        let l = limits("writable_layer = \"20g\"\n[profile.big]\nwritable_layer = \"50g\"\nmax_writable_layer = \"80g\"");
+        let l =
+            limits("writable_layer = \"20g\"\n[profile.big]\nwritable_layer = \"50g\"\nmax_writable_layer = \"80g\"");
         assert!(l.check(HOST).is_ok());
         assert_eq!(l.resolve(&LimitRequest::default(), None, 1, HOST).unwrap().writable_layer, Some(20 * G));
         assert_eq!(l.resolve(&LimitRequest::default(), Some("big"), 1, HOST).unwrap().writable_layer, Some(50 * G));

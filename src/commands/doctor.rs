@@ -258,7 +258,11 @@ fn writable_layer(settings: &Settings, driver: &str, backing: Option<&str>) -> C
                 format!(
                     "writable_layer {} per session, enforced by storage driver {storage}{}",
                     crate::validate::format_size(size),
-                    if driver == "overlay2" { " (the engine refuses a create if its data root lacks pquota)" } else { "" }
+                    if driver == "overlay2" {
+                        " (the engine refuses a create if its data root lacks pquota)"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             Some(why) => fail(

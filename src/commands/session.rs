@@ -15,7 +15,7 @@ use crate::{ssh, validate};
 
 pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Result<()> {
     match cmd {
-        SessionCommand::Create(args) => create(sessions, args, quiet).await,
+        SessionCommand::Create(args) => create(sessions, *args, quiet).await,
         SessionCommand::List { json } => {
             let rows = sessions.list()?;
             if json {

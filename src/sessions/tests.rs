@@ -767,12 +767,15 @@ async fn a_writable_layer_limit_reaches_the_container_where_the_storage_enforces
     assert_eq!(lab.engine.spec(id).unwrap().limits.writable_layer, Some(20 * g), "the default");
     assert_eq!(lab.sessions.get(&alice.id).unwrap().limits.unwrap().writable_layer, Some(20 * g), "on the row");
 
-    let smaller = CreateRequest { limits: LimitRequest { writable_layer: Some(g), ..Default::default() }, ..request("bob") };
+    let smaller =
+        CreateRequest { limits: LimitRequest { writable_layer: Some(g), ..Default::default() }, ..request("bob") };
     let bob = lab.create_with(smaller, &CancellationToken::new()).await.unwrap().session;
     assert_eq!(lab.engine.spec(bob.container_id.as_deref().unwrap()).unwrap().limits.writable_layer, Some(g));
 
-    let larger =
-        CreateRequest { limits: LimitRequest { writable_layer: Some(21 * g), ..Default::default() }, ..request("carol") };
+    let larger = CreateRequest {
+        limits: LimitRequest { writable_layer: Some(21 * g), ..Default::default() },
+        ..request("carol")
+    };
     let Err(e) = lab.create_with(larger, &CancellationToken::new()).await else { panic!("created") };
     assert_eq!(e.kind(), crate::error::ErrorKind::InvalidInput, "{e}");
     assert!(e.to_string().contains("21g is above the maximum 20g (writable_layer in [limits])"), "{e}");
@@ -783,8 +786,10 @@ async fn a_writable_layer_limit_reaches_the_container_where_the_storage_enforces
 async fn a_writable_layer_limit_the_storage_cannot_enforce_refuses_the_create() {
     // Asked by the create, on the fake's default storage (overlay2 on extfs).
     let lab = Lab::new();
-    let asked =
-        CreateRequest { limits: LimitRequest { writable_layer: Some(1 << 30), ..Default::default() }, ..request("alice") };
+    let asked = CreateRequest {
+        limits: LimitRequest { writable_layer: Some(1 << 30), ..Default::default() },
+        ..request("alice")
+    };
     let Err(e) = lab.create_with(asked, &CancellationToken::new()).await else { panic!("created without its limit") };
     assert!(matches!(e, Error::Unavailable(_)), "{e}");
     let text = e.to_string();
