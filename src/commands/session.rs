@@ -274,7 +274,11 @@ fn print_details(r: &SessionRow, v: SessionView, host_idle: u32) -> Result<()> {
             ("/dev/shm", size(l.shm_size_bytes)),
             ("pids", l.pids.to_string()),
             ("log", format!("{} x {} files", size(l.log_size_bytes), l.log_files)),
-            ("writable layer", l.writable_layer_bytes.map_or_else(|| "no limit".to_string(), size)),
+            (
+                "layer limit",
+                l.writable_layer_bytes
+                    .map_or_else(|| "none".to_string(), |b| format!("{} (files written outside the home)", size(b))),
+            ),
         ],
         None => vec![("limits", "not recorded (made by an older sandman)".to_string())],
     };

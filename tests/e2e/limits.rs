@@ -60,6 +60,8 @@ fn limits_reach_the_container_and_an_oom_kill_stays_in_its_session() {
     assert!(shown["workspace_usage_bytes"].as_u64().unwrap() > 0, "{shown}");
     let text = env.ok(&["session", "show", alice.id()]);
     assert!(text.contains("256m (no swap beyond it)") && text.contains("/dev/shm      64m"), "{text}");
+    assert!(text.contains("\nlayer limit   none\n"), "no writable-layer limit unless set: {text}");
+    assert!(shown["limits"].get("writable_layer_bytes").is_none(), "{shown}");
     let listed = env.sessions();
     assert!(listed.iter().any(|s| s["limits"]["memory_bytes"] == 256 * mib), "{listed:?}");
 
@@ -151,6 +153,18 @@ fn the_api_takes_limits_and_metrics_count_oom_kills_and_workspace_bytes() {
     let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "cpus": "two"})));
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("cpus"), "{}", r.text());
+    // A writable-layer limit: a bad size is 400; one this host cannot enforce is 503 (not on a
+    // host whose storage can, where the create goes on).
+    let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "writable_layer": "1q"})));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("invalid writable_layer"), "{}", r.text());
+    let (driver, backing) = storage();
+    if !matches!((driver.as_str(), backing.as_deref()), ("overlay2", Some("xfs")) | ("btrfs" | "zfs", _)) {
+        let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "writable_layer": "1g"})));
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.error().contains("writable_layer = \"1g\" cannot be enforced"), "{}", r.text());
+        assert!(env.sessions().is_empty() && env.containers().is_empty());
+    }
 
     let body = json!({"user_id": "erin", "memory": "256m", "cpus": 0.5, "shm_size": "32m"});
     let r = serve.call("POST", "/sessions", Some(&body));
