@@ -2287,7 +2287,7 @@ _sandman() {
             return 0
             ;;
         sandman__subcmd__session__subcmd__create)
-            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --adopt-workspace --idle-timeout --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
+            opts="-v -q -h -V --user --ttl --profile --gpu --image --public-key --key-file --memory --cpus --shm-size --writable-layer --adopt-workspace --idle-timeout --json --config --db --workspace-root --ssh-port-start --ssh-port-end --gpu-backend --gpu-sim-file --idle-timeout-minutes --activity-bump-minutes --cpu-active-percent --protect-busy-gpu --engine --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2330,6 +2330,10 @@ _sandman() {
                     return 0
                     ;;
                 --shm-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --writable-layer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -173,7 +173,7 @@ pub enum SessionCommand {
 The private key is shown once and never stored; it works for this session only. With
 --public-key no key pair is made, and the key joins the user's keys (`sandman user key`), which
 later sessions accept too. The output ends with an ssh config Host block (`ssh sandman-<user>`).")]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List sessions
     #[command(after_help = "Examples:
   sandman session list
@@ -279,6 +279,10 @@ pub struct CreateArgs {
     /// Size of /dev/shm, counted in the memory limit [default: [limits] shm_size, else half the memory, at most 8g]
     #[arg(long, value_name = "SIZE")]
     pub shm_size: Option<String>,
+    /// Size limit of the container's writable layer (needs a storage driver that enforces it)
+    /// [default: [limits] writable_layer, else none]
+    #[arg(long, value_name = "SIZE")]
+    pub writable_layer: Option<String>,
     /// Give a new user the existing directory <workspace_root>/<user> even though another uid owns it
     #[arg(long)]
     pub adopt_workspace: bool,

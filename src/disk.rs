@@ -68,6 +68,27 @@ pub fn project_quotas(path: &Path) -> (bool, String) {
     (supported, format!("{fs} on {point} ({options})"))
 }
 
+/// Whether the engine's storage can limit a container's writable layer (`--storage-opt size=`):
+/// overlay2 on xfs (whose data root must also be mounted with `pquota`, which the engine checks
+/// at create), or btrfs, zfs, devicemapper, windowsfilter. `backing` is the engine's "Backing
+/// Filesystem" (`xfs`, `extfs`).
+pub fn layer_limit_possible(driver: &str, backing: Option<&str>) -> bool {
+    match driver {
+        "overlay2" => backing == Some("xfs"),
+        "btrfs" | "zfs" | "devicemapper" | "windowsfilter" => true,
+        _ => false,
+    }
+}
+
+/// The engine's storage in words: `overlay2 on extfs`.
+pub fn storage_words(driver: &str, backing: Option<&str>) -> String {
+    let driver = if driver.is_empty() { "(unknown)" } else { driver };
+    match backing {
+        Some(b) => format!("{driver} on {b}"),
+        None => driver.to_string(),
+    }
+}
+
 /// The block device mounted where `path` lives (the mount's source, such as `/dev/loop3`), which
 /// `quotactl` names the file system by.
 pub fn mount_device(path: &Path) -> Option<PathBuf> {
@@ -115,6 +136,18 @@ mod tests {
         assert!((256 << 10..(256 << 10) + (64 << 10)).contains(&grown), "{grown}: one copy, not the link's target");
         let rushed = usage(dir.path(), Duration::ZERO).unwrap();
         assert!(!rushed.complete && rushed.bytes <= used.bytes, "{rushed:?}");
+    }
+
+    #[test]
+    fn the_writable_layer_can_be_limited_on_few_storage_drivers() {
+        assert!(layer_limit_possible("overlay2", Some("xfs")));
+        assert!(!layer_limit_possible("overlay2", Some("extfs")));
+        assert!(!layer_limit_possible("overlay2", None));
+        assert!(!layer_limit_possible("fuse-overlayfs", None));
+        assert!(!layer_limit_possible("vfs", Some("xfs")));
+        assert!(layer_limit_possible("btrfs", Some("btrfs")) && layer_limit_possible("zfs", None));
+        assert_eq!(storage_words("overlay2", Some("extfs")), "overlay2 on extfs");
+        assert_eq!(storage_words("", None), "(unknown)");
     }
 
     #[test]

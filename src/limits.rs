@@ -59,14 +59,29 @@ pub struct Limits {
     pub log_size: Option<ByteSize>,
     /// Rotated log files kept (json-file `max-file`); 3.
     pub log_files: Option<u32>,
+    /// Size limit of the container's writable layer (`--storage-opt size=`); unset: none. Needs a
+    /// storage driver that can enforce it (see `disk::layer_limit_possible`).
+    pub writable_layer: Option<ByteSize>,
+    /// The most a create may ask for; default: `writable_layer` where set, else no maximum.
+    pub max_writable_layer: Option<ByteSize>,
     /// Overrides for sessions on one MIG profile (in `[limits]` only).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub profile: BTreeMap<String, Limits>,
 }
 
 /// The keys of `[limits]` that a `SANDMAN_LIMITS_<KEY>` variable may set.
-pub const SCALAR_KEYS: &[&str] =
-    &["memory", "cpus", "shm_size", "max_memory", "max_cpus", "max_shm_size", "log_size", "log_files"];
+pub const SCALAR_KEYS: &[&str] = &[
+    "memory",
+    "cpus",
+    "shm_size",
+    "max_memory",
+    "max_cpus",
+    "max_shm_size",
+    "log_size",
+    "log_files",
+    "writable_layer",
+    "max_writable_layer",
+];
 
 /// What one create asks for; `None` takes the default.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -74,6 +89,7 @@ pub struct LimitRequest {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub shm_size: Option<u64>,
+    pub writable_layer: Option<u64>,
 }
 
 /// The limits one session runs under, as stored on its row and given to the engine.
@@ -85,6 +101,8 @@ pub struct SessionLimits {
     pub pids: i64,
     pub log_size: u64,
     pub log_files: u32,
+    /// Size limit of the container's writable layer; `None`: none.
+    pub writable_layer: Option<u64>,
 }
 
 impl SessionLimits {
@@ -151,6 +169,15 @@ impl Limits {
             }
         }
         Ok(())
+    }
+
+    /// The writable-layer size some session may get: what the request asks, else the first
+    /// `writable_layer` of `[limits]` or of a profile. A host whose storage cannot enforce it
+    /// refuses such creates before anything is reserved.
+    pub fn writable_layer_wanted(&self, req: &LimitRequest) -> Option<u64> {
+        req.writable_layer
+            .or(self.writable_layer.map(|s| s.0))
+            .or_else(|| self.profile.values().find_map(|l| l.writable_layer.map(|s| s.0)))
     }
 
     fn bound<T: Copy>(
@@ -228,6 +255,28 @@ impl Limits {
         if shm_value > memory_value {
             return above("shm_size", size(shm_value), size(memory_value), "the session's memory limit");
         }
+        let layer = self.bound(
+            profile,
+            |l| l.writable_layer.map(|s| s.0),
+            |l| l.max_writable_layer.map(|s| s.0),
+            "writable_layer",
+            (u64::MAX, ""),
+        );
+        // Without a maximum the default is the most a create may ask for (none: any size).
+        let (layer_max, layer_max_name) = match (layer.max, layer.default) {
+            (u64::MAX, Some(default)) => {
+                let scope = match profile.filter(|p| self.profile.get(*p).is_some_and(|l| l.writable_layer.is_some())) {
+                    Some(p) => format!("writable_layer of [limits.profile.\"{p}\"]"),
+                    None => "writable_layer in [limits]".to_string(),
+                };
+                (default, scope)
+            }
+            (max, _) => (max, layer.max_name),
+        };
+        let layer_value = req.writable_layer.or(layer.default);
+        if let Some(v) = layer_value.filter(|v| *v > layer_max) {
+            return above("writable_layer", size(v), size(layer_max), &layer_max_name);
+        }
         Ok(SessionLimits {
             memory: memory_value,
             cpus: cpus_value,
@@ -241,6 +290,7 @@ impl Limits {
                 .bound(profile, |l| l.log_files, |_| None, "log_files", (0, ""))
                 .default
                 .unwrap_or(DEFAULT_LOG_FILES),
+            writable_layer: layer_value,
         })
     }
 }
@@ -261,7 +311,15 @@ mod tests {
         let l = Limits::default().resolve(&LimitRequest::default(), None, 1024, HOST).unwrap();
         assert_eq!(
             l,
-            SessionLimits { memory: 16 * G, cpus: 8.0, shm_size: 8 * G, pids: 1024, log_size: 10 << 20, log_files: 3 }
+            SessionLimits {
+                memory: 16 * G,
+                cpus: 8.0,
+                shm_size: 8 * G,
+                pids: 1024,
+                log_size: 10 << 20,
+                log_files: 3,
+                writable_layer: None
+            }
         );
         let small = Host { memory: 4 * G, cpus: 1 };
         let l = Limits::default().resolve(&LimitRequest::default(), None, 1, small).unwrap();
@@ -291,7 +349,7 @@ mod tests {
             "cpus: half the host, capped at max_cpus"
         );
 
-        let ask = LimitRequest { memory: Some(40 * G), cpus: Some(10.0), shm_size: Some(G) };
+        let ask = LimitRequest { memory: Some(40 * G), cpus: Some(10.0), shm_size: Some(G), writable_layer: None };
         assert_eq!(l.resolve(&ask, Some("7g.80gb"), 1, HOST).unwrap().memory, 40 * G);
         let e = l.resolve(&ask, Some("1g.10gb"), 1, HOST).unwrap_err().to_string();
         assert_eq!(e, "invalid memory: 40g is above the maximum 16g (max_memory in [limits])");
@@ -331,5 +389,32 @@ mod tests {
         assert_eq!((big.log_size, big.log_files), (1 << 20, 9), "a profile's log setting wins, [limits]' stays");
         let e = limits("[profile.\"3g.40gb\"]\ncpus = 20").check(HOST).unwrap_err().to_string();
         assert!(e.contains("[limits.profile.\"3g.40gb\"]") && e.contains("20 is above"), "{e}");
+    }
+
+    #[test]
+    fn the_writable_layer_is_unlimited_unless_set_and_a_create_stays_within_its_maximum() {
+        let none = Limits::default();
+        assert_eq!(none.resolve(&LimitRequest::default(), None, 1, HOST).unwrap().writable_layer, None);
+        assert_eq!(none.writable_layer_wanted(&LimitRequest::default()), None);
+        let ask = LimitRequest { writable_layer: Some(G), ..Default::default() };
+        assert_eq!(none.resolve(&ask, None, 1, HOST).unwrap().writable_layer, Some(G), "no maximum without a default");
+        assert_eq!(none.writable_layer_wanted(&ask), Some(G));
+
+        let l =
+            limits("writable_layer = \"20g\"\n[profile.big]\nwritable_layer = \"50g\"\nmax_writable_layer = \"80g\"");
+        assert!(l.check(HOST).is_ok());
+        assert_eq!(l.resolve(&LimitRequest::default(), None, 1, HOST).unwrap().writable_layer, Some(20 * G));
+        assert_eq!(l.resolve(&LimitRequest::default(), Some("big"), 1, HOST).unwrap().writable_layer, Some(50 * G));
+        let e = l.resolve(&LimitRequest { writable_layer: Some(30 * G), ..ask }, None, 1, HOST).unwrap_err();
+        assert_eq!(e.to_string(), "invalid writable_layer: 30g is above the maximum 20g (writable_layer in [limits])");
+        let big = l.resolve(&LimitRequest { writable_layer: Some(60 * G), ..ask }, Some("big"), 1, HOST).unwrap();
+        assert_eq!(big.writable_layer, Some(60 * G));
+        let e = l.resolve(&LimitRequest { writable_layer: Some(90 * G), ..ask }, Some("big"), 1, HOST).unwrap_err();
+        assert!(e.to_string().contains("80g (max_writable_layer of [limits.profile.\"big\"])"), "{e}");
+
+        let only_profile = limits("[profile.big]\nwritable_layer = \"5g\"");
+        assert_eq!(only_profile.writable_layer_wanted(&LimitRequest::default()), Some(5 * G));
+        let e = limits("writable_layer = \"8g\"\nmax_writable_layer = \"4g\"").check(HOST).unwrap_err().to_string();
+        assert!(e.contains("8g is above the maximum 4g"), "{e}");
     }
 }

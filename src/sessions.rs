@@ -379,6 +379,12 @@ impl Sessions {
 
         self.check_identity().await?;
         let engine = self.engine().await?;
+        if let Some(layer) = s.limits.writable_layer_wanted(&req.limits) {
+            let (driver, backing) = engine.storage().await?;
+            if let Some(why) = writable_layer_refusal(layer, s.engine, &driver, backing.as_deref()) {
+                return Err(Error::Unavailable(why));
+            }
+        }
         let Some(image_id) = engine.image_id(&image).await? else {
             return Err(if req.image.is_some() {
                 Error::invalid("image", format!("{image:?} is not on this host; build or load it first"))
@@ -823,6 +829,33 @@ pub fn workspace_quota_refusal(quota: u64, root: &std::path::Path) -> String {
         validate::format_size(quota),
         root.display()
     )
+}
+
+/// Why a writable-layer limit of `size` cannot be honoured on this engine (`None`: it can): a
+/// swarm service has no storage options, and only some storage drivers enforce one (see
+/// `disk::layer_limit_possible`). A create is refused rather than run without the limit.
+pub fn writable_layer_refusal(
+    size: u64,
+    engine: crate::config::EngineKind,
+    driver: &str,
+    backing: Option<&str>,
+) -> Option<String> {
+    let size = validate::format_size(size);
+    if engine == crate::config::EngineKind::Swarm {
+        return Some(format!(
+            "writable_layer = \"{size}\" cannot be enforced: swarm services cannot set storage options; \
+             unset writable_layer (and --writable-layer), or run sessions with engine = \"docker\""
+        ));
+    }
+    (!crate::disk::layer_limit_possible(driver, backing)).then(|| {
+        format!(
+            "writable_layer = \"{size}\" cannot be enforced: the engine's storage driver is {}, which cannot limit \
+             a container's writable layer (that needs overlay2 on xfs mounted with pquota, or btrfs, zfs, \
+             devicemapper); unset writable_layer (and --writable-layer), or move Docker's data root to xfs \
+             mounted with pquota",
+            crate::disk::storage_words(driver, backing)
+        )
+    })
 }
 
 /// Refuses a session network on which containers may reach one another, unless `allow_icc`.

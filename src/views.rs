@@ -91,6 +91,10 @@ pub struct LimitsView {
     pub log_size_bytes: u64,
     /// ... keeping this many files.
     pub log_files: u32,
+    /// Size limit of the container's writable layer (files written outside the home) in bytes;
+    /// absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writable_layer_bytes: Option<u64>,
 }
 
 impl From<&SessionLimits> for LimitsView {
@@ -102,6 +106,7 @@ impl From<&SessionLimits> for LimitsView {
             pids: l.pids,
             log_size_bytes: l.log_size,
             log_files: l.log_files,
+            writable_layer_bytes: l.writable_layer,
         }
     }
 }

@@ -99,7 +99,7 @@ pub async fn run(settings: &Settings, json: bool, adopt_database: bool) -> Resul
                 Err(e) => fail("image", e.to_string(), "check the Docker engine"),
             });
             checks.push(match docker.storage().await {
-                Ok((driver, backing)) => pass("writable layer", writable_layer(&driver, backing.as_deref())),
+                Ok((driver, backing)) => writable_layer(settings, &driver, backing.as_deref()),
                 Err(e) => fail("writable layer", e.to_string(), "check the Docker engine"),
             });
             checks.push(match docker.network_icc(&settings.network).await {
@@ -227,18 +227,50 @@ async fn firewall(settings: &Settings, docker: &dyn Engine) -> Check {
     }
 }
 
-/// Whether a container's writable layer could be limited (`--storage-opt size=`): only overlay2
-/// on xfs with project quotas. sandman sets no such limit; the line says what the host allows.
-fn writable_layer(driver: &str, backing: Option<&str>) -> String {
-    let on = backing.map(|b| format!(" on {b}")).unwrap_or_default();
-    if driver == "overlay2" && backing == Some("xfs") {
-        format!(
-            "storage driver {driver}{on}: a size limit per container is possible if the engine's data root is mounted with pquota; sandman sets none, so the workspace is the place for data"
-        )
-    } else {
-        format!(
-            "storage driver {driver}{on}: the engine cannot limit a container's writable layer (needs overlay2 on xfs with pquota); files written outside the home count against the engine's disk"
-        )
+/// `writable_layer`: whether it is set (in `[limits]` or a profile) and whether the engine's
+/// storage can enforce it (`--storage-opt size=`; see `disk::layer_limit_possible`).
+fn writable_layer(settings: &Settings, driver: &str, backing: Option<&str>) -> Check {
+    let storage = crate::disk::storage_words(driver, backing);
+    let possible = crate::disk::layer_limit_possible(driver, backing);
+    let wanted = settings.limits.writable_layer_wanted(&crate::limits::LimitRequest::default());
+    match wanted {
+        None if possible && settings.engine == crate::config::EngineKind::Docker => pass(
+            "writable layer",
+            format!(
+                "writable_layer not set; storage driver {storage} can limit a container's writable layer{}",
+                if driver == "overlay2" { " if the engine's data root is mounted with pquota" } else { "" }
+            ),
+        ),
+        None => pass(
+            "writable layer",
+            format!(
+                "writable_layer not set; storage driver {storage}{}: files written outside the home count against the engine's disk",
+                if settings.engine == crate::config::EngineKind::Swarm {
+                    " (swarm services cannot limit a writable layer)"
+                } else {
+                    " cannot limit a container's writable layer (needs overlay2 on xfs with pquota, btrfs, zfs or devicemapper)"
+                }
+            ),
+        ),
+        Some(size) => match crate::sessions::writable_layer_refusal(size, settings.engine, driver, backing) {
+            None => pass(
+                "writable layer",
+                format!(
+                    "writable_layer {} per session, enforced by storage driver {storage}{}",
+                    crate::validate::format_size(size),
+                    if driver == "overlay2" {
+                        " (the engine refuses a create if its data root lacks pquota)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            Some(why) => fail(
+                "writable layer",
+                why,
+                "unset writable_layer, or move Docker's data root to xfs mounted with pquota: session create is refused until then",
+            ),
+        },
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{ssh, validate};
 
 pub async fn run(sessions: &Sessions, cmd: SessionCommand, quiet: bool) -> Result<()> {
     match cmd {
-        SessionCommand::Create(args) => create(sessions, args, quiet).await,
+        SessionCommand::Create(args) => create(sessions, *args, quiet).await,
         SessionCommand::List { json } => {
             let rows = sessions.list()?;
             if json {
@@ -103,6 +103,7 @@ async fn create(sessions: &Sessions, args: CreateArgs, quiet: bool) -> Result<()
             memory: args.memory.as_deref().map(|m| validate::size("memory", m)).transpose()?,
             cpus: args.cpus,
             shm_size: args.shm_size.as_deref().map(|m| validate::size("shm_size", m)).transpose()?,
+            writable_layer: args.writable_layer.as_deref().map(|m| validate::size("writable_layer", m)).transpose()?,
         },
         adopt_workspace: args.adopt_workspace,
         idle_timeout_minutes: args.idle_timeout,
@@ -273,6 +274,11 @@ fn print_details(r: &SessionRow, v: SessionView, host_idle: u32) -> Result<()> {
             ("/dev/shm", size(l.shm_size_bytes)),
             ("pids", l.pids.to_string()),
             ("log", format!("{} x {} files", size(l.log_size_bytes), l.log_files)),
+            (
+                "layer limit",
+                l.writable_layer_bytes
+                    .map_or_else(|| "none".to_string(), |b| format!("{} (files written outside the home)", size(b))),
+            ),
         ],
         None => vec![("limits", "not recorded (made by an older sandman)".to_string())],
     };

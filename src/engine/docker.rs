@@ -243,6 +243,8 @@ impl Engine for Docker {
                     ("max-file".to_string(), spec.limits.log_files.to_string()),
                 ])),
             }),
+            // Where the storage driver allows it (checked before the create); bytes.
+            storage_opt: spec.limits.writable_layer.map(|size| HashMap::from([("size".to_string(), size.to_string())])),
             init: Some(true),
             network_mode: Some(spec.network.clone()),
             port_bindings: Some(HashMap::from([(

@@ -82,6 +82,8 @@ struct State {
     /// Set: an engine with nodes (like a swarm), which takes files at create and places every
     /// session on this node.
     node: Option<Placement>,
+    /// Set: the storage driver and backing file system `storage` answers (else overlay2 on extfs).
+    storage: Option<(String, Option<String>)>,
 }
 
 /// A command run in a container through `exec_as`.
@@ -193,6 +195,11 @@ impl FakeEngine {
     pub fn spec(&self, id_or_name: &str) -> Option<ContainerSpec> {
         let state = self.lock();
         find(&state, id_or_name).and_then(|id| state.containers[&id].spec.clone())
+    }
+
+    /// Sets the storage driver and backing file system the engine reports.
+    pub fn set_storage(&self, driver: &str, backing: Option<&str>) {
+        self.lock().storage = Some((driver.to_string(), backing.map(str::to_string)));
     }
 
     pub fn set_oom_kills(&self, id: &str, kills: u64) {
@@ -540,6 +547,10 @@ impl Engine for FakeEngine {
         }
         state.execs.push(Exec { container, uid, command: command.to_vec() });
         Ok(ExecOutput { exit_code: 0, output: String::new() })
+    }
+
+    async fn storage(&self) -> Result<(String, Option<String>)> {
+        Ok(self.lock().storage.clone().unwrap_or_else(|| ("overlay2".into(), Some("extfs".into()))))
     }
 
     async fn oom_kills(&self, id: &str) -> Option<u64> {

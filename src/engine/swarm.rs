@@ -1020,6 +1020,7 @@ mod tests {
                 shm_size: 1 << 28,
                 log_size: 10 << 20,
                 log_files: 3,
+                writable_layer: None,
             },
             command: vec!["/bin/sh".into()],
             gpu: Some(GpuAccess::EnvOnly("MIG-abc".into())),

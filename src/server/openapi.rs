@@ -175,14 +175,16 @@ mod tests {
     fn limits_are_in_the_document() {
         let doc: serde_json::Value = serde_json::from_slice(&document(60, 60)).unwrap();
         let s = &doc["components"]["schemas"];
-        for field in ["memory", "cpus", "shm_size", "adopt_workspace"] {
+        for field in ["memory", "cpus", "shm_size", "writable_layer", "adopt_workspace"] {
             assert!(
                 s["CreateSessionRequest"]["properties"][field].is_object(),
                 "{field}: {}",
                 s["CreateSessionRequest"]
             );
         }
-        for field in ["memory_bytes", "cpus", "shm_size_bytes", "pids", "log_size_bytes", "log_files"] {
+        for field in
+            ["memory_bytes", "cpus", "shm_size_bytes", "pids", "log_size_bytes", "log_files", "writable_layer_bytes"]
+        {
             assert!(s["SessionLimits"]["properties"][field].is_object(), "{field}: {}", s["SessionLimits"]);
         }
         assert!(s["Session"]["properties"]["limits"].is_object(), "{}", s["Session"]);

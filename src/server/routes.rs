@@ -488,6 +488,12 @@ pub struct CreateSessionRequest {
     #[serde(default)]
     #[schema(example = "8g")]
     shm_size: Option<String>,
+    /// Size limit of the container's writable layer, written like memory. Absent or null:
+    /// [limits] writable_layer, else none. Above max_writable_layer: 400. Where the engine's
+    /// storage cannot enforce one (or on a swarm): 503.
+    #[serde(default)]
+    #[schema(example = "20g")]
+    writable_layer: Option<String>,
     /// For a new user whose directory under the workspace root already exists and belongs to
     /// another uid: give it to this user. Without it such a create is refused (409).
     #[serde(default)]
@@ -555,6 +561,7 @@ fn known_field(key: &str) -> &'static str {
         "memory",
         "cpus",
         "shm_size",
+        "writable_layer",
         "adopt_workspace",
         "public_key",
         "idle_timeout_minutes",
@@ -579,6 +586,7 @@ fn create_request(body: &[u8], max_ttl: u32) -> Result<CreateRequest> {
             .map(|n| n.as_f64().ok_or_else(|| Error::invalid("cpus", format!("{n} is not a number"))))
             .transpose()?,
         shm_size: b.shm_size.as_deref().map(|m| validate::size("shm_size", m)).transpose()?,
+        writable_layer: b.writable_layer.as_deref().map(|m| validate::size("writable_layer", m)).transpose()?,
     };
     Ok(CreateRequest {
         user,
@@ -635,10 +643,17 @@ mod tests {
         let r = create_request(br#"{"user_id":"a","mig_instance_uuid":"MIG-1"}"#, 100).unwrap();
         assert_eq!(r.gpu, GpuRequest::Uuid("MIG-1".into()));
         assert_eq!((r.limits, r.adopt_workspace), (LimitRequest::default(), false));
-        let r =
-            create_request(br#"{"user_id":"a","memory":"16g","cpus":4,"shm_size":"1.5g","adopt_workspace":true}"#, 100)
-                .unwrap();
-        let want = LimitRequest { memory: Some(16 << 30), cpus: Some(4.0), shm_size: Some(3 << 29) };
+        let r = create_request(
+            br#"{"user_id":"a","memory":"16g","cpus":4,"shm_size":"1.5g","writable_layer":"20g","adopt_workspace":true}"#,
+            100,
+        )
+        .unwrap();
+        let want = LimitRequest {
+            memory: Some(16 << 30),
+            cpus: Some(4.0),
+            shm_size: Some(3 << 29),
+            writable_layer: Some(20 << 30),
+        };
         assert_eq!((r.limits, r.adopt_workspace), (want, true));
 
         for (body, want) in [
@@ -674,6 +689,7 @@ mod tests {
             (r#"{"user_id":"a","memory":"16q"}"#, "invalid memory: \"16q\" has an unknown unit 'q'"),
             (r#"{"user_id":"a","memory":16}"#, "invalid memory: invalid type: integer `16`, expected a string"),
             (r#"{"user_id":"a","shm_size":"0"}"#, "invalid shm_size: \"0\" is zero"),
+            (r#"{"user_id":"a","writable_layer":"2x"}"#, "invalid writable_layer"),
             (r#"{"user_id":"a","cpus":"4"}"#, "invalid cpus: invalid type: string \"4\", expected a JSON number"),
             (r#"{"user_id":"a","adopt_workspace":"yes"}"#, "invalid adopt_workspace: invalid type: string"),
         ] {

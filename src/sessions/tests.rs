@@ -686,11 +686,19 @@ async fn a_create_passes_the_resolved_limits_to_the_engine_and_the_row() {
     });
     let g = 1u64 << 30;
     let asked = CreateRequest {
-        limits: LimitRequest { memory: None, cpus: Some(1.5), shm_size: Some(g / 2) },
+        limits: LimitRequest { memory: None, cpus: Some(1.5), shm_size: Some(g / 2), writable_layer: None },
         ..request("alice")
     };
     let created = lab.create_with(asked, &CancellationToken::new()).await.unwrap();
-    let want = SessionLimits { memory: 3 * g, cpus: 1.5, shm_size: g / 2, pids: 256, log_size: 10 << 20, log_files: 3 };
+    let want = SessionLimits {
+        memory: 3 * g,
+        cpus: 1.5,
+        shm_size: g / 2,
+        pids: 256,
+        log_size: 10 << 20,
+        log_files: 3,
+        writable_layer: None,
+    };
     let container = lab.engine.container(created.session.container_id.as_deref().unwrap()).unwrap();
     assert_eq!(container.limits, Some(want), "the profile's default memory, the asked CPUs and /dev/shm");
     assert_eq!(created.session.limits, Some(want));
@@ -747,6 +755,66 @@ async fn a_workspace_quota_that_cannot_be_enforced_refuses_the_create() {
     assert!(matches!(e, Error::Unavailable(_)), "{e}");
     assert!(e.to_string().contains("workspace_quota = \"50g\"") && e.to_string().contains("project quotas"), "{e}");
     lab.assert_nothing_left("an unenforceable quota");
+}
+
+#[tokio::test]
+async fn a_writable_layer_limit_reaches_the_container_where_the_storage_enforces_it() {
+    let lab = Lab::with(|s| s.limits = toml::from_str("writable_layer = \"20g\"").unwrap());
+    lab.engine.set_storage("overlay2", Some("xfs"));
+    let g = 1u64 << 30;
+    let alice = lab.create("alice").await.unwrap().session;
+    let id = alice.container_id.as_deref().unwrap();
+    assert_eq!(lab.engine.spec(id).unwrap().limits.writable_layer, Some(20 * g), "the default");
+    assert_eq!(lab.sessions.get(&alice.id).unwrap().limits.unwrap().writable_layer, Some(20 * g), "on the row");
+
+    let smaller =
+        CreateRequest { limits: LimitRequest { writable_layer: Some(g), ..Default::default() }, ..request("bob") };
+    let bob = lab.create_with(smaller, &CancellationToken::new()).await.unwrap().session;
+    assert_eq!(lab.engine.spec(bob.container_id.as_deref().unwrap()).unwrap().limits.writable_layer, Some(g));
+
+    let larger = CreateRequest {
+        limits: LimitRequest { writable_layer: Some(21 * g), ..Default::default() },
+        ..request("carol")
+    };
+    let Err(e) = lab.create_with(larger, &CancellationToken::new()).await else { panic!("created") };
+    assert_eq!(e.kind(), crate::error::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("21g is above the maximum 20g (writable_layer in [limits])"), "{e}");
+    assert_eq!(lab.sessions.list().unwrap().len(), 2, "alice's and bob's only");
+}
+
+#[tokio::test]
+async fn a_writable_layer_limit_the_storage_cannot_enforce_refuses_the_create() {
+    // Asked by the create, on the fake's default storage (overlay2 on extfs).
+    let lab = Lab::new();
+    let asked = CreateRequest {
+        limits: LimitRequest { writable_layer: Some(1 << 30), ..Default::default() },
+        ..request("alice")
+    };
+    let Err(e) = lab.create_with(asked, &CancellationToken::new()).await else { panic!("created without its limit") };
+    assert!(matches!(e, Error::Unavailable(_)), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("writable_layer = \"1g\" cannot be enforced"), "{text}");
+    assert!(text.contains("storage driver is overlay2 on extfs") && text.contains("xfs mounted with pquota"), "{text}");
+    assert!(lab.sessions.store().user("alice").unwrap().is_none(), "no user row either");
+    lab.assert_nothing_left("an unenforceable writable layer");
+    assert!(lab.create("alice").await.is_ok(), "without the limit the create works");
+
+    // Set for one profile only, on a driver that cannot: every create is refused, the config is wrong here.
+    let lab = Lab::with(|s| s.limits = toml::from_str("[profile.\"7g.40gb\"]\nwritable_layer = \"5g\"").unwrap());
+    lab.engine.set_storage("fuse-overlayfs", None);
+    let Err(e) = lab.create("bob").await else { panic!("created") };
+    assert!(e.to_string().contains("storage driver is fuse-overlayfs, which cannot"), "{e}");
+    lab.assert_nothing_left("a profile's unenforceable writable layer");
+
+    // A swarm service cannot take storage options, whatever the driver.
+    let lab = Lab::with(|s| {
+        s.limits = toml::from_str("writable_layer = \"5g\"").unwrap();
+        s.engine = crate::config::EngineKind::Swarm;
+    });
+    lab.engine.set_storage("overlay2", Some("xfs"));
+    let Err(e) = lab.create("carol").await else { panic!("created") };
+    assert!(matches!(e, Error::Unavailable(_)) && e.to_string().contains("swarm services cannot set storage"), "{e}");
+    lab.assert_nothing_left("a writable layer on a swarm");
 }
 
 #[tokio::test]

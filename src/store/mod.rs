@@ -117,6 +117,8 @@ const SCHEMA: &[&str] = &[
     // version 10: the OOM kills a reap pass last saw in each session's container, so that the
     // next pass (another process, for the CLI) reports only new ones
     "ALTER TABLE sessions ADD COLUMN oom_kills_seen INTEGER;",
+    // version 11: the size limit of the session's writable layer (NULL: none)
+    "ALTER TABLE sessions ADD COLUMN writable_layer_bytes INTEGER;",
 ];
 
 /// The first schema version with the GPU tables: migrating to it imports the old JSON files.
@@ -707,8 +709,17 @@ impl Store {
         self.run(|conn| {
             let n = conn.execute(
                 "UPDATE sessions SET memory_bytes = ?2, nano_cpus = ?3, shm_size_bytes = ?4, pids_limit = ?5,
-                                     log_size_bytes = ?6, log_files = ?7 WHERE id = ?1",
-                params![id, l.memory as i64, l.nano_cpus(), l.shm_size as i64, l.pids, l.log_size as i64, l.log_files],
+                                     log_size_bytes = ?6, log_files = ?7, writable_layer_bytes = ?8 WHERE id = ?1",
+                params![
+                    id,
+                    l.memory as i64,
+                    l.nano_cpus(),
+                    l.shm_size as i64,
+                    l.pids,
+                    l.log_size as i64,
+                    l.log_files,
+                    l.writable_layer.map(|b| b as i64)
+                ],
             )?;
             Ok(n == 1)
         })
@@ -1049,13 +1060,14 @@ const SELECT_SESSION: &str = "SELECT id, user_name, state, ssh_port, container_i
     mig_profile, ttl_minutes, created_at, expires_at, workspace, host_key_fingerprint,
     memory_bytes, nano_cpus, shm_size_bytes, pids_limit, log_size_bytes, log_files, failure,
     idle_timeout_minutes, last_activity_at, last_activity_signal, cpu_usage_usec, cpu_sampled_at, ssh_connections,
-    gpu_processes, warned_deadline, warned_minutes, notice_deadline, oom_kills_seen FROM sessions";
+    gpu_processes, warned_deadline, warned_minutes, notice_deadline, oom_kills_seen, writable_layer_bytes FROM sessions";
 
 fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
     let state = state
         .parse()
         .map_err(|e: Error| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?;
+    let layer: Option<i64> = r.get(32)?;
     Ok(SessionRow {
         id: r.get(0)?,
         user: r.get(1)?,
@@ -1071,7 +1083,7 @@ fn session_from_row(r: &rusqlite::Row) -> rusqlite::Result<SessionRow> {
         expires_at: r.get(11)?,
         workspace: r.get(12)?,
         host_key_fingerprint: r.get(13)?,
-        limits: limits_from_row(r, 14)?,
+        limits: limits_from_row(r, 14)?.map(|l| SessionLimits { writable_layer: layer.map(|v| v as u64), ..l }),
         failure: r.get(20)?,
         activity: Activity {
             idle_timeout_minutes: r.get(21)?,
@@ -1106,6 +1118,7 @@ fn limits_from_row(r: &rusqlite::Row, first: usize) -> rusqlite::Result<Option<S
                 pids,
                 log_size: log_size as u64,
                 log_files,
+                writable_layer: None,
             })
         }
         _ => None,
@@ -1283,6 +1296,7 @@ mod tests {
             pids: 512,
             log_size: 10 << 20,
             log_files: 3,
+            writable_layer: Some(20 << 30),
         };
         assert!(store.set_limits("1", &limits).unwrap());
         assert_eq!(store.session("1").unwrap().unwrap().limits, Some(limits));

@@ -60,6 +60,8 @@ fn limits_reach_the_container_and_an_oom_kill_stays_in_its_session() {
     assert!(shown["workspace_usage_bytes"].as_u64().unwrap() > 0, "{shown}");
     let text = env.ok(&["session", "show", alice.id()]);
     assert!(text.contains("256m (no swap beyond it)") && text.contains("/dev/shm      64m"), "{text}");
+    assert!(text.contains("\nlayer limit   none\n"), "no writable-layer limit unless set: {text}");
+    assert!(shown["limits"].get("writable_layer_bytes").is_none(), "{shown}");
     let listed = env.sessions();
     assert!(listed.iter().any(|s| s["limits"]["memory_bytes"] == 256 * mib), "{listed:?}");
 
@@ -151,6 +153,18 @@ fn the_api_takes_limits_and_metrics_count_oom_kills_and_workspace_bytes() {
     let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "cpus": "two"})));
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("cpus"), "{}", r.text());
+    // A writable-layer limit: a bad size is 400; one this host cannot enforce is 503 (not on a
+    // host whose storage can, where the create goes on).
+    let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "writable_layer": "1q"})));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("invalid writable_layer"), "{}", r.text());
+    let (driver, backing) = storage();
+    if !matches!((driver.as_str(), backing.as_deref()), ("overlay2", Some("xfs")) | ("btrfs" | "zfs", _)) {
+        let r = serve.call("POST", "/sessions", Some(&json!({"user_id": "erin", "writable_layer": "1g"})));
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.error().contains("writable_layer = \"1g\" cannot be enforced"), "{}", r.text());
+        assert!(env.sessions().is_empty() && env.containers().is_empty());
+    }
 
     let body = json!({"user_id": "erin", "memory": "256m", "cpus": 0.5, "shm_size": "32m"});
     let r = serve.call("POST", "/sessions", Some(&body));
@@ -221,4 +235,69 @@ fn doctor_reports_what_this_host_can_limit_on_disk() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("workspace_quota"), "{}", stderr(&out));
     assert!(env.sessions().is_empty());
+}
+
+/// The engine's storage driver and backing file system, as `docker info` gives them.
+fn storage() -> (String, Option<String>) {
+    let out = Command::new("docker").args(["info", "--format", "{{json .}}"]).output().unwrap();
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backing = info["DriverStatus"].as_array().and_then(|pairs| {
+        pairs.iter().find(|p| p[0] == "Backing Filesystem").and_then(|p| p[1].as_str().map(str::to_string))
+    });
+    (info["Driver"].as_str().unwrap_or_default().to_string(), backing)
+}
+
+#[test]
+fn a_writable_layer_limit_this_storage_cannot_enforce_refuses_the_create_and_leaves_nothing() {
+    let mut env = Env::new("limits-layer");
+    let (driver, backing) = storage();
+    let words = match &backing {
+        Some(b) => format!("{driver} on {b}"),
+        None => driver.clone(),
+    };
+    let enforceable = matches!((driver.as_str(), backing.as_deref()), ("overlay2", Some("xfs")) | ("btrfs" | "zfs", _));
+    if enforceable {
+        // Not this test machine's case; the limit then reaches the container.
+        let s = env.create("gil", &["--writable-layer", "1g"]);
+        let hc = &inspect(s.json["container_id"].as_str().unwrap())["HostConfig"];
+        assert_eq!(hc["StorageOpt"]["size"], (1u64 << 30).to_string(), "{hc}");
+        return;
+    }
+    let out = env.run(&["session", "create", "--user", "gil", "--writable-layer", "1g"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("writable_layer = \"1g\" cannot be enforced"), "{err}");
+    assert!(err.contains(&format!("storage driver is {words},")), "{err}");
+    assert!(err.contains("unset writable_layer") && err.contains("xfs mounted with pquota"), "{err}");
+    assert!(env.sessions().is_empty(), "no session row");
+    assert!(env.containers().is_empty(), "no container");
+    let users: i64 = rusqlite::Connection::open(env.db())
+        .unwrap()
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 0, "no user row either");
+    assert!(!env.workspace_root().join("gil").exists(), "no workspace");
+
+    // Set by the admin: doctor fails its check with the same reason, and every create is refused.
+    env.extra_env.push(("SANDMAN_LIMITS_WRITABLE_LAYER".into(), "20g".into()));
+    let out = env.run(&["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let layer = all.iter().find(|c| c["check"] == "writable layer").unwrap();
+    assert_eq!(layer["ok"], false, "{layer}");
+    assert!(
+        layer["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("writable_layer = \"20g\" cannot be enforced: the engine's storage driver is {words}")),
+        "{layer}"
+    );
+    let out = env.run(&["session", "create", "--user", "gil"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("writable_layer = \"20g\""), "{}", stderr(&out));
+    // Above the admin's default (its maximum): refused as invalid first.
+    let out = env.run(&["session", "create", "--user", "gil", "--writable-layer", "30g"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("30g is above the maximum 20g (writable_layer in [limits])"), "{}", stderr(&out));
+    assert!(env.sessions().is_empty() && env.containers().is_empty());
 }
