@@ -382,7 +382,13 @@ impl Sessions {
         if let Some(layer) = s.limits.writable_layer_wanted(&req.limits) {
             let (driver, backing) = engine.storage().await?;
             if let Some(why) = writable_layer_refusal(layer, s.engine, &driver, backing.as_deref()) {
-                return Err(Error::Unavailable(why));
+                // Asked for in the request: a request this host cannot honour (400, exit 2). Set
+                // by the admin: the host is misconfigured (503, exit 5).
+                return Err(if req.limits.writable_layer.is_some() {
+                    Error::invalid("writable_layer", why)
+                } else {
+                    Error::Unavailable(why)
+                });
             }
         }
         let Some(image_id) = engine.image_id(&image).await? else {

@@ -791,7 +791,7 @@ async fn a_writable_layer_limit_the_storage_cannot_enforce_refuses_the_create() 
         ..request("alice")
     };
     let Err(e) = lab.create_with(asked, &CancellationToken::new()).await else { panic!("created without its limit") };
-    assert!(matches!(e, Error::Unavailable(_)), "{e}");
+    assert!(matches!(e, Error::InvalidInput { field: "writable_layer", .. }), "a request this host cannot honour: {e}");
     let text = e.to_string();
     assert!(text.contains("writable_layer = \"1g\" cannot be enforced"), "{text}");
     assert!(text.contains("storage driver is overlay2 on extfs") && text.contains("xfs mounted with pquota"), "{text}");
@@ -803,6 +803,7 @@ async fn a_writable_layer_limit_the_storage_cannot_enforce_refuses_the_create() 
     let lab = Lab::with(|s| s.limits = toml::from_str("[profile.\"7g.40gb\"]\nwritable_layer = \"5g\"").unwrap());
     lab.engine.set_storage("fuse-overlayfs", None);
     let Err(e) = lab.create("bob").await else { panic!("created") };
+    assert!(matches!(e, Error::Unavailable(_)), "the admin's setting: the host is misconfigured: {e}");
     assert!(e.to_string().contains("storage driver is fuse-overlayfs, which cannot"), "{e}");
     lab.assert_nothing_left("a profile's unenforceable writable layer");
 
