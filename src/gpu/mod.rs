@@ -170,7 +170,14 @@ pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
         GpuBackendKind::Auto => match nvml() {
             Ok(b) => Arc::new(b),
             Err(e) => {
-                tracing::warn!("no GPUs: {e}; sessions get no GPU (set gpu_backend = \"none\" to silence this)");
+                // A host with the NVIDIA kernel driver but no loadable library is broken: say so
+                // on every command. A host without the driver is CPU-only by design: say it
+                // once in `doctor`, and only with -v here.
+                if nvidia_driver_loaded() {
+                    tracing::warn!("no GPUs: {e}; sessions get no GPU (set gpu_backend = \"none\" to silence this)");
+                } else {
+                    tracing::info!("no NVIDIA driver: sessions are CPU-only ({e})");
+                }
                 Arc::new(NoGpu)
             }
         },
@@ -182,6 +189,12 @@ pub fn open(settings: &Settings) -> Result<Arc<dyn GpuBackend>> {
             Arc::new(sim::SimBackend::open(file, &settings.db, &settings.default_profile, dynamic)?)
         }
     })
+}
+
+/// Whether the NVIDIA kernel driver is loaded (it creates `/proc/driver/nvidia` and
+/// `/dev/nvidiactl`), whatever the state of its user-space library.
+fn nvidia_driver_loaded() -> bool {
+    std::path::Path::new("/proc/driver/nvidia").exists() || std::path::Path::new("/dev/nvidiactl").exists()
 }
 
 /// The API's profile list for the models present, from sandman's catalog.
