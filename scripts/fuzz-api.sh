@@ -4,7 +4,7 @@
 # sequences (create, then get, extend, remove). Fails on any 5xx or other check failure, on a
 # hang (a per-request timeout and a time limit for the run), if the server does not stop cleanly
 # on SIGTERM, or if anything is left behind: after DELETE /sessions no row, no container and
-# nothing for `sandman reap` to find.
+# nothing for `sandman reap` to find. Its cleanup removes the scratch network's firewall rules.
 #
 # Runs against the real Docker engine with a scratch database, workspace root, network and a
 # small port range. Installs schemathesis into a virtual environment under the cargo target
@@ -49,6 +49,8 @@ cleanup() {
     if [ -n "$id" ]; then
         docker ps -aq --filter "label=sandman.instance=$id" | xargs -r docker rm -f >/dev/null 2>&1 || true
     fi
+    # The firewall rules the creates installed for the scratch network, then the network.
+    sandman firewall remove >/dev/null 2>&1 || true
     docker network rm "$network" >/dev/null 2>&1 || true
     rm -rf "$tmp"
 }
