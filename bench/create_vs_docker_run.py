@@ -109,6 +109,55 @@ def build_sandman() -> Path:
     return REPO_ROOT / "target" / "release" / "sandman"
 
 
+def ready_sandman(given: Path | None) -> Path:
+    """The sandman binary to measure (the one given, or a release build made here), once the
+    engine answers and the workspace image is present."""
+    docker_server_version()  # fails early when the engine is unreachable
+    sandman = given.resolve() if given else build_sandman()
+    if not os.access(sandman, os.X_OK):
+        raise BenchError(f"{sandman} is not an executable file")
+    if not image_present(IMAGE):
+        raise BenchError(
+            f"the image {IMAGE} is not on this host; build it first with:\n"
+            f"  {shlex.quote(str(sandman))} image build --offline"
+        )
+    return sandman
+
+
+def run_create(argv: list[str], env: dict, what: str):
+    """Runs a `session create ... --json`, noting when each progress line (standard error)
+    appears. Returns (start, end, marks, answer); raises BenchError when it fails."""
+    marks: list[tuple[float, str]] = []
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+
+    def read_progress():
+        for line in proc.stderr:
+            marks.append((time.perf_counter(), line.rstrip("\n")))
+
+    reader = threading.Thread(target=read_progress, daemon=True)
+    reader.start()
+    try:
+        out = proc.stdout.read()
+        code = proc.wait()
+        end = time.perf_counter()
+    finally:
+        # Interrupted: stop the create, so that cleanup does not race a half-made session.
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join()
+    if code != 0:
+        text = "\n".join(m for _, m in marks)
+        raise BenchError(f"{what} failed (exit {code}):\n{text}")
+    answer = json.loads(out)
+    if not answer.get("session_id") or not answer.get("ssh_port"):
+        raise BenchError(f"unexpected create answer: {out[:300]}")
+    return start, end, marks, answer
+
+
 def read_banner(port: int) -> bool:
     """True when something on localhost:port sends "SSH-" as its first four bytes."""
     try:
@@ -206,36 +255,7 @@ class Bench:
         logging costs a little, so such runs are not part of the timed figures)."""
         argv = self.sandman_argv("session", "create", "--user", user, "--json")
         env = dict(self.env, SANDMAN_LOG="debug") if api_log else self.env
-        marks: list[tuple[float, str]] = []
-
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-
-        def read_progress():
-            for line in proc.stderr:
-                marks.append((time.perf_counter(), line.rstrip("\n")))
-
-        reader = threading.Thread(target=read_progress, daemon=True)
-        reader.start()
-        try:
-            out = proc.stdout.read()
-            code = proc.wait()
-            end = time.perf_counter()
-        finally:
-            # Interrupted: stop the create, so that cleanup does not race a half-made session.
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        reader.join()
-
-        if code != 0:
-            text = "\n".join(m for _, m in marks)
-            raise BenchError(f"sandman session create --user {user} failed (exit {code}):\n{text}")
-        answer = json.loads(out)
-        if not answer.get("session_id") or not answer.get("ssh_port"):
-            raise BenchError(f"unexpected create answer: {out[:300]}")
+        start, end, marks, answer = run_create(argv, env, f"sandman session create --user {user}")
         self.remove_session(answer["session_id"])
         return Sample(end - start, phases_from_marks(start, end, marks, user, api_log))
 
@@ -567,15 +587,7 @@ def main() -> int:
     # SIGTERM unwinds like Ctrl-C, so the cleanup in `finally` still runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        docker_server_version()  # fails early when the engine is unreachable
-        sandman = args.sandman.resolve() if args.sandman else build_sandman()
-        if not os.access(sandman, os.X_OK):
-            raise BenchError(f"{sandman} is not an executable file")
-        if not image_present(IMAGE):
-            raise BenchError(
-                f"the image {IMAGE} is not on this host; build it first with:\n"
-                f"  {shlex.quote(str(sandman))} image build --offline"
-            )
+        sandman = ready_sandman(args.sandman)
         bench = Bench(sandman, args.port_range)
         log(f"state in {bench.tmp}, network {bench.network}, ports {args.ports}")
         try:

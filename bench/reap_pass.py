@@ -44,15 +44,12 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from create_vs_docker_run import (  # noqa: E402
-    IMAGE,
     REPO_ROOT,
     BenchError,
-    build_sandman,
-    docker_server_version,
-    image_present,
     log,
     machine_info,
     ms,
+    ready_sandman,
     run_cmd,
     summary,
 )
@@ -374,15 +371,7 @@ def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        docker_server_version()
-        sandman = args.sandman.resolve() if args.sandman else build_sandman()
-        if not os.access(sandman, os.X_OK):
-            raise BenchError(f"{sandman} is not an executable file")
-        if not image_present(IMAGE):
-            raise BenchError(
-                f"the image {IMAGE} is not on this host; build it first with:\n"
-                f"  {shlex.quote(str(sandman))} image build --offline"
-            )
+        sandman = ready_sandman(args.sandman)
         bench = Bench(sandman, args.port_range)
         log(f"state in {bench.tmp}, network {bench.network}, ports {args.ports}")
         try:

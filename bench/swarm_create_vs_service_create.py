@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -61,16 +60,15 @@ from create_vs_docker_run import (  # noqa: E402
     REPO_ROOT,
     BenchError,
     Sample,
-    build_sandman,
-    docker_server_version,
-    image_present,
     log,
     machine_info,
     median_phases,
     ms,
     phases_from_marks,
     port_is_free,
+    ready_sandman,
     run_cmd,
+    run_create,
     summary,
     wait_for_banner,
 )
@@ -254,32 +252,7 @@ class Bench:
 
     def time_sandman_create(self, user: str) -> Sample:
         argv = self.sandman_argv("session", "create", "--user", user, "--json")
-        marks: list[tuple[float, str]] = []
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True)
-
-        def read_progress():
-            for line in proc.stderr:
-                marks.append((time.perf_counter(), line.rstrip("\n")))
-
-        reader = threading.Thread(target=read_progress, daemon=True)
-        reader.start()
-        try:
-            out = proc.stdout.read()
-            code = proc.wait()
-            end = time.perf_counter()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        reader.join()
-        if code != 0:
-            text = "\n".join(m for _, m in marks)
-            raise BenchError(f"sandman --engine swarm session create --user {user} failed (exit {code}):\n{text}")
-        answer = json.loads(out)
-        if not answer.get("session_id") or not answer.get("ssh_port"):
-            raise BenchError(f"unexpected create answer: {out[:300]}")
+        start, end, marks, answer = run_create(argv, self.env, f"sandman --engine swarm session create --user {user}")
         run_cmd(self.sandman_argv("session", "rm", answer["session_id"], "--yes", "--json"), env=self.env)
         return Sample(end - start, phases_from_marks(start, end, marks, user))
 
@@ -549,15 +522,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     swarm = None
     try:
-        docker_server_version()
-        sandman = args.sandman.resolve() if args.sandman else build_sandman()
-        if not os.access(sandman, os.X_OK):
-            raise BenchError(f"{sandman} is not an executable file")
-        if not image_present(IMAGE):
-            raise BenchError(
-                f"the image {IMAGE} is not on this host; build it first with:\n"
-                f"  {shlex.quote(str(sandman))} image build --offline"
-            )
+        sandman = ready_sandman(args.sandman)
         swarm = Swarm()
         swarm_made = swarm.created
         try:
