@@ -189,6 +189,33 @@ pub struct SessionRow {
     pub activity: Activity,
 }
 
+#[cfg(test)]
+impl SessionRow {
+    /// A running-or-not session for unit tests: user `alice`, port 10000, created at 0, expiring
+    /// in an hour, nothing recorded.
+    pub fn example(id: &str, state: State) -> SessionRow {
+        SessionRow {
+            id: id.into(),
+            user: "alice".into(),
+            state,
+            ssh_port: 10000,
+            container_id: None,
+            container_ip: None,
+            image: "img".into(),
+            gpu_uuid: None,
+            mig_profile: None,
+            ttl_minutes: 60,
+            created_at: 0,
+            expires_at: 3600,
+            workspace: "/w".into(),
+            host_key_fingerprint: "fp".into(),
+            limits: None,
+            failure: None,
+            activity: Activity::default(),
+        }
+    }
+}
+
 /// What reap passes recorded of a session's activity (see `sessions::reap::judge`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Activity {
