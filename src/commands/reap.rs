@@ -3,22 +3,7 @@ use crate::error::Result;
 use crate::sessions::{ReapReport, Sessions};
 
 pub async fn run(sessions: &Sessions, dry_run: bool, json: bool) -> Result<()> {
-    let mut report = sessions.reap(dry_run).await?;
-    // Like serve's reaper: OOM kills inside sessions since the previous pass are logged.
-    if !report.busy {
-        match sessions.new_oom_kills(dry_run).await {
-            Ok(kills) => report.oom_kills = kills,
-            Err(e) => tracing::debug!(error = %e, "OOM kills not read"),
-        }
-    }
-    for k in &report.oom_kills {
-        tracing::warn!(
-            session = %k.id,
-            user = %k.user,
-            kills = k.kills,
-            "out of memory: the kernel killed processes inside the session (the session goes on)"
-        );
-    }
+    let report = sessions.reap(dry_run).await?;
     if json {
         print_json(&report)?;
     } else {

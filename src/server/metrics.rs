@@ -158,21 +158,9 @@ impl Metrics {
         }
     }
 
-    /// Keeps what the sessions use as of this pass; returns those whose container had OOM kills
-    /// since the pass before (or since it started, for a session seen for the first time),
-    /// with how many.
-    pub fn observe_usage(&self, usage: Vec<SessionUsage>) -> Vec<(SessionUsage, u64)> {
-        let mut last = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        let new_kills = usage
-            .iter()
-            .filter_map(|u| {
-                let before = last.iter().find(|l| l.id == u.id).and_then(|l| l.oom_kills).unwrap_or(0);
-                let now = u.oom_kills?;
-                (now > before).then(|| (u.clone(), now - before))
-            })
-            .collect();
-        *last = usage;
-        new_kills
+    /// Keeps what the sessions use as of this pass, for `render`.
+    pub fn observe_usage(&self, usage: Vec<SessionUsage>) {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = usage;
     }
 
     pub fn render(&self, now: &InUse) -> String {
@@ -327,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn session_usage_is_rendered_and_new_oom_kills_are_reported_once() {
+    fn session_usage_is_rendered() {
         let m = Metrics::default();
         let usage = |kills: Option<u64>| SessionUsage {
             id: "s1".into(),
@@ -335,9 +323,8 @@ mod tests {
             workspace_bytes: Some(4096),
             oom_kills: kills,
         };
-        assert_eq!(m.observe_usage(vec![usage(Some(0))]), vec![]);
-        assert_eq!(m.observe_usage(vec![usage(Some(2))]), vec![(usage(Some(2)), 2)]);
-        assert_eq!(m.observe_usage(vec![usage(Some(2))]), vec![], "the same kills are not reported twice");
+        m.observe_usage(vec![usage(Some(0))]);
+        m.observe_usage(vec![usage(Some(2))]);
         let text = m.render(&InUse { sessions: &[], ports_total: 1, gpu_slices_free: None });
         for line in [
             "sandman_workspace_bytes{session=\"s1\",user=\"alice\"} 4096",
@@ -363,22 +350,9 @@ mod tests {
         }));
         let now = chrono::Utc::now().timestamp();
         let row = |id: &str, state: State| SessionRow {
-            id: id.into(),
             user: format!("u-{id}"),
-            state,
-            ssh_port: 10000,
-            container_id: None,
-            container_ip: None,
-            image: "img".into(),
-            gpu_uuid: None,
-            mig_profile: None,
-            ttl_minutes: 60,
             created_at: now - 600,
             expires_at: now + 3000,
-            workspace: "/w".into(),
-            host_key_fingerprint: "fp".into(),
-            limits: None,
-            failure: None,
             activity: crate::store::Activity {
                 ssh_connections: Some(2),
                 gpu_processes: Some(1),
@@ -386,6 +360,7 @@ mod tests {
                 last_activity_at: Some(now - 120),
                 ..Default::default()
             },
+            ..SessionRow::example(id, state)
         };
         let sessions = [row("s1", State::Running), row("s2", State::Failed)];
         let text = m.render(&InUse { sessions: &sessions, ports_total: 1, gpu_slices_free: None });

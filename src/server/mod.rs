@@ -356,19 +356,10 @@ async fn reaper(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Measures what the sessions use, for `/metrics`, and logs the OOM kills since the last pass.
+/// Measures what the sessions use, for `/metrics` (the reap pass logs their OOM kills).
 async fn observe_usage(app: &App) {
     match app.sessions.usage().await {
-        Ok(usage) => {
-            for (u, kills) in app.metrics.observe_usage(usage) {
-                tracing::warn!(
-                    session = %u.id,
-                    user = %u.user,
-                    kills,
-                    "out of memory: the kernel killed processes inside the session (the session goes on)"
-                );
-            }
-        }
+        Ok(usage) => app.metrics.observe_usage(usage),
         Err(e) => tracing::debug!(error = %e, "session usage not measured"),
     }
 }

@@ -401,10 +401,10 @@ pub fn classify(
 }
 
 impl Sessions {
-    /// The OOM kills in each running session's container since the count the previous call
-    /// recorded on its row (the CLI's reaper runs as a new process each time); records the
-    /// counts now unless `dry_run`. Reads only the kernel's counters.
-    pub async fn new_oom_kills(&self, dry_run: bool) -> Result<Vec<OomKills>> {
+    /// The OOM kills in each running session's container since the count the previous pass
+    /// recorded on its row (so that each kill is reported once, whichever reaper sees it first);
+    /// records the counts now unless `dry_run`. Reads only the kernel's counters.
+    pub(super) async fn new_oom_kills(&self, dry_run: bool) -> Result<Vec<OomKills>> {
         let engine = self.engine().await?;
         let mut new = Vec::new();
         for row in self.list()?.into_iter().filter(|r| r.state == State::Running) {
@@ -528,6 +528,20 @@ impl Sessions {
             if let Err(error) = self.firewall_apply(false).await {
                 tracing::warn!(%error, "the session network's firewall rules could not be checked; the next pass tries again");
             }
+        }
+        // OOM kills inside sessions since the previous pass, whichever reaper (CLI or serve)
+        // ran it: the count seen is on each row.
+        match self.new_oom_kills(dry_run).await {
+            Ok(kills) => report.oom_kills = kills,
+            Err(e) => tracing::debug!(error = %e, "OOM kills not read"),
+        }
+        for k in &report.oom_kills {
+            tracing::warn!(
+                session = %k.id,
+                user = %k.user,
+                kills = k.kills,
+                "out of memory: the kernel killed processes inside the session (the session goes on)"
+            );
         }
         drop(reap_lock);
         Ok(report)

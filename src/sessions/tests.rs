@@ -355,25 +355,7 @@ fn reap_classification_table() {
 }
 
 fn row(id: &str, state: State, expires_at: i64) -> SessionRow {
-    SessionRow {
-        id: id.into(),
-        user: "alice".into(),
-        state,
-        ssh_port: 10000,
-        container_id: None,
-        container_ip: None,
-        image: "img".into(),
-        gpu_uuid: None,
-        mig_profile: None,
-        ttl_minutes: 60,
-        created_at: 0,
-        expires_at,
-        workspace: "/w".into(),
-        host_key_fingerprint: "fp".into(),
-        limits: None,
-        failure: None,
-        activity: Default::default(),
-    }
+    SessionRow { expires_at, ..SessionRow::example(id, state) }
 }
 
 fn container(id: &str, session: Option<&str>) -> ManagedContainer {
@@ -833,7 +815,7 @@ async fn usage_reports_workspace_bytes_and_oom_kills_per_running_session() {
 }
 
 #[tokio::test]
-async fn the_cli_reaper_reports_oom_kills_since_its_previous_pass() {
+async fn reap_passes_report_oom_kills_since_the_previous_pass() {
     let lab = Lab::new();
     let alice = lab.create("alice").await.unwrap().session;
     let bob = lab.create("bob").await.unwrap().session;
