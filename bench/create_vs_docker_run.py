@@ -315,6 +315,7 @@ class Bench:
             ("reap", sandman("reap", "--quiet")),
             ("remove baseline containers", containers(f"label={self.label}")),
             ("remove containers on the network", containers(f"network={self.network}")),
+            ("remove firewall rules", sandman("firewall", "remove", "--quiet")),
             ("remove network", self._remove_network),
             ("remove temporary files", lambda: shutil.rmtree(self.tmp)),
         ]
